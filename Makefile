@@ -1,0 +1,42 @@
+# Opsdeck: `make run` starts everything, `make test` runs the suite. Nothing else to install
+# but Python 3.11: PostgreSQL and Redis are embedded unless DATABASE_URL / REDIS_URL are set.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export DJANGO_SETTINGS_MODULE := project.settings
+
+.PHONY: run test ci lint check bench clean-venv
+
+$(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m project.devservices run
+
+test: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+check: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m project.devservices exec -- env SECRET_KEY=ci-only-$$(date +%s)-not-a-development-key-0123456789abcdef \
+		DEBUG=false ALLOWED_HOSTS=opsdeck.example.com $(PY) manage.py check --deploy --fail-level WARNING
+
+# What CI runs after `make test`.
+ci: test lint check
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py
+
+clean-venv:
+	rm -rf $(VENV)

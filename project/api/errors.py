@@ -1,0 +1,86 @@
+"""One JSON envelope for every 4xx/5xx: {"error": {"code", "message", "fields"}}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger("opsdeck.api")
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+def _first_code(detail) -> str | None:
+    if isinstance(detail, dict):
+        for value in detail.values():
+            if code := _first_code(value):
+                return code
+    elif isinstance(detail, list):
+        for value in detail:
+            if code := _first_code(value):
+                return code
+    else:
+        return getattr(detail, "code", None)
+    return None
+
+
+def _message_for(detail, default: str) -> str:
+    if isinstance(detail, dict):
+        return "Some fields are invalid." if detail else default
+    if isinstance(detail, list):
+        return " ".join(str(item) for item in detail) or default
+    return str(detail)
+
+
+def error_body(code: str, message: str, fields: dict | None = None, **extra) -> dict:
+    body = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    body.update(extra)
+    return {"error": body}
+
+
+def exception_handler(exc, context):
+    """DRF's handler, then the envelope. Unhandled exceptions become an enveloped 500."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled API error", exc_info=exc)
+        return Response(
+            error_body("server_error", "Internal server error."), status=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    code = _first_code(detail) if isinstance(exc, exceptions.ValidationError) else None
+    code = code or getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict):
+        # Non-field problems (cursor, page_size, bulk ids) read like fields to a client.
+        response.data = error_body(code, _message_for(detail, "Invalid input."), fields=response.data)
+    else:
+        extra = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            extra["retry_after_s"] = int(exc.wait + 0.999)
+        response.data = error_body(code, _message_for(detail, str(exc)), **extra)
+    return response
+
+
+def json_error_view(status_code: int, code: str, message: str):
+    def view(request, exception=None):
+        return JsonResponse(error_body(code, message), status=status_code)
+
+    return view
+
+
+handler400 = json_error_view(400, "bad_request", "Bad request.")
+handler403 = json_error_view(403, "permission_denied", "You do not have permission to perform this action.")
+handler404 = json_error_view(404, "not_found", "Not found.")
+handler500 = json_error_view(500, "server_error", "Internal server error.")

@@ -1,0 +1,99 @@
+"""The one way to write a scheduled job: `@scheduled_job("app.name")`.
+
+Every run (a) takes a PostgreSQL advisory lock named after the job, so the same job never runs
+twice at once across workers and beat instances (a second start is recorded as skipped, not
+queued behind); (b) records a JobRun row with status, duration, result and error; (c) retries
+transient database and broker errors with exponential backoff.
+"""
+
+import functools
+import logging
+import time
+import traceback
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from project.db.locks import session_advisory_lock
+from project.models import JobRun
+
+logger = logging.getLogger("opsdeck.jobs")
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError)
+RETRY_BACKOFF_BASE_S = 5
+RETRY_BACKOFF_MAX_S = 300
+
+
+def retry_countdown_s(retries: int) -> int:
+    return min(RETRY_BACKOFF_BASE_S * 2**retries, RETRY_BACKOFF_MAX_S)
+
+
+def scheduled_job(name: str, *, soft_time_limit_s: int = 240, time_limit_s: int = 300, max_retries: int = 3):
+    """Turn `func(**kwargs) -> dict` into a locked, recorded, retried Celery job named `name`."""
+
+    def decorator(func):
+        @shared_task(
+            name=name,
+            bind=True,
+            soft_time_limit=soft_time_limit_s,
+            time_limit=time_limit_s,
+            max_retries=max_retries,
+            # Jobs are idempotent (they pick up only work not yet done), so a redelivery after a
+            # worker crash is safe.
+            acks_late=True,
+        )
+        @functools.wraps(func)
+        def job(self, **kwargs):
+            return run_job(name, func, kwargs, celery_task=self)
+
+        job.run_now = functools.partial(run_job, name, func)
+        return job
+
+    return decorator
+
+
+def run_job(name: str, func, kwargs: dict, celery_task=None) -> dict:
+    celery_id = getattr(getattr(celery_task, "request", None), "id", None) or ""
+    with session_advisory_lock(f"job:{name}") as acquired:
+        if not acquired:
+            JobRun.objects.create(
+                name=name,
+                celery_id=celery_id,
+                status=JobRun.Status.SKIPPED,
+                started_at=timezone.now(),
+                finished_at=timezone.now(),
+                duration_ms=0,
+                result={"skipped": "another run of this job holds its lock"},
+            )
+            logger.info("job skipped: already running", extra={"job": name})
+            return {"skipped": True}
+        run = JobRun.objects.create(
+            name=name, celery_id=celery_id, status=JobRun.Status.RUNNING, started_at=timezone.now()
+        )
+        started = time.perf_counter()
+        try:
+            result = func(**kwargs) or {}
+        except TRANSIENT_ERRORS as exc:
+            retries = getattr(getattr(celery_task, "request", None), "retries", 0)
+            can_retry = celery_task is not None and retries < celery_task.max_retries
+            _finish(run, started, JobRun.Status.RETRYING if can_retry else JobRun.Status.FAILED, error=exc)
+            if can_retry:
+                raise celery_task.retry(exc=exc, countdown=retry_countdown_s(retries)) from exc
+            raise
+        except Exception as exc:
+            _finish(run, started, JobRun.Status.FAILED, error=exc)
+            raise
+        _finish(run, started, JobRun.Status.SUCCEEDED, result=result)
+        return result
+
+
+def _finish(run: JobRun, started: float, status: str, *, result: dict | None = None, error=None) -> None:
+    run.status = status
+    run.finished_at = timezone.now()
+    run.duration_ms = int((time.perf_counter() - started) * 1000)
+    run.result = result or {}
+    run.error = "".join(traceback.format_exception(error))[-4000:] if error else ""
+    run.save(update_fields=["status", "finished_at", "duration_ms", "result", "error"])
+    log = logger.error if status == JobRun.Status.FAILED else logger.info
+    log("job finished", extra={"job": run.name, "status": status, "duration_ms": run.duration_ms})

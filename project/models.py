@@ -1,0 +1,85 @@
+"""Platform models: who did what (ActivityLog) and how each scheduled job run went (JobRun)."""
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Func, Value
+from psqlextra.models import PostgresPartitionedModel
+from psqlextra.types import PostgresPartitioningMethod
+
+
+class JobRun(models.Model):
+    """One run of a scheduled job: its outcome survives worker restarts (unlike Flower's)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        RETRYING = "retrying"
+
+    name = models.CharField(max_length=200)
+    celery_id = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            # "last runs of job X": the backlog page and the admin filter by job.
+            models.Index(fields=["name", "-started_at"], name="jobrun_name_started_idx"),
+            # Admin list ordered by newest first.
+            models.Index(fields=["-started_at"], name="jobrun_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ActivityLog(PostgresPartitionedModel):
+    """Who did what, range-partitioned by month on created_at (kept by maintain_partitions)."""
+
+    class Level(models.TextChoices):
+        DEBUG = "debug"
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    # The partition key must be part of the primary key; an AutoField cannot sit in a composite
+    # key, so the id comes from a sequence created in the migration.
+    pk = models.CompositePrimaryKey("id", "created_at")
+    id = models.BigIntegerField(db_default=Func(Value("project_activitylog_id_seq"), function="nextval"))
+    created_at = models.DateTimeField(db_default=Func(function="now"))
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False
+    )
+    category = models.CharField(max_length=50)
+    action = models.CharField(max_length=100)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    entity_type = models.CharField(max_length=100, blank=True)
+    entity_id = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class PartitioningMeta:
+        method = PostgresPartitioningMethod.RANGE
+        key = ["created_at"]
+
+    class Meta:
+        indexes = [
+            # Indexes from the platform guide (003), each named for the query it serves.
+            models.Index(fields=["-created_at"], name="activity_created_desc_idx"),  # recent activity
+            models.Index(fields=["user", "created_at"], name="activity_user_created_idx"),  # timeline
+            models.Index(fields=["category", "action"], name="activity_category_action_idx"),
+            models.Index(fields=["level", "created_at"], name="activity_level_created_idx"),
+            models.Index(fields=["entity_type", "entity_id"], name="activity_entity_idx"),  # history
+            GinIndex(fields=["metadata"], name="activity_metadata_gin"),
+            GinIndex(fields=["tags"], name="activity_tags_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category}.{self.action} {self.entity_type}:{self.entity_id}"

@@ -1,0 +1,112 @@
+"""Monthly range partitions for append-mostly tables: created ahead, archived behind.
+
+Any app registers a model partitioned by month on a timestamp column with
+`register_monthly_partitions(Model)` in its AppConfig.ready(); the daily `maintain_partitions`
+job then keeps PARTITION_MONTHS_BACK months behind and PARTITION_MONTHS_AHEAD ahead. Older
+partitions are detached and moved to the `archive` schema, never dropped: an operator dumps
+and drops them deliberately (docs/operations.md). Running it again changes nothing.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.db import connection, transaction
+
+ARCHIVE_SCHEMA = "archive"
+_registered: list = []
+
+
+def register_monthly_partitions(model) -> None:
+    if model not in _registered:
+        _registered.append(model)
+
+
+def registered_partitioned_models() -> list:
+    return list(_registered)
+
+
+@dataclass
+class PartitionReport:
+    table: str
+    created: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+
+
+def month_start(moment: datetime | date) -> date:
+    return date(moment.year, moment.month, 1)
+
+
+def partition_name(table: str, month: date) -> str:
+    return f"{table}_{month:%Y_%m}"
+
+
+def _existing_partitions(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT child.relname
+            FROM pg_inherits
+            JOIN pg_class parent ON parent.oid = pg_inherits.inhparent
+            JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+            JOIN pg_namespace ns ON ns.oid = parent.relnamespace
+            WHERE parent.relname = %s AND ns.nspname = current_schema()
+            """,
+            [table],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def maintain_monthly_partitions(
+    table: str, *, today: date, months_back: int, months_ahead: int
+) -> PartitionReport:
+    report = PartitionReport(table=table)
+    current = month_start(today)
+    oldest_kept = current - relativedelta(months=months_back)
+    wanted = [oldest_kept + relativedelta(months=n) for n in range(months_back + months_ahead + 1)]
+    pattern = re.compile(rf"^{re.escape(table)}_(\d{{4}})_(\d{{2}})$")
+    qn = connection.ops.quote_name
+    with transaction.atomic():
+        existing = set(_existing_partitions(table))
+        for month in wanted:
+            name = partition_name(table, month)
+            if name in existing:
+                continue
+            start = datetime(month.year, month.month, 1, tzinfo=UTC)
+            end = start + relativedelta(months=1)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE TABLE {qn(name)} PARTITION OF {qn(table)} FOR VALUES FROM (%s) TO (%s)",
+                    [start, end],
+                )
+            report.created.append(name)
+        for name in sorted(existing):
+            match = pattern.match(name)
+            if not match or date(int(match[1]), int(match[2]), 1) >= oldest_kept:
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {qn(ARCHIVE_SCHEMA)}")
+                cursor.execute(f"ALTER TABLE {qn(table)} DETACH PARTITION {qn(name)}")
+                cursor.execute(f"ALTER TABLE {qn(name)} SET SCHEMA {qn(ARCHIVE_SCHEMA)}")
+            report.archived.append(name)
+    return report
+
+
+def maintain_all_partitions(today: date | None = None) -> list[PartitionReport]:
+    today = today or datetime.now(UTC).date()
+    return [
+        maintain_monthly_partitions(
+            model._meta.db_table,
+            today=today,
+            months_back=settings.PARTITION_MONTHS_BACK,
+            months_ahead=settings.PARTITION_MONTHS_AHEAD,
+        )
+        for model in registered_partitioned_models()
+    ]
+
+
+def maintain_partitions_after_migrate(sender, using="default", **kwargs) -> None:
+    if using == "default":
+        maintain_all_partitions()

@@ -1,0 +1,70 @@
+"""Every beat schedule of Opsdeck, defined once here and synced into django-celery-beat.
+
+Job names are strings, so this module imports no domain app. `sync_schedules` (run by
+`make run` and after every migrate) creates what is missing and updates the job and queue of
+what exists, but keeps a crontab or enabled flag that staff changed in the admin; `--reset`
+puts the defaults back. A managed schedule no longer listed here is disabled, not deleted.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+MANAGED_MARKER = "[managed by opsdeck.schedules]"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    job: str
+    queue: str
+    crontab: dict  # minute, hour, day_of_week, day_of_month, month_of_year
+    description: str
+
+
+SCHEDULES = [
+    Schedule(
+        name="Maintain monthly partitions",
+        job="project.maintain_partitions",
+        queue="maintenance",
+        crontab={"minute": "15", "hour": "2"},
+        description="Create partitions 6 months ahead; detach and archive those older than 6 months.",
+    ),
+]
+
+
+def sync_schedules(*, reset: bool = False) -> dict:
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    created, updated, disabled = [], [], []
+    with transaction.atomic():
+        for schedule in SCHEDULES:
+            fields = {"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"}
+            fields.update(schedule.crontab)
+            crontab, _ = CrontabSchedule.objects.get_or_create(timezone="UTC", **fields)
+            task = PeriodicTask.objects.filter(name=schedule.name).first()
+            description = f"{schedule.description} {MANAGED_MARKER}"
+            if task is None:
+                PeriodicTask.objects.create(
+                    name=schedule.name, task=schedule.job, queue=schedule.queue, crontab=crontab,
+                    description=description, enabled=True,
+                )
+                created.append(schedule.name)
+                continue
+            task.task, task.queue, task.description = schedule.job, schedule.queue, description
+            if reset:
+                task.crontab, task.interval, task.enabled = crontab, None, True
+            task.save()
+            updated.append(schedule.name)
+        names = {schedule.name for schedule in SCHEDULES}
+        for task in PeriodicTask.objects.filter(description__contains=MANAGED_MARKER, enabled=True):
+            if task.name not in names:
+                task.enabled = False
+                task.save(update_fields=["enabled"])
+                disabled.append(task.name)
+    return {"created": created, "updated": updated, "disabled": disabled}
+
+
+def sync_schedules_after_migrate(sender, using="default", **kwargs) -> None:
+    if using == "default":
+        sync_schedules()

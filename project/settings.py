@@ -1,0 +1,355 @@
+"""Opsdeck settings: everything comes from environment variables with safe development defaults.
+
+docs/settings.md lists every variable; production sets DEBUG=false, which makes Opsdeck refuse to
+start with the development secret key.
+"""
+
+import datetime
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("OPSDECK_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from None
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Core ------------------------------------------------------------------------------------
+
+DEVELOPMENT_SECRET_KEY = "opsdeck-development-only-secret-key-never-use-in-production"
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DEBUG is off (production mode) but SECRET_KEY is the development key: set SECRET_KEY."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Which process this is: web, worker or beat. It names the PostgreSQL connection
+# (application_name) so pg_stat_activity shows who holds which connection.
+OPSDECK_ROLE = env_str("OPSDECK_ROLE", "web")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "psqlextra",
+    "rest_framework",
+    "knox",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "django_prometheus",
+    "project",
+    "tasks",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "project.middleware.RequestIdMiddleware",
+    "project.middleware.AccessLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "project.middleware.CompressionMiddleware",
+    "project.middleware.StrongETagMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security (production values when DEBUG is off; `check --deploy` stays silent) -----------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# /health and /ready are probed over plain HTTP by load balancers and orchestrators.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Database ---------------------------------------------------------------------------------
+
+DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2)
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
+DB_POOL_TIMEOUT_S = env_int("DB_POOL_TIMEOUT_S", 10)
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 30_000)
+DB_CONNECT_TIMEOUT_S = env_int("DB_CONNECT_TIMEOUT_S", 5)
+# PgBouncer in transaction mode cannot keep prepared statements across transactions.
+DB_BEHIND_PGBOUNCER = env_bool("DB_BEHIND_PGBOUNCER", False)
+
+
+def database_config(url: str, application_name: str) -> dict:
+    config = dj_database_url.parse(url)
+    if not config["ENGINE"].endswith("postgresql"):
+        raise ImproperlyConfigured(f"DATABASE_URL must be a PostgreSQL URL, not {config['ENGINE']}")
+    # psqlextra's backend wraps the prometheus backend (see POSTGRES_EXTRA_DB_BACKEND_BASE).
+    config["ENGINE"] = "psqlextra.backend"
+    config["CONN_MAX_AGE"] = 0  # the native pool owns connection reuse
+    options = config.setdefault("OPTIONS", {})
+    options.update(
+        {
+            "application_name": application_name,
+            "connect_timeout": DB_CONNECT_TIMEOUT_S,
+            "pool": {
+                "min_size": DB_POOL_MIN_SIZE,
+                "max_size": DB_POOL_MAX_SIZE,
+                "timeout": DB_POOL_TIMEOUT_S,
+                "name": application_name,
+            },
+        }
+    )
+    if DB_BEHIND_PGBOUNCER:
+        # PgBouncer rejects the `options` startup parameter: set statement_timeout on the role.
+        options["prepare_threshold"] = None
+    else:
+        options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/opsdeck")
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+DATABASES = {"default": database_config(DATABASE_URL, f"opsdeck-{OPSDECK_ROLE}")}
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = database_config(DATABASE_REPLICA_URL, f"opsdeck-{OPSDECK_ROLE}-replica")
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["project.db.routers.ReadReplicaRouter"]
+POSTGRES_EXTRA_DB_BACKEND_BASE = "django_prometheus.db.backends.postgresql"
+
+# --- Redis, cache, Celery -----------------------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "opsdeck",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Redis going away makes Opsdeck slower, never a 500.
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_TIMEOUT": 0.5,
+        },
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "opsdeck.cache"
+
+
+def celery_url_from_redis(url: str) -> str:
+    # django-redis speaks unix:///path.sock; kombu spells the same socket redis+socket:///path.sock.
+    if url.startswith("unix://"):
+        path, _, query = url[len("unix://") :].partition("?")
+        return f"redis+socket://{path}" + (f"?virtual_host={query.split('db=')[-1]}" if "db=" in query else "")
+    return url
+
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", celery_url_from_redis(REDIS_URL))
+CELERY_RESULT_BACKEND = None  # outcomes live in JobRun rows, not in a result backend
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT_S", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT_S", 330)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_QUEUES_NAMES = ["default", "automation", "reconciliation", "webhooks", "maintenance"]
+CELERY_TASK_ROUTES = {
+    "approvals.*": {"queue": "automation"},
+    "reconciliation.*": {"queue": "reconciliation"},
+    "webhooks.*": {"queue": "webhooks"},
+    "tasks.notify_*": {"queue": "webhooks"},
+    "monitoring.maintenance_*": {"queue": "maintenance"},
+    "project.maintain_partitions": {"queue": "maintenance"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# --- API --------------------------------------------------------------------------------------
+
+API_PAGE_SIZE_DEFAULT = 50
+API_PAGE_SIZE_MAX = 200
+THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "100/min")
+THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "20/min")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["project.api.permissions.ModelPermissions"],
+    "DEFAULT_PAGINATION_CLASS": "project.api.pagination.CursorPagination",
+    "PAGE_SIZE": API_PAGE_SIZE_DEFAULT,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "project.api.renderers.ORJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "project.api.renderers.ORJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": THROTTLE_ANON_RATE,
+        "user": THROTTLE_USER_RATE,
+        # Per-scope rates: a view sets `throttle_scope`.
+        "bulk": env_str("THROTTLE_BULK_RATE", "30/min"),
+    },
+    "EXCEPTION_HANDLER": "project.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+if not DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["project.api.renderers.ORJSONRenderer"]
+
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365)
+REST_KNOX = {
+    # Tokens are for other systems: long-lived, stored as a SHA-512 digest, revocable in the admin.
+    # API_TOKEN_TTL_DAYS=0 means tokens never expire.
+    "TOKEN_TTL": datetime.timedelta(days=API_TOKEN_TTL_DAYS) if API_TOKEN_TTL_DAYS else None,
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Opsdeck API",
+    "DESCRIPTION": "Tasks, approvals and reconciliation for operations teams. Cursor-paginated.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Jobs -------------------------------------------------------------------------------------
+
+PARTITION_MONTHS_BACK = env_int("PARTITION_MONTHS_BACK", 6)
+PARTITION_MONTHS_AHEAD = env_int("PARTITION_MONTHS_AHEAD", 6)
+TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
+TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
+TASK_STATS_CACHE_TTL_S = 300
+
+# --- Observability ----------------------------------------------------------------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+SLOW_QUERY_MS = env_int("SLOW_QUERY_MS", 200)
+# /metrics answers requests from these networks, or carrying `Authorization: Bearer METRICS_TOKEN`.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+READY_CHECK_TIMEOUT_S = float(env_str("READY_CHECK_TIMEOUT_S", "1.0"))
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "project.logging.RedactSecretsFilter"}},
+    "formatters": {"json": {"()": "project.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "opsdeck": {"level": LOG_LEVEL, "handlers": ["console"], "propagate": False},
+    },
+}
