@@ -33,6 +33,12 @@ def _first_code(detail) -> str | None:
 
 def _message_for(detail, default: str) -> str:
     if isinstance(detail, dict):
+        if len(detail) == 1:
+            # One problem: say it ("Invalid cursor: …") rather than a generic sentence.
+            (name, problems), = detail.items()
+            first = problems[0] if isinstance(problems, list) and problems else problems
+            if isinstance(first, str):
+                return first if name in ("cursor", "page_size", "non_field_errors") else f"{name}: {first}"
         return "Some fields are invalid." if detail else default
     if isinstance(detail, list):
         return " ".join(str(item) for item in detail) or default

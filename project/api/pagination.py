@@ -92,7 +92,9 @@ class KeysetPaginator(LibraryCursorPaginator):
     def decode_position(self, cursor: str) -> tuple[str, list]:
         try:
             padded = cursor + "=" * (-len(cursor) % 4)
-            decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+            # validate=True: the lenient default silently drops characters outside the alphabet.
+            raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+            decoded = json.loads(raw)
         except (binascii.Error, ValueError, UnicodeError):
             raise InvalidCursor("it is not a cursor this API issued") from None
         if not isinstance(decoded, list) or len(decoded) != len(self.fields) + 1:

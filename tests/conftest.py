@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests run against real PostgreSQL and Redis (`make test` provides them)."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    # PBKDF2's 1M iterations cost ~0.5 s per user created; tests do not need them.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Every test starts with an empty cache (stats, throttle histories)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def grant(user, *codenames: str):
+    """Give `user` the named permissions, e.g. grant(user, "tasks.view_task")."""
+    for dotted in codenames:
+        app_label, codename = dotted.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    # Django caches permissions on the instance; a fresh copy sees the new ones.
+    return type(user).objects.get(pk=user.pk)
+
+
+TASK_PERMISSIONS = [
+    f"tasks.{action}_{model}" for model in ("task", "project") for action in ("view", "add", "change", "delete")
+]
+
+
+@pytest.fixture
+def staff_user(db):
+    return grant(UserFactory(), *TASK_PERMISSIONS)
+
+
+@pytest.fixture
+def client_for():
+    """client_for(user): an API client logged in as user through the session."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def staff_client(staff_user, client_for) -> APIClient:
+    return client_for(staff_user)
