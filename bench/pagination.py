@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("SLOW_QUERY_MS", "100000")  # the OFFSET baseline is slow on purpose
 
-import django  # noqa: E402
+import django
 
 django.setup()
 

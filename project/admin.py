@@ -1,6 +1,9 @@
+from datetime import UTC
+
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 # ActivityLog has a composite primary key (it is partitioned), which Django 5.2's admin cannot
@@ -31,9 +34,56 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+class SkipScanDatesMixin:
+    """`QuerySet.datetimes()` as an index skip scan, for the admin's date hierarchy.
+
+    Django answers the date hierarchy with `SELECT DISTINCT date_trunc(...)` over every row
+    (0.4 s on a million tasks). This finds the same buckets by jumping from one to the next
+    with `min(field) WHERE field >= next bucket`, one index probe per bucket, in one statement.
+    """
+
+    STEPS = {"year": "1 year", "month": "1 month", "day": "1 day"}
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        # Buckets are cut in UTC: fall back to Django wherever another time zone is in force.
+        in_utc = tzinfo in (None, UTC) and timezone.get_current_timezone_name() == "UTC"
+        if kind not in self.STEPS or not in_utc:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        inner, inner_params = self.order_by().values(field_name).query.sql_with_params()
+        column = connection.ops.quote_name(field_name)
+        sql = f"""
+            WITH RECURSIVE buckets(bucket) AS (
+                SELECT date_trunc(%s, min(s.{column}) AT TIME ZONE 'UTC') FROM ({inner}) AS s
+                UNION ALL
+                SELECT (
+                    SELECT date_trunc(%s, min(s.{column}) AT TIME ZONE 'UTC') FROM ({inner}) AS s
+                    WHERE s.{column} >= (b.bucket + %s::interval) AT TIME ZONE 'UTC'
+                )
+                FROM buckets AS b WHERE b.bucket IS NOT NULL
+            )
+            SELECT bucket AT TIME ZONE 'UTC' FROM buckets WHERE bucket IS NOT NULL
+            ORDER BY 1 {"DESC" if order == "DESC" else "ASC"}
+        """
+        params = [kind, *inner_params, kind, *inner_params, self.STEPS[kind]]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [row[0] for row in cursor.fetchall()]
+
+
 class BigTableAdmin(admin.ModelAdmin):
+    """Admin for tables that grow without bound: no full COUNT, no full-table DISTINCT."""
+
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if self.date_hierarchy:
+            # Same rows, same results; only datetimes() is answered through the index.
+            queryset.__class__ = type(
+                "SkipScanDates" + type(queryset).__name__, (SkipScanDatesMixin, type(queryset)), {}
+            )
+        return queryset
 
 
 @admin.register(JobRun)
@@ -47,4 +97,3 @@ class JobRunAdmin(BigTableAdmin):
 
     def has_add_permission(self, request):
         return False
-

@@ -115,14 +115,22 @@ def embedded_redis(data_dir: Path):
         process = subprocess.Popen(
             [
                 str(server_binary),
-                "--port", "0",
-                "--unixsocket", str(socket_path),
-                "--unixsocketperm", "700",
-                "--dir", str(data_dir.resolve()),
-                "--save", "300 1",
-                "--appendonly", "no",
-                "--loglevel", "warning",
-                "--logfile", str((data_dir / "redis.log").resolve()),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(data_dir.resolve()),
+                "--save",
+                "300 1",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str((data_dir / "redis.log").resolve()),
             ],
             # Its own session: Ctrl-C in the terminal must not stop it before the workers.
             start_new_session=True,
@@ -190,26 +198,56 @@ def run_stack() -> int:
         prepare_and_print_admin(env)
         processes = {
             "web": [
-                sys.executable, "-m", "gunicorn", "project.wsgi:application",
-                "--bind", f"{host}:{port}", "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
-                "--timeout", "60", "--access-logfile", "-",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "project.wsgi:application",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                os.environ.get("WEB_CONCURRENCY", "2"),
+                "--timeout",
+                "60",
+                "--access-logfile",
+                "-",
             ],
             "worker": [
-                sys.executable, "-m", "celery", "-A", "project", "worker", "--loglevel", "INFO",
-                "-Q", "default,automation,reconciliation,webhooks,maintenance",
-                "--concurrency", os.environ.get("CELERY_CONCURRENCY", "2"), "-n", "worker@%h",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "project",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "-Q",
+                "default,automation,reconciliation,webhooks,maintenance",
+                "--concurrency",
+                os.environ.get("CELERY_CONCURRENCY", "2"),
+                "-n",
+                "worker@%h",
             ],
             "beat": [
-                sys.executable, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
-                "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
-                "--schedule", str(VAR_DIR / "celerybeat-schedule"),
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "project",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--scheduler",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--schedule",
+                str(VAR_DIR / "celerybeat-schedule"),
             ],
         }
         children = {
             role: subprocess.Popen(cmd, env={**env, "OPSDECK_ROLE": role}, start_new_session=True)
             for role, cmd in processes.items()
         }
-        base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+        shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104 (only displayed)
+        base = f"http://{shown_host}:{port}"
         log(f"admin    {base}/admin/")
         log(f"API docs {base}/api/docs/")
         log(f"metrics  {base}/metrics")

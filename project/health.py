@@ -64,9 +64,7 @@ def ready(request):
             results[name] = {"ok": False, "error": type(exc).__name__}
             failed.append(name)
     if failed:
-        return JsonResponse(
-            {"status": "unavailable", "failed": failed, "checks": results}, status=503
-        )
+        return JsonResponse({"status": "unavailable", "failed": failed, "checks": results}, status=503)
     return JsonResponse({"status": "ready", "checks": results})
 
 

@@ -1,9 +1,9 @@
 """JSON-lines logging with the request id on every line and secrets redacted."""
 
 import json
-import time
 import logging
 import re
+import time
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")

@@ -59,9 +59,7 @@ def _existing_partitions(table: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def maintain_monthly_partitions(
-    table: str, *, today: date, months_back: int, months_ahead: int
-) -> PartitionReport:
+def maintain_monthly_partitions(table: str, *, today: date, months_back: int, months_ahead: int) -> PartitionReport:
     report = PartitionReport(table=table)
     current = month_start(today)
     oldest_kept = current - relativedelta(months=months_back)

@@ -46,8 +46,12 @@ def sync_schedules(*, reset: bool = False) -> dict:
             description = f"{schedule.description} {MANAGED_MARKER}"
             if task is None:
                 PeriodicTask.objects.create(
-                    name=schedule.name, task=schedule.job, queue=schedule.queue, crontab=crontab,
-                    description=description, enabled=True,
+                    name=schedule.name,
+                    task=schedule.job,
+                    queue=schedule.queue,
+                    crontab=crontab,
+                    description=description,
+                    enabled=True,
                 )
                 created.append(schedule.name)
                 continue

@@ -46,13 +46,11 @@ def env_list(name: str, default: str) -> list[str]:
 
 # --- Core ------------------------------------------------------------------------------------
 
-DEVELOPMENT_SECRET_KEY = "opsdeck-development-only-secret-key-never-use-in-production"
+DEVELOPMENT_SECRET_KEY = "opsdeck-development-only-secret-key-never-use-in-production"  # noqa: S105 (refused when DEBUG is off)
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
-    raise ImproperlyConfigured(
-        "DEBUG is off (production mode) but SECRET_KEY is the development key: set SECRET_KEY."
-    )
+    raise ImproperlyConfigured("DEBUG is off (production mode) but SECRET_KEY is the development key: set SECRET_KEY.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")

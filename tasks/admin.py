@@ -22,7 +22,9 @@ def _bulk_status_action(status: str):
                 request, f"Select at most {selectors.BATCH_MAX_IDS} tasks at a time.", messages.ERROR
             )
             return
-        updated = services.task_bulk_update(task_ids=ids, changes={"status": status}, actor=request.user, request=request)
+        updated = services.task_bulk_update(
+            task_ids=ids, changes={"status": status}, actor=request.user, request=request
+        )
         modeladmin.message_user(request, f"{updated} task(s) marked {Task.Status(status).label}.")
 
     apply.short_description = f"Mark selected tasks {Task.Status(status).label}"
@@ -55,16 +57,22 @@ class TaskAdmin(BigTableAdmin):
         return selectors.task_search(queryset, search_term), False
 
     def save_model(self, request, obj, form, change):
-        data = {field: form.cleaned_data[field] for field in form.changed_data if field in services.TASK_FIELDS_EDITABLE}
+        data = {
+            field: form.cleaned_data[field] for field in form.changed_data if field in services.TASK_FIELDS_EDITABLE
+        }
         if change:
             # The form already changed obj; the service compares against the stored row.
             stored = Task.objects.get(pk=obj.pk)
             services.task_update(task=stored, data=data, actor=request.user, request=request)
         else:
             created = services.task_create(
-                actor=request.user, request=request,
-                **{field: form.cleaned_data.get(field) for field in services.TASK_FIELDS_EDITABLE
-                   if field in form.cleaned_data},
+                actor=request.user,
+                request=request,
+                **{
+                    field: form.cleaned_data.get(field)
+                    for field in services.TASK_FIELDS_EDITABLE
+                    if field in form.cleaned_data
+                },
             )
             obj.pk = created.pk
 

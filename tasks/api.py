@@ -47,8 +47,18 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "project", "title", "description", "assignee", "status", "priority", "deadline",
-            "tags", "created_at", "updated_at", "completed_at",
+            "id",
+            "project",
+            "title",
+            "description",
+            "assignee",
+            "status",
+            "priority",
+            "deadline",
+            "tags",
+            "created_at",
+            "updated_at",
+            "completed_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at", "completed_at"]
 
@@ -114,13 +124,17 @@ class ProjectViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         serializer.instance = services.project_create(
-            name=serializer.validated_data["name"], owner=self.request.user, actor=self.request.user,
+            name=serializer.validated_data["name"],
+            owner=self.request.user,
+            actor=self.request.user,
             request=self.request,
         )
 
     def perform_update(self, serializer):
         serializer.instance = services.project_update(
-            project=serializer.instance, data=serializer.validated_data, actor=self.request.user,
+            project=serializer.instance,
+            data=serializer.validated_data,
+            actor=self.request.user,
             request=self.request,
         )
 
@@ -152,7 +166,9 @@ class TaskViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         serializer.instance = services.task_update(
-            task=serializer.instance, data=serializer.validated_data, actor=self.request.user,
+            task=serializer.instance,
+            data=serializer.validated_data,
+            actor=self.request.user,
             request=self.request,
         )
 
@@ -162,7 +178,8 @@ class TaskViewSet(viewsets.ModelViewSet):
     @extend_schema(
         request=TaskIdsSerializer,
         responses=inline_serializer(
-            "TaskBatch", {"results": TaskSerializer(many=True), "missing": serializers.ListField(child=serializers.IntegerField())}
+            "TaskBatch",
+            {"results": TaskSerializer(many=True), "missing": serializers.ListField(child=serializers.IntegerField())},
         ),
     )
     @action(detail=False, methods=["post"])

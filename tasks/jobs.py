@@ -41,13 +41,11 @@ def queue_task_notifications(*, task_ids: list[int], event: str) -> None:
     ignore_result=True,
 )
 def notify_task_webhook(self, *, url: str, task_ids: list[int], event: str) -> int:
-    tasks = list(
-        Task.objects.filter(pk__in=task_ids[:500]).values("id", "title", "status", "priority", "assignee_id")
-    )
+    tasks = list(Task.objects.filter(pk__in=task_ids[:500]).values("id", "title", "status", "priority", "assignee_id"))
     try:
         response = http_client().post(url, json={"event": event, "tasks": tasks})
         response.raise_for_status()
     except (httpx.TransportError, httpx.HTTPStatusError) as exc:
         logger.warning("webhook delivery failed", extra={"url": url, "event": event, "error": str(exc)})
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries * 5) from exc
+        raise self.retry(exc=exc, countdown=2**self.request.retries * 5) from exc
     return response.status_code

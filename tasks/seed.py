@@ -16,9 +16,30 @@ BATCH_ROWS = 100_000
 DEMO_USERS = 20
 DEMO_PROJECTS = 25
 WORDS = [
-    "invoice", "ledger", "refund", "customer", "onboarding", "migration", "report", "audit",
-    "payment", "vendor", "contract", "review", "deploy", "incident", "backup", "renewal",
-    "shipment", "forecast", "budget", "compliance", "training", "support", "escalation", "release",
+    "invoice",
+    "ledger",
+    "refund",
+    "customer",
+    "onboarding",
+    "migration",
+    "report",
+    "audit",
+    "payment",
+    "vendor",
+    "contract",
+    "review",
+    "deploy",
+    "incident",
+    "backup",
+    "renewal",
+    "shipment",
+    "forecast",
+    "budget",
+    "compliance",
+    "training",
+    "support",
+    "escalation",
+    "release",
 ]
 TAGS = ["finance", "ops", "urgent", "customer", "internal", "q4", "legal", "infra"]
 
@@ -46,20 +67,20 @@ INSERT INTO {Task._meta.db_table}
     (project_id, title, description, assignee_id, status, priority, deadline, tags,
      created_at, updated_at, completed_at)
 SELECT
-    projects[1 + (n % array_length(projects, 1))],
-    initcap(words[1 + (n * 7) % nw]) || ' ' || words[1 + (n * 13) % nw] || ' #' || n,
-    'Follow up the ' || words[1 + (n * 3) % nw] || ' and ' || words[1 + (n * 11) % nw]
-        || ' for the ' || words[1 + (n * 5) % nw] || ' team.',
-    CASE WHEN n % 10 = 0 THEN NULL ELSE users[1 + (n % array_length(users, 1))] END,
-    statuses[1 + (n % 6)],
-    priorities[1 + ((n / 7) % 4)],
-    CASE WHEN n % 3 = 0 THEN NULL ELSE created + make_interval(days => (n % 60) - 10) END,
-    CASE n % 4 WHEN 0 THEN '[]'::jsonb
-               WHEN 1 THEN jsonb_build_array(tags[1 + n % nt])
-               ELSE jsonb_build_array(tags[1 + n % nt], tags[1 + (n / 3) % nt]) END,
+    projects[1 + (n %% array_length(projects, 1))],
+    initcap(words[1 + (n * 7) %% nw]) || ' ' || words[1 + (n * 13) %% nw] || ' #' || n,
+    'Follow up the ' || words[1 + (n * 3) %% nw] || ' and ' || words[1 + (n * 11) %% nw]
+        || ' for the ' || words[1 + (n * 5) %% nw] || ' team.',
+    CASE WHEN n %% 10 = 0 THEN NULL ELSE users[1 + (n %% array_length(users, 1))] END,
+    statuses[1 + (n %% 6)],
+    priorities[1 + ((n / 7) %% 4)],
+    CASE WHEN n %% 3 = 0 THEN NULL ELSE created + make_interval(days => (n %% 60) - 10) END,
+    CASE n %% 4 WHEN 0 THEN '[]'::jsonb
+               WHEN 1 THEN jsonb_build_array(tags[1 + n %% nt])
+               ELSE jsonb_build_array(tags[1 + n %% nt], tags[1 + (n / 3) %% nt]) END,
     created,
     created,
-    CASE WHEN statuses[1 + (n % 6)] = 'done' THEN created + interval '1 day' END
+    CASE WHEN statuses[1 + (n %% 6)] = 'done' THEN created + interval '1 day' END
 FROM (
     SELECT n, now() - make_interval(secs => (%(target)s - n) * 3) AS created
     FROM generate_series(%(start)s, %(end)s - 1) AS n
@@ -77,8 +98,12 @@ def seed_tasks(target: int, progress: Callable[[int], None]) -> int:
     progress(min(existing, target))
     inserted = 0
     params = {
-        "users": user_ids, "projects": project_ids, "words": WORDS, "tags": TAGS,
-        "statuses": list(Task.Status.values), "priorities": list(Task.Priority.values),
+        "users": user_ids,
+        "projects": project_ids,
+        "words": WORDS,
+        "tags": TAGS,
+        "statuses": list(Task.Status.values),
+        "priorities": list(Task.Priority.values),
     }
     for start in range(existing, target, BATCH_ROWS):
         end = min(start + BATCH_ROWS, target)

@@ -31,8 +31,14 @@ def _notify_on_commit(task_ids: list[int], event: str) -> None:
 @transaction.atomic
 def project_create(*, name: str, owner, actor=None, request=None) -> Project:
     project = Project.objects.create(name=name, owner=owner)
-    activity_record(category="tasks", action="project.create", user=actor, entity_type="project",
-                    entity_id=project.pk, request=request)
+    activity_record(
+        category="tasks",
+        action="project.create",
+        user=actor,
+        entity_type="project",
+        entity_id=project.pk,
+        request=request,
+    )
     return project
 
 
@@ -41,8 +47,15 @@ def project_update(*, project: Project, data: dict, actor=None, request=None) ->
     for field, value in data.items():
         setattr(project, field, value)
     project.save(update_fields=list(data))
-    activity_record(category="tasks", action="project.update", user=actor, entity_type="project",
-                    entity_id=project.pk, metadata={"fields": sorted(data)}, request=request)
+    activity_record(
+        category="tasks",
+        action="project.update",
+        user=actor,
+        entity_type="project",
+        entity_id=project.pk,
+        metadata={"fields": sorted(data)},
+        request=request,
+    )
     return project
 
 
@@ -52,8 +65,14 @@ def project_delete(*, project: Project, actor=None, request=None) -> None:
     assignee_ids = list(project.tasks.values_list("assignee_id", flat=True).distinct())
     project.delete()
     _invalidate_stats_on_commit(assignee_ids)
-    activity_record(category="tasks", action="project.delete", user=actor, entity_type="project",
-                    entity_id=project_id, request=request)
+    activity_record(
+        category="tasks",
+        action="project.delete",
+        user=actor,
+        entity_type="project",
+        entity_id=project_id,
+        request=request,
+    )
 
 
 @transaction.atomic
@@ -64,8 +83,9 @@ def task_create(*, actor=None, request=None, **data) -> Task:
     task.save()
     _invalidate_stats_on_commit([task.assignee_id])
     _notify_on_commit([task.pk], "task.created")
-    activity_record(category="tasks", action="task.create", user=actor, entity_type="task",
-                    entity_id=task.pk, request=request)
+    activity_record(
+        category="tasks", action="task.create", user=actor, entity_type="task", entity_id=task.pk, request=request
+    )
     return task
 
 
@@ -83,8 +103,15 @@ def task_update(*, task: Task, data: dict, actor=None, request=None) -> Task:
     task.save()
     _invalidate_stats_on_commit([previous_assignee_id, task.assignee_id])
     _notify_on_commit([task.pk], "task.updated")
-    activity_record(category="tasks", action="task.update", user=actor, entity_type="task", entity_id=task.pk,
-                    metadata={"fields": sorted(data)}, request=request)
+    activity_record(
+        category="tasks",
+        action="task.update",
+        user=actor,
+        entity_type="task",
+        entity_id=task.pk,
+        metadata={"fields": sorted(data)},
+        request=request,
+    )
     return task
 
 
@@ -93,8 +120,9 @@ def task_delete(*, task: Task, actor=None, request=None) -> None:
     task_id, assignee_id = task.pk, task.assignee_id
     task.delete()
     _invalidate_stats_on_commit([assignee_id])
-    activity_record(category="tasks", action="task.delete", user=actor, entity_type="task",
-                    entity_id=task_id, request=request)
+    activity_record(
+        category="tasks", action="task.delete", user=actor, entity_type="task", entity_id=task_id, request=request
+    )
 
 
 @transaction.atomic
@@ -105,9 +133,7 @@ def task_bulk_update(*, task_ids: list[int], changes: dict, actor=None, request=
     exist nothing is changed and TasksNotFound names the missing ids.
     """
     ids = sorted(set(task_ids))
-    locked = dict(
-        Task.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", "assignee_id")
-    )
+    locked = dict(Task.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", "assignee_id"))
     missing = [task_id for task_id in ids if task_id not in locked]
     if missing:
         raise TasksNotFound(missing)
@@ -127,9 +153,12 @@ def task_bulk_update(*, task_ids: list[int], changes: dict, actor=None, request=
     _invalidate_stats_on_commit([*locked.values(), getattr(new_assignee, "pk", new_assignee)])
     _notify_on_commit(ids, "task.updated")
     activity_record_many(
-        category="tasks", action="task.bulk_update", user=actor, entity_type="task", entity_ids=ids,
+        category="tasks",
+        action="task.bulk_update",
+        user=actor,
+        entity_type="task",
+        entity_ids=ids,
         metadata={"changes": {key: getattr(value, "pk", value) for key, value in changes.items()}},
         request=request,
     )
     return updated
-

@@ -35,7 +35,7 @@ def _message_for(detail, default: str) -> str:
     if isinstance(detail, dict):
         if len(detail) == 1:
             # One problem: say it ("Invalid cursor: …") rather than a generic sentence.
-            (name, problems), = detail.items()
+            ((name, problems),) = detail.items()
             first = problems[0] if isinstance(problems, list) and problems else problems
             if isinstance(first, str):
                 return first if name in ("cursor", "page_size", "non_field_errors") else f"{name}: {first}"

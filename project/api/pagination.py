@@ -71,7 +71,7 @@ class KeysetPaginator(LibraryCursorPaginator):
         # Mixed directions cannot be one row comparison: a < x OR (a = x AND b > y) ...
         condition = models.Q(pk__in=[])
         equal_so_far = {}
-        for name, value in zip(self.ordering, values):
+        for name, value in zip(self.ordering, values, strict=True):
             column = name.lstrip("-")
             lookup = "lt" if name.startswith("-") != reverse else "gt"
             condition |= models.Q(**equal_so_far, **{f"{column}__{lookup}": value})
@@ -87,7 +87,13 @@ class KeysetPaginator(LibraryCursorPaginator):
     def _position_value(field: models.Field, instance) -> str:
         value = getattr(instance, field.attname)
         # isoformat keeps microseconds and the offset; repr(float) round-trips exactly.
-        return value.isoformat() if hasattr(value, "isoformat") else repr(value) if isinstance(value, float) else str(value)
+        return (
+            value.isoformat()
+            if hasattr(value, "isoformat")
+            else repr(value)
+            if isinstance(value, float)
+            else str(value)
+        )
 
     def decode_position(self, cursor: str) -> tuple[str, list]:
         try:
@@ -102,7 +108,7 @@ class KeysetPaginator(LibraryCursorPaginator):
         direction, raw_values = decoded[0], decoded[1:]
         if direction not in ("n", "p"):
             raise InvalidCursor("unknown direction")
-        return direction, [self._typed(field, raw) for field, raw in zip(self.fields, raw_values)]
+        return direction, [self._typed(field, raw) for field, raw in zip(self.fields, raw_values, strict=True)]
 
     @staticmethod
     def _typed(field: models.Field, raw):
@@ -206,4 +212,3 @@ class CursorPagination(pagination.BasePagination):
                 "schema": {"type": "integer", "minimum": 1, "maximum": settings.API_PAGE_SIZE_MAX},
             },
         ]
-

@@ -123,10 +123,16 @@ def assortment(db):
         "bob": bob,
         "project": project,
         "overdue": TaskFactory(project=project, assignee=alice, deadline=now - timedelta(days=1), tags=["finance"]),
-        "overdue_but_done": TaskFactory(project=project, assignee=alice, deadline=now - timedelta(days=1),
-                                        status=Task.Status.DONE),
-        "upcoming": TaskFactory(project=other_project, assignee=bob, deadline=now + timedelta(days=3),
-                                priority=Task.Priority.URGENT, tags=["ops", "finance"]),
+        "overdue_but_done": TaskFactory(
+            project=project, assignee=alice, deadline=now - timedelta(days=1), status=Task.Status.DONE
+        ),
+        "upcoming": TaskFactory(
+            project=other_project,
+            assignee=bob,
+            deadline=now + timedelta(days=3),
+            priority=Task.Priority.URGENT,
+            tags=["ops", "finance"],
+        ),
         "no_deadline": TaskFactory(project=other_project, status=Task.Status.BLOCKED, title="Renew vendor contract"),
     }
 
@@ -135,12 +141,14 @@ def test_filters_by_status_priority_assignee_project_and_tag(staff_client, assor
     a = assortment
     assert set(ids(staff_client.get(TASKS, {"status": "blocked"}))) == {a["no_deadline"].pk}
     assert set(ids(staff_client.get(TASKS, {"status": ["blocked", "done"]}))) == {
-        a["no_deadline"].pk, a["overdue_but_done"].pk
+        a["no_deadline"].pk,
+        a["overdue_but_done"].pk,
     }
     assert set(ids(staff_client.get(TASKS, {"priority": "urgent"}))) == {a["upcoming"].pk}
     assert set(ids(staff_client.get(TASKS, {"assignee": a["bob"].pk}))) == {a["upcoming"].pk}
     assert set(ids(staff_client.get(TASKS, {"project": a["project"].pk}))) == {
-        a["overdue"].pk, a["overdue_but_done"].pk
+        a["overdue"].pk,
+        a["overdue_but_done"].pk,
     }
     assert set(ids(staff_client.get(TASKS, {"tag": "finance"}))) == {a["overdue"].pk, a["upcoming"].pk}
 
@@ -152,7 +160,9 @@ def test_overdue_means_open_and_past_its_deadline(staff_client, assortment):
 
 def test_deadline_range_filter(staff_client, assortment):
     now = datetime.now(UTC)
-    response = staff_client.get(TASKS, {"deadline_after": now.isoformat(), "deadline_before": (now + timedelta(days=7)).isoformat()})
+    response = staff_client.get(
+        TASKS, {"deadline_after": now.isoformat(), "deadline_before": (now + timedelta(days=7)).isoformat()}
+    )
     assert ids(response) == [assortment["upcoming"].pk]
 
 
@@ -162,7 +172,11 @@ def test_full_text_search_matches_title_and_description_words(staff_client, asso
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"status": "nope"}, "status"), ({"deadline_after": "tomorrow"}, "deadline_after"), ({"assignee": "x"}, "assignee")],
+    [
+        ({"status": "nope"}, "status"),
+        ({"deadline_after": "tomorrow"}, "deadline_after"),
+        ({"assignee": "x"}, "assignee"),
+    ],
 )
 def test_a_bad_filter_value_is_a_400_naming_the_filter(staff_client, db, params, field):
     response = staff_client.get(TASKS, params)
@@ -246,7 +260,9 @@ def test_stats_are_served_from_the_cache_on_the_second_call(staff_client, assort
     assert not [q for q in queries.captured_queries if "tasks_task" in q["sql"]]
 
 
-def test_changing_a_task_invalidates_its_old_and_new_assignees_stats(staff_client, assortment, django_capture_on_commit_callbacks):
+def test_changing_a_task_invalidates_its_old_and_new_assignees_stats(
+    staff_client, assortment, django_capture_on_commit_callbacks
+):
     alice, bob = assortment["alice"], assortment["bob"]
     before_alice = staff_client.get(f"{TASKS}stats/", {"assignee": alice.pk}).json()["total"]
     before_bob = staff_client.get(f"{TASKS}stats/", {"assignee": bob.pk}).json()["total"]
@@ -295,7 +311,9 @@ def test_large_responses_are_compressed_as_negotiated(staff_client, db, encoding
     assert decompress(compressed.content) == plain.content
     # Still a strong tag, distinct per encoding, and accepted back for a 304.
     assert compressed["ETag"] == plain["ETag"][:-1] + f'-{encoding}"'
-    assert staff_client.get(TASKS, HTTP_ACCEPT_ENCODING=encoding, HTTP_IF_NONE_MATCH=compressed["ETag"]).status_code == 304
+    assert (
+        staff_client.get(TASKS, HTTP_ACCEPT_ENCODING=encoding, HTTP_IF_NONE_MATCH=compressed["ETag"]).status_code == 304
+    )
 
 
 def test_responses_under_1kb_or_without_accept_encoding_are_not_compressed(staff_client, db):
