@@ -13,6 +13,25 @@ class ProjectAdmin(BigTableAdmin):
     autocomplete_fields = ["owner"]
     date_hierarchy = "created_at"
 
+    # Writes go through the services, which record ActivityLog in the same transaction.
+    def save_model(self, request, obj, form, change):
+        if change:
+            data = {field: form.cleaned_data[field] for field in form.changed_data}
+            services.project_update(
+                project=Project.objects.get(pk=obj.pk), data=data, actor=request.user, request=request
+            )
+        else:
+            created = services.project_create(name=obj.name, owner=obj.owner, actor=request.user, request=request)
+            obj.pk = created.pk
+
+    def delete_model(self, request, obj):
+        services.project_delete(project=obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset):
+        services.project_bulk_delete(
+            project_ids=list(queryset.values_list("pk", flat=True)), actor=request.user, request=request
+        )
+
 
 def _bulk_status_action(status: str):
     def apply(modeladmin, request, queryset):
@@ -78,3 +97,8 @@ class TaskAdmin(BigTableAdmin):
 
     def delete_model(self, request, obj):
         services.task_delete(task=obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset):
+        services.task_bulk_delete(
+            task_ids=list(queryset.values_list("pk", flat=True)), actor=request.user, request=request
+        )

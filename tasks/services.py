@@ -76,6 +76,19 @@ def project_delete(*, project: Project, actor=None, request=None) -> None:
 
 
 @transaction.atomic
+def project_bulk_delete(*, project_ids: list[int], actor=None, request=None) -> int:
+    """Delete projects (and, by cascade, their tasks) in one statement, recording each."""
+    ids = sorted(set(project_ids))
+    assignee_ids = list(Task.objects.filter(project_id__in=ids).values_list("assignee_id", flat=True).distinct())
+    Project.objects.filter(pk__in=ids).delete()
+    _invalidate_stats_on_commit(assignee_ids)
+    activity_record_many(
+        category="tasks", action="project.delete", user=actor, entity_type="project", entity_ids=ids, request=request
+    )
+    return len(ids)
+
+
+@transaction.atomic
 def task_create(*, actor=None, request=None, **data) -> Task:
     task = Task(**data)
     if task.status == Task.Status.DONE:
@@ -123,6 +136,19 @@ def task_delete(*, task: Task, actor=None, request=None) -> None:
     activity_record(
         category="tasks", action="task.delete", user=actor, entity_type="task", entity_id=task_id, request=request
     )
+
+
+@transaction.atomic
+def task_bulk_delete(*, task_ids: list[int], actor=None, request=None) -> int:
+    """Delete many tasks with one DELETE statement, recording each in ActivityLog."""
+    ids = sorted(set(task_ids))
+    assignee_ids = list(Task.objects.filter(pk__in=ids).values_list("assignee_id", flat=True).distinct())
+    deleted, _ = Task.objects.filter(pk__in=ids).delete()
+    _invalidate_stats_on_commit(assignee_ids)
+    activity_record_many(
+        category="tasks", action="task.delete", user=actor, entity_type="task", entity_ids=ids, request=request
+    )
+    return deleted
 
 
 @transaction.atomic
