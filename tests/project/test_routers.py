@@ -12,7 +12,7 @@ def with_replica(settings):
 
 
 class MonitoringModel:
-    class _meta:  # noqa: N801 (stands in for a model's Options)
+    class _meta:
         app_label = "monitoring"
 
 
