@@ -35,8 +35,10 @@ def queue_task_notifications(*, task_ids: list[int], event: str) -> None:
 @shared_task(
     name="tasks.notify_webhook",
     bind=True,
-    soft_time_limit=settings.TASK_NOTIFY_TIMEOUT_S,
-    time_limit=settings.TASK_NOTIFY_TIMEOUT_S + 2,
+    # httpx's timeout is per operation (connect, then each read): leave room for it to fire
+    # first, so a slow receiver ends in a retry rather than a killed job.
+    soft_time_limit=settings.TASK_NOTIFY_TIMEOUT_S + 5,
+    time_limit=settings.TASK_NOTIFY_TIMEOUT_S + 10,
     max_retries=3,
     ignore_result=True,
 )

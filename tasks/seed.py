@@ -72,15 +72,15 @@ SELECT
     'Follow up the ' || words[1 + (n * 3) %% nw] || ' and ' || words[1 + (n * 11) %% nw]
         || ' for the ' || words[1 + (n * 5) %% nw] || ' team.',
     CASE WHEN n %% 10 = 0 THEN NULL ELSE users[1 + (n %% array_length(users, 1))] END,
-    statuses[1 + (n %% 6)],
-    priorities[1 + ((n / 7) %% 4)],
+    statuses[1 + (n %% cardinality(statuses))],
+    priorities[1 + ((n / 7) %% cardinality(priorities))],
     CASE WHEN n %% 3 = 0 THEN NULL ELSE created + make_interval(days => (n %% 60) - 10) END,
     CASE n %% 4 WHEN 0 THEN '[]'::jsonb
                WHEN 1 THEN jsonb_build_array(tags[1 + n %% nt])
                ELSE jsonb_build_array(tags[1 + n %% nt], tags[1 + (n / 3) %% nt]) END,
     created,
     created,
-    CASE WHEN statuses[1 + (n %% 6)] = 'done' THEN created + interval '1 day' END
+    CASE WHEN statuses[1 + (n %% cardinality(statuses))] = 'done' THEN created + interval '1 day' END
 FROM (
     SELECT n, now() - make_interval(secs => (%(target)s - n) * 3) AS created
     FROM generate_series(%(start)s, %(end)s - 1) AS n
