@@ -22,8 +22,14 @@ def health(request):
 
 
 def check_database() -> None:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT 1")
+    connection = connections["default"]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        # Checks run in pool threads: hand the connection back (a broken one is discarded), or
+        # each thread would keep one for good and never see the database come back.
+        connection.close()
 
 
 def check_redis() -> None:

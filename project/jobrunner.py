@@ -12,7 +12,7 @@ import time
 import traceback
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -75,6 +75,8 @@ def run_job(name: str, func, kwargs: dict, celery_task=None) -> dict:
         try:
             result = func(**kwargs) or {}
         except TRANSIENT_ERRORS as exc:
+            if not connection.is_usable():
+                connection.close()  # the next query (recording the run) opens a fresh one
             retries = getattr(getattr(celery_task, "request", None), "retries", 0)
             can_retry = celery_task is not None and retries < celery_task.max_retries
             _finish(run, started, JobRun.Status.RETRYING if can_retry else JobRun.Status.FAILED, error=exc)

@@ -87,8 +87,15 @@ def maintain_monthly_partitions(table: str, *, today: date, months_back: int, mo
             with connection.cursor() as cursor:
                 cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {qn(ARCHIVE_SCHEMA)}")
                 cursor.execute(f"ALTER TABLE {qn(table)} DETACH PARTITION {qn(name)}")
-                cursor.execute(f"ALTER TABLE {qn(name)} SET SCHEMA {qn(ARCHIVE_SCHEMA)}")
-            report.archived.append(name)
+                cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{ARCHIVE_SCHEMA}.{name}"])
+                archived_name = name
+                if cursor.fetchone()[0]:
+                    # The same month was archived before (months_back raised, then lowered):
+                    # keep both copies rather than fail the whole table's maintenance.
+                    archived_name = f"{name}_{datetime.now(UTC):%Y%m%d%H%M%S}"
+                    cursor.execute(f"ALTER TABLE {qn(name)} RENAME TO {qn(archived_name)}")
+                cursor.execute(f"ALTER TABLE {qn(archived_name)} SET SCHEMA {qn(ARCHIVE_SCHEMA)}")
+            report.archived.append(f"{ARCHIVE_SCHEMA}.{archived_name}")
     return report
 
 

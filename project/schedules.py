@@ -57,7 +57,8 @@ def sync_schedules(*, reset: bool = False) -> dict:
                 continue
             task.task, task.queue, task.description = schedule.job, schedule.queue, description
             if reset:
-                task.crontab, task.interval, task.enabled = crontab, None, True
+                task.crontab, task.interval, task.solar, task.clocked = crontab, None, None, None
+                task.enabled = True
             task.save()
             updated.append(schedule.name)
         names = {schedule.name for schedule in SCHEDULES}

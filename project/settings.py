@@ -173,6 +173,9 @@ def database_config(url: str, application_name: str) -> dict:
     # psqlextra's backend wraps the prometheus backend (see POSTGRES_EXTRA_DB_BACKEND_BASE).
     config["ENGINE"] = "psqlextra.backend"
     config["CONN_MAX_AGE"] = 0  # the native pool owns connection reuse
+    # With the pool this is psycopg_pool's check on checkout (an empty query): after a database
+    # restart, dead pooled connections are replaced instead of failing one request each.
+    config["CONN_HEALTH_CHECKS"] = True
     options = config.setdefault("OPTIONS", {})
     options.update(
         {

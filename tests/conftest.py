@@ -16,10 +16,14 @@ def fast_password_hasher(settings):
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    """Every test starts with an empty cache (stats, throttle histories)."""
-    cache.clear()
+    """Every test starts with an empty cache (stats, throttle histories).
+
+    Only the cache's own keys: FLUSHDB would also drop the Celery broker's queues when both
+    share one Redis database, as they do under `make run`.
+    """
+    cache.delete_pattern("*")
     yield
-    cache.clear()
+    cache.delete_pattern("*")
 
 
 def grant(user, *codenames: str):

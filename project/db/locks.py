@@ -26,9 +26,11 @@ def session_advisory_lock(name: str):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_LOCK_CLASS, key])
         acquired = cursor.fetchone()[0]
+    session = connection.connection
     try:
         yield acquired
     finally:
-        if acquired:
+        # If the session that took the lock died, PostgreSQL released the lock with it.
+        if acquired and connection.connection is session:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK_CLASS, key])

@@ -1,0 +1,236 @@
+"""Beat schedules synced from one list, and the operational management commands."""
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from knox.models import get_token_model
+from rest_framework.test import APIClient
+
+from project import schedules
+from project.schedules import MANAGED_MARKER, Schedule, sync_schedules
+from tests.conftest import grant
+from tests.factories import UserFactory
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+SUBPROCESS_TIMEOUT_S = 60
+
+
+def managed_tasks() -> list[tuple]:
+    return list(
+        PeriodicTask.objects.filter(description__contains=MANAGED_MARKER)
+        .order_by("name")
+        .values_list("id", "name", "task", "queue", "crontab_id", "enabled")
+    )
+
+
+def run_command(*args, **options) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, **options)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_sync_schedules_creates_each_schedule_once():
+    PeriodicTask.objects.all().delete()  # post_migrate already synced the test database
+
+    first = sync_schedules()
+    rows = managed_tasks()
+    second = sync_schedules()
+
+    assert first["created"] == [schedule.name for schedule in schedules.SCHEDULES]
+    assert second == {"created": [], "updated": first["created"], "disabled": []}
+    assert managed_tasks() == rows
+    [(_, name, job, queue, _, enabled)] = rows
+    assert (name, job, queue, enabled) == (
+        "Maintain monthly partitions",
+        "project.maintain_partitions",
+        "maintenance",
+        True,
+    )
+    crontab = PeriodicTask.objects.get(name=name).crontab
+    assert (crontab.minute, crontab.hour, crontab.day_of_week, str(crontab.timezone)) == ("15", "2", "*", "UTC")
+
+
+@pytest.mark.django_db
+def test_sync_schedules_command_reports_what_it_did():
+    PeriodicTask.objects.all().delete()
+
+    assert run_command("sync_schedules").strip() == "schedules: 1 created, 0 updated, 0 disabled"
+    assert run_command("sync_schedules").strip() == "schedules: 0 created, 1 updated, 0 disabled"
+
+
+@pytest.mark.django_db
+def test_admin_edited_crontab_and_enabled_flag_survive_a_plain_sync_and_reset_restores_them():
+    sync_schedules()
+    task = PeriodicTask.objects.get(name="Maintain monthly partitions")
+    task.crontab = CrontabSchedule.objects.create(minute="45", hour="4", timezone="UTC")
+    task.enabled = False
+    task.save()
+
+    sync_schedules()
+    kept = PeriodicTask.objects.get(pk=task.pk)
+
+    assert (kept.crontab.minute, kept.crontab.hour, kept.enabled) == ("45", "4", False)
+
+    run_command("sync_schedules", "--reset")
+    restored = PeriodicTask.objects.get(pk=task.pk)
+
+    assert (restored.crontab.minute, restored.crontab.hour, restored.enabled) == ("15", "2", True)
+
+
+@pytest.mark.django_db
+def test_sync_puts_back_the_job_and_queue_of_a_managed_schedule():
+    sync_schedules()
+    PeriodicTask.objects.filter(name="Maintain monthly partitions").update(task="typo.job", queue="default")
+
+    sync_schedules()
+
+    task = PeriodicTask.objects.get(name="Maintain monthly partitions")
+    assert (task.task, task.queue) == ("project.maintain_partitions", "maintenance")
+
+
+@pytest.mark.django_db
+def test_managed_schedule_no_longer_listed_is_disabled_not_deleted(monkeypatch):
+    retired = Schedule(
+        name="Retired nightly export",
+        job="tests.retired_export",
+        queue="default",
+        crontab={"minute": "0", "hour": "3"},
+        description="Exported invoices nightly.",
+    )
+    monkeypatch.setattr(schedules, "SCHEDULES", [*schedules.SCHEDULES, retired])
+    sync_schedules()
+    unmanaged = PeriodicTask.objects.create(
+        name="Hand-made in the admin", task="tests.other", crontab=CrontabSchedule.objects.create(minute="5")
+    )
+    monkeypatch.setattr(schedules, "SCHEDULES", [s for s in schedules.SCHEDULES if s is not retired])
+
+    result = sync_schedules()
+
+    assert result["disabled"] == ["Retired nightly export"]
+    assert PeriodicTask.objects.get(name="Retired nightly export").enabled is False
+    assert PeriodicTask.objects.get(pk=unmanaged.pk).enabled is True
+    assert PeriodicTask.objects.get(name="Maintain monthly partitions").enabled is True
+    assert sync_schedules()["disabled"] == []
+
+
+@pytest.fixture
+def superuser_env(monkeypatch):
+    for name in ("DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD", "DJANGO_SUPERUSER_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.django_db
+def test_ensure_admin_creates_the_superuser_named_in_the_environment(superuser_env):
+    superuser_env.setenv("DJANGO_SUPERUSER_USERNAME", "opsroot")
+    superuser_env.setenv("DJANGO_SUPERUSER_PASSWORD", "a long operator passphrase")
+
+    output = run_command("ensure_admin")
+
+    user = get_user_model().objects.get(username="opsroot")
+    assert user.is_superuser and user.is_staff
+    assert user.check_password("a long operator passphrase")
+    assert "passphrase" not in output
+    assert output.strip() == "created admin user 'opsroot'"
+
+
+@pytest.mark.django_db
+def test_ensure_admin_without_a_password_generates_one_and_shows_it_once(superuser_env):
+    first = run_command("ensure_admin")
+    second = run_command("ensure_admin")
+
+    match = re.search(r"created admin user 'admin' with password: (\S+)", first)
+    assert match, first
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser
+    assert admin.check_password(match[1])
+    assert "password" not in second
+    assert second.strip() == "admin user 'admin' exists"
+    assert get_user_model().objects.filter(is_superuser=True).count() == 1
+    # The generated password was put in the environment only for createsuperuser.
+    assert "DJANGO_SUPERUSER_PASSWORD" not in os.environ
+    assert "DJANGO_SUPERUSER_USERNAME" not in os.environ
+
+
+@pytest.mark.django_db
+def test_create_api_token_prints_a_token_that_authenticates_the_api():
+    user = grant(UserFactory(), "tasks.view_task")
+
+    token = run_command("create_api_token", user.username).strip()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = api.get("/api/v1/tasks/")
+
+    assert response.status_code == 200
+    assert response.wsgi_request.user == user
+
+
+@pytest.mark.django_db
+def test_create_api_token_stores_only_a_digest_of_the_token():
+    user = UserFactory()
+
+    token = run_command("create_api_token", user.username).strip()
+
+    [stored] = get_token_model().objects.filter(user=user)
+    assert stored.digest != token
+    assert token not in stored.digest
+    assert stored.token_key != token  # knox keeps a short prefix to find the row, not the token
+    assert token.startswith(stored.token_key)
+
+
+@pytest.mark.django_db
+def test_a_wrong_api_token_is_refused():
+    user = grant(UserFactory(), "tasks.view_task")
+    token = run_command("create_api_token", user.username).strip()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token[:-4]}xxxx")
+
+    assert api.get("/api/v1/tasks/").status_code == 401
+
+
+@pytest.mark.django_db
+def test_create_api_token_for_an_unknown_user_fails():
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        run_command("create_api_token", "nobody")
+
+
+def start_django(**env_overrides: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+    for name, value in env_overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_production_mode_refuses_to_start_with_the_development_secret_key():
+    process = start_django(DEBUG="false", SECRET_KEY=None)
+
+    assert process.returncode != 0
+    assert "ImproperlyConfigured" in process.stderr
+    assert "SECRET_KEY" in process.stderr
+
+
+def test_production_mode_starts_with_a_real_secret_key():
+    process = start_django(DEBUG="false", SECRET_KEY="k3y-" + "x" * 60)
+
+    assert process.returncode == 0, process.stderr
