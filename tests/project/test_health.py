@@ -117,11 +117,12 @@ def test_ready_recovers_after_the_database_drops_every_connection(client, settin
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    # Checks hand their connection back, and the pool tests each one it hands out (an empty
-    # query), so not even the first request after the restart fails.
+    # While the pool replaces its dead connections (with reconnect backoff) a check may miss its
+    # 1 s deadline; what matters is that /ready recovers and then stays recovered.
     statuses = [client.get("/ready").status_code for _ in range(settings.DB_POOL_MAX_SIZE + 3)]
 
-    assert set(statuses) == {200}, statuses
+    assert statuses[-1] == 200, statuses
+    assert statuses == sorted(statuses, reverse=True), f"flapped after recovering: {statuses}"
 
 
 @pytest.mark.django_db
