@@ -5,6 +5,9 @@ import pytest
 from project.db.routers import ReadReplicaRouter, read_replica, replica_alias
 from tasks.models import Task
 
+# The router reads settings.DATABASES at call time; these tests add a replica alias on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+
 
 @pytest.fixture
 def with_replica(settings):
