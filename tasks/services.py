@@ -22,6 +22,18 @@ def _invalidate_stats_on_commit(assignee_ids: Iterable[int | None]) -> None:
         transaction.on_commit(lambda: cache.delete_many(keys))
 
 
+def _record(action: str, entity_type: str, entity_id, *, actor, request, **extra) -> None:
+    activity_record(
+        category="tasks",
+        action=action,
+        user=actor,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        request=request,
+        **extra,
+    )
+
+
 def _notify_on_commit(task_ids: list[int], event: str) -> None:
     from tasks.jobs import queue_task_notifications
 
@@ -31,14 +43,7 @@ def _notify_on_commit(task_ids: list[int], event: str) -> None:
 @transaction.atomic
 def project_create(*, name: str, owner, actor=None, request=None) -> Project:
     project = Project.objects.create(name=name, owner=owner)
-    activity_record(
-        category="tasks",
-        action="project.create",
-        user=actor,
-        entity_type="project",
-        entity_id=project.pk,
-        request=request,
-    )
+    _record("project.create", "project", project.pk, actor=actor, request=request)
     return project
 
 
@@ -47,32 +52,12 @@ def project_update(*, project: Project, data: dict, actor=None, request=None) ->
     for field, value in data.items():
         setattr(project, field, value)
     project.save(update_fields=list(data))
-    activity_record(
-        category="tasks",
-        action="project.update",
-        user=actor,
-        entity_type="project",
-        entity_id=project.pk,
-        metadata={"fields": sorted(data)},
-        request=request,
-    )
+    _record("project.update", "project", project.pk, actor=actor, request=request, metadata={"fields": sorted(data)})
     return project
 
 
-@transaction.atomic
 def project_delete(*, project: Project, actor=None, request=None) -> None:
-    project_id = project.pk
-    assignee_ids = list(project.tasks.values_list("assignee_id", flat=True).distinct())
-    project.delete()
-    _invalidate_stats_on_commit(assignee_ids)
-    activity_record(
-        category="tasks",
-        action="project.delete",
-        user=actor,
-        entity_type="project",
-        entity_id=project_id,
-        request=request,
-    )
+    project_bulk_delete(project_ids=[project.pk], actor=actor, request=request)
 
 
 @transaction.atomic
@@ -96,9 +81,7 @@ def task_create(*, actor=None, request=None, **data) -> Task:
     task.save()
     _invalidate_stats_on_commit([task.assignee_id])
     _notify_on_commit([task.pk], "task.created")
-    activity_record(
-        category="tasks", action="task.create", user=actor, entity_type="task", entity_id=task.pk, request=request
-    )
+    _record("task.create", "task", task.pk, actor=actor, request=request)
     return task
 
 
@@ -116,26 +99,12 @@ def task_update(*, task: Task, data: dict, actor=None, request=None) -> Task:
     task.save()
     _invalidate_stats_on_commit([previous_assignee_id, task.assignee_id])
     _notify_on_commit([task.pk], "task.updated")
-    activity_record(
-        category="tasks",
-        action="task.update",
-        user=actor,
-        entity_type="task",
-        entity_id=task.pk,
-        metadata={"fields": sorted(data)},
-        request=request,
-    )
+    _record("task.update", "task", task.pk, actor=actor, request=request, metadata={"fields": sorted(data)})
     return task
 
 
-@transaction.atomic
 def task_delete(*, task: Task, actor=None, request=None) -> None:
-    task_id, assignee_id = task.pk, task.assignee_id
-    task.delete()
-    _invalidate_stats_on_commit([assignee_id])
-    activity_record(
-        category="tasks", action="task.delete", user=actor, entity_type="task", entity_id=task_id, request=request
-    )
+    task_bulk_delete(task_ids=[task.pk], actor=actor, request=request)
 
 
 @transaction.atomic
