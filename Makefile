@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check bench clean-venv
+.PHONY: run test ci lint check bench bench-approvals clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -37,6 +37,9 @@ ci: test lint check
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py
+
+bench-approvals: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py
 
 clean-venv:
 	rm -rf $(VENV)

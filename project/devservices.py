@@ -189,7 +189,7 @@ def prepare_and_print_admin(env: dict) -> None:
     for args in (
         ["migrate", "--noinput"],
         ["sync_schedules"],
-        ["seed_demo", "--tasks", "2000"],
+        ["seed_demo", "--tasks", "2000", "--versions", "300"],
         ["ensure_admin"],
         ["collectstatic", "--noinput", "--verbosity", "0"],
     ):
@@ -200,6 +200,12 @@ def run_stack() -> int:
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
     with services_environment() as env:
+        # Web and worker are separate processes: Prometheus' multiprocess mode lets /metrics (web)
+        # report what the workers recorded too. Stale files of a previous run are removed.
+        metrics_dir = VAR_DIR / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         prepare_and_print_admin(env)
         processes = {
             "web": [

@@ -2,14 +2,17 @@
 
 Every run (a) takes a PostgreSQL advisory lock named after the job, so the same job never runs
 twice at once across workers and beat instances (a second start is recorded as skipped, not
-queued behind); (b) records a JobRun row with status, duration, result and error; (c) retries
-transient database and broker errors with exponential backoff.
+queued behind) — or, with `concurrency=N`, one of N slots, for jobs built to share work (SKIP
+LOCKED); (b) records a JobRun row with status, duration, result and error; (c) retries
+transient database and broker errors with exponential backoff. A job that decides not to run
+(an overload guard, say) raises JobSkipped(reason), and its JobRun says so.
 """
 
 import functools
 import logging
 import time
 import traceback
+from contextlib import ExitStack, contextmanager
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, connection
@@ -25,11 +28,17 @@ RETRY_BACKOFF_BASE_S = 5
 RETRY_BACKOFF_MAX_S = 300
 
 
+class JobSkipped(Exception):
+    """Raised by a job that chose not to run; the reason is recorded on its JobRun."""
+
+
 def retry_countdown_s(retries: int) -> int:
     return min(RETRY_BACKOFF_BASE_S * 2**retries, RETRY_BACKOFF_MAX_S)
 
 
-def scheduled_job(name: str, *, soft_time_limit_s: int = 240, time_limit_s: int = 300, max_retries: int = 3):
+def scheduled_job(
+    name: str, *, soft_time_limit_s: int = 240, time_limit_s: int = 300, max_retries: int = 3, concurrency: int = 1
+):
     """Turn `func(**kwargs) -> dict` into a locked, recorded, retried Celery job named `name`."""
 
     def decorator(func):
@@ -45,17 +54,29 @@ def scheduled_job(name: str, *, soft_time_limit_s: int = 240, time_limit_s: int 
         )
         @functools.wraps(func)
         def job(self, **kwargs):
-            return run_job(name, func, kwargs, celery_task=self)
+            return run_job(name, func, kwargs, celery_task=self, concurrency=concurrency)
 
-        job.run_now = functools.partial(run_job, name, func)
+        job.run_now = functools.partial(run_job, name, func, concurrency=concurrency)
         return job
 
     return decorator
 
 
-def run_job(name: str, func, kwargs: dict, celery_task=None) -> dict:
+@contextmanager
+def _job_slot(name: str, concurrency: int):
+    """Yield True holding one of the job's `concurrency` advisory locks, or False if all are held."""
+    with ExitStack() as stack:
+        for slot in range(concurrency):
+            lock_name = f"job:{name}" if concurrency == 1 else f"job:{name}:{slot}"
+            if stack.enter_context(session_advisory_lock(lock_name)):
+                yield True
+                return
+        yield False
+
+
+def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1) -> dict:
     celery_id = getattr(getattr(celery_task, "request", None), "id", None) or ""
-    with session_advisory_lock(f"job:{name}") as acquired:
+    with _job_slot(name, concurrency) as acquired:
         if not acquired:
             JobRun.objects.create(
                 name=name,
@@ -74,6 +95,10 @@ def run_job(name: str, func, kwargs: dict, celery_task=None) -> dict:
         started = time.perf_counter()
         try:
             result = func(**kwargs) or {}
+        except JobSkipped as skipped:
+            _finish(run, started, JobRun.Status.SKIPPED, result={"skipped": str(skipped)})
+            logger.warning("job skipped", extra={"job": name, "reason": str(skipped)})
+            return {"skipped": str(skipped)}
         except TRANSIENT_ERRORS as exc:
             if not connection.is_usable():
                 connection.close()  # the next query (recording the run) opens a fresh one

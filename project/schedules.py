@@ -20,9 +20,19 @@ class Schedule:
     queue: str
     crontab: dict  # minute, hour, day_of_week, day_of_month, month_of_year
     description: str
+    # A run still queued this long after beat sent it is dropped: the next one supersedes it.
+    expires_s: int | None = None
 
 
 SCHEDULES = [
+    Schedule(
+        name="Approvals automation",
+        job="approvals.run_automation",
+        queue="automation",
+        crontab={"minute": "*"},
+        description="Decide pending versions with the active approval rule.",
+        expires_s=55,
+    ),
     Schedule(
         name="Maintain monthly partitions",
         job="project.maintain_partitions",
@@ -56,6 +66,7 @@ def sync_schedules(*, reset: bool = False) -> dict:
                 created.append(schedule.name)
                 continue
             task.task, task.queue, task.description = schedule.job, schedule.queue, description
+            task.expire_seconds = schedule.expires_s
             if reset:
                 task.crontab, task.interval, task.solar, task.clocked = crontab, None, None, None
                 task.enabled = True

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "project",
     "tasks",
+    "approvals",
 ]
 
 MIDDLEWARE = [
@@ -320,6 +321,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models call their state "status": name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks.models.Task.Status",
+        "VersionStatusEnum": "approvals.models.Version.Status",
+    },
 }
 
 # --- Jobs -------------------------------------------------------------------------------------
@@ -329,6 +335,20 @@ PARTITION_MONTHS_AHEAD = env_int("PARTITION_MONTHS_AHEAD", 6)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
 TASK_STATS_CACHE_TTL_S = 300
+
+# --- Approvals (limits and thresholds from the approvals guide, 000) -----------------------------
+
+AUTOMATION_BATCH_SIZE = env_int("AUTOMATION_BATCH_SIZE", 500)
+SCHEDULER_MAX_CONCURRENT_JOBS = env_int("SCHEDULER_MAX_CONCURRENT_JOBS", 3)
+JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 30)  # a run stops between batches at this
+QUEUE_MAX_SIZE = env_int("QUEUE_MAX_SIZE", 1000)  # "run now" refuses beyond this many queued jobs
+AUTOMATION_CPU_MAX_PERCENT = env_int("AUTOMATION_CPU_MAX_PERCENT", 80)
+AUTOMATION_MEMORY_MAX_PERCENT = env_int("AUTOMATION_MEMORY_MAX_PERCENT", 85)
+AUTOMATION_RULE_CACHE_TTL_S = 300
+APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
+REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)
+PENDING_COUNT_CACHE_TTL_S = env_int("PENDING_COUNT_CACHE_TTL_S", 10)
+FALSE_POSITIVE_WINDOW_HOURS = env_int("FALSE_POSITIVE_WINDOW_HOURS", 168)
 
 # --- Observability ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("tasks.urls")),
+    path("api/v1/approvals/", include("approvals.urls")),
 ]
 
 handler400 = "project.api.errors.handler400"

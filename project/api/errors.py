@@ -75,6 +75,8 @@ def exception_handler(exc, context):
         extra = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             extra["retry_after_s"] = int(exc.wait + 0.999)
+        if (remaining := getattr(exc, "remaining", None)) is not None:
+            extra["remaining"] = remaining
         response.data = error_body(code, _message_for(detail, str(exc)), **extra)
     return response
 

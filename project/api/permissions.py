@@ -16,6 +16,12 @@ class ModelPermissions(DjangoModelPermissions):
     }
 
     def has_permission(self, request, view):
+        # An action may name the permissions it needs (e.g. approve -> approvals.decide_version).
+        required = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
+        if required is not None:
+            if not (request.user and request.user.is_authenticated):
+                return False
+            return request.user.has_perms(required)
         # Actions that only read but take a POST body (e.g. a batch of ids) need view_<model>.
         if getattr(view, "action", None) in getattr(view, "read_only_actions", ()):
             request_method, request.method = request.method, "GET"

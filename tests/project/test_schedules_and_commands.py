@@ -49,23 +49,32 @@ def test_sync_schedules_creates_each_schedule_once():
     assert first["created"] == [schedule.name for schedule in schedules.SCHEDULES]
     assert second == {"created": [], "updated": first["created"], "disabled": []}
     assert managed_tasks() == rows
-    [(_, name, job, queue, _, enabled)] = rows
-    assert (name, job, queue, enabled) == (
-        "Maintain monthly partitions",
+    assert len(rows) == len(schedules.SCHEDULES)
+    partitions = PeriodicTask.objects.get(name="Maintain monthly partitions")
+    assert (partitions.task, partitions.queue, partitions.enabled) == (
         "project.maintain_partitions",
         "maintenance",
         True,
     )
-    crontab = PeriodicTask.objects.get(name=name).crontab
+    crontab = partitions.crontab
     assert (crontab.minute, crontab.hour, crontab.day_of_week, str(crontab.timezone)) == ("15", "2", "*", "UTC")
+    automation = PeriodicTask.objects.get(name="Approvals automation")
+    assert (automation.task, automation.queue, automation.crontab.minute) == (
+        "approvals.run_automation",
+        "automation",
+        "*",
+    )
+    # A run beat sent that still waits after 55 s is dropped: the next minute's run supersedes it.
+    assert automation.expire_seconds == 55
 
 
 @pytest.mark.django_db
 def test_sync_schedules_command_reports_what_it_did():
     PeriodicTask.objects.all().delete()
 
-    assert run_command("sync_schedules").strip() == "schedules: 1 created, 0 updated, 0 disabled"
-    assert run_command("sync_schedules").strip() == "schedules: 0 created, 1 updated, 0 disabled"
+    count = len(schedules.SCHEDULES)
+    assert run_command("sync_schedules").strip() == f"schedules: {count} created, 0 updated, 0 disabled"
+    assert run_command("sync_schedules").strip() == f"schedules: 0 created, {count} updated, 0 disabled"
 
 
 @pytest.mark.django_db

@@ -1,0 +1,386 @@
+"""Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log."""
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, Throttled, ValidationError
+from rest_framework.response import Response
+
+from approvals import rules, selectors, services
+from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
+from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
+from project.api.errors import Conflict
+
+BULK_MAX_IDS = 500
+PREVIEW_MAX_VERSIONS = 10_000
+DECIDE = ["approvals.decide_version"]
+
+
+class DecisionRateLimited(Throttled):
+    """429 counted in versions: says how many decisions remain and when the window resets."""
+
+    default_code = "rate_limited"
+
+    def __init__(self, exc: RateLimited):
+        super().__init__(wait=exc.reset_in_s, detail=str(exc))
+        self.remaining = exc.remaining
+
+
+def domain_errors_to_http(func):
+    """Turn the app's domain exceptions into 4xx with the error envelope."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except VersionsNotFound as exc:
+            raise ValidationError({"ids": [str(exc) + " Nothing was changed."]}, code="not_found") from None
+        except EntityNotFound as exc:
+            raise ValidationError({"entity_id": [str(exc)]}, code="not_found") from None
+        except NotDecidable as exc:
+            raise Conflict(str(exc)) from None
+        except rules.RuleInvalid as exc:
+            raise ValidationError({"conditions": [f"{exc.path}: {exc.message}"]}, code="invalid_rule") from None
+        except RateLimited as exc:
+            raise DecisionRateLimited(exc) from None
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+# --- Topics and atoms -----------------------------------------------------------------------------
+
+
+class EntitySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    title = serializers.CharField(max_length=300)
+    body = serializers.CharField(allow_blank=True, required=False, default="")
+    author = serializers.IntegerField(source="author_id", read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class EntityViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Content entities. Their title and body change only through approved versions."""
+
+    serializer_class = EntitySerializer
+    entity_type: str = ""
+
+    def get_queryset(self) -> QuerySet:
+        return services.ENTITY_MODELS[self.entity_type].objects.all()
+
+    def perform_create(self, serializer):
+        serializer.instance = services.entity_create(
+            entity_type=self.entity_type,
+            title=serializer.validated_data["title"],
+            body=serializer.validated_data.get("body", ""),
+            author=self.request.user,
+            request=self.request,
+        )
+
+    def perform_destroy(self, instance):
+        services.entity_delete(entity=instance, actor=self.request.user, request=self.request)
+
+
+class TopicViewSet(EntityViewSet):
+    entity_type = EntityType.TOPIC
+    queryset = Topic.objects.none()  # for the schema; get_queryset does the work
+
+
+class AtomViewSet(EntityViewSet):
+    entity_type = EntityType.ATOM
+    queryset = Atom.objects.none()
+
+
+# --- Versions ---------------------------------------------------------------------------------------
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Version
+        fields = [
+            "id",
+            "entity_type",
+            "entity_id",
+            "title",
+            "content",
+            "tags",
+            "author",
+            "status",
+            "decided_by",
+            "decided_by_rule",
+            "decision_reason",
+            "decided_at",
+            "reverted_by",
+            "reverted_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class VersionProposeSerializer(serializers.Serializer):
+    entity_type = serializers.ChoiceField(choices=EntityType.choices)
+    entity_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    title = serializers.CharField(max_length=300)
+    content = serializers.CharField(max_length=100_000)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50), max_length=20, required=False, default=list
+    )
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class BulkDecisionSerializer(ReasonSerializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), min_length=1, max_length=BULK_MAX_IDS
+    )
+
+
+BulkDecisionResult = inline_serializer(
+    "BulkDecisionResult",
+    {
+        "decided": serializers.ListField(child=serializers.IntegerField()),
+        "already_decided": serializers.ListField(child=serializers.IntegerField()),
+    },
+)
+
+
+class VersionFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=Version.Status.choices)
+    entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
+    entity_id = django_filters.NumberFilter()
+    author = django_filters.NumberFilter(field_name="author_id")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Version
+        fields = []
+
+
+class VersionViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = VersionSerializer
+    filterset_class = VersionFilter
+    queryset = Version.objects.none()
+    # Newest first by primary key: unique and indexed, so versions need no (created_at, id) index.
+    cursor_ordering = ("-id",)
+    read_only_actions = ("pending_count",)
+    action_permissions = dict.fromkeys(("approve", "reject", "revert", "bulk_approve", "bulk_reject"), DECIDE)
+
+    def get_queryset(self):
+        return selectors.version_list()
+
+    def get_serializer_class(self):
+        return VersionProposeSerializer if self.action == "create" else VersionSerializer
+
+    @extend_schema(request=VersionProposeSerializer, responses={201: VersionSerializer})
+    @domain_errors_to_http
+    def create(self, request, *args, **kwargs):
+        """Propose new content for a topic or atom."""
+        params = VersionProposeSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        version = services.version_propose(author=request.user, request=request, **params.validated_data)
+        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+    def _decide_one(self, request, pk, approve: bool):
+        params = ReasonSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        if not Version.objects.filter(pk=pk).exists():
+            raise NotFound()
+        services.versions_decide(
+            version_ids=[int(pk)],
+            approve=approve,
+            user=request.user,
+            reason=params.validated_data["reason"],
+            request=request,
+            single=True,
+        )
+        return Response(VersionSerializer(Version.objects.get(pk=pk)).data)
+
+    @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def approve(self, request, pk=None):
+        """Approve a pending (or reverted) version and apply it to its entity."""
+        return self._decide_one(request, pk, approve=True)
+
+    @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def reject(self, request, pk=None):
+        return self._decide_one(request, pk, approve=False)
+
+    @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def revert(self, request, pk=None):
+        """Undo an approval or rejection (counts toward the automation's false-positive rate)."""
+        params = ReasonSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        if not Version.objects.filter(pk=pk).exists():
+            raise NotFound()
+        version = services.version_revert(
+            version_id=int(pk), user=request.user, reason=params.validated_data["reason"], request=request
+        )
+        return Response(VersionSerializer(version).data)
+
+    def _decide_many(self, request, approve: bool):
+        params = BulkDecisionSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        decision = services.versions_decide(
+            version_ids=params.validated_data["ids"],
+            approve=approve,
+            user=request.user,
+            reason=params.validated_data["reason"],
+            request=request,
+        )
+        return Response({"decided": decision.decided, "already_decided": decision.already_decided})
+
+    @extend_schema(request=BulkDecisionSerializer, responses=BulkDecisionResult)
+    @action(detail=False, methods=["post"], url_path="bulk-approve")
+    @domain_errors_to_http
+    def bulk_approve(self, request):
+        """Approve up to 500 versions in one transaction; already decided ones are reported, not changed."""
+        return self._decide_many(request, approve=True)
+
+    @extend_schema(request=BulkDecisionSerializer, responses=BulkDecisionResult)
+    @action(detail=False, methods=["post"], url_path="bulk-reject")
+    @domain_errors_to_http
+    def bulk_reject(self, request):
+        return self._decide_many(request, approve=False)
+
+    @extend_schema(responses=inline_serializer("PendingCount", {"pending": serializers.IntegerField()}))
+    @action(detail=False, methods=["get"], url_path="pending-count")
+    def pending_count(self, request):
+        """Versions waiting for a decision (cached for a few seconds, dropped on every decision)."""
+        return Response({"pending": selectors.pending_count_cached()})
+
+
+# --- Rules --------------------------------------------------------------------------------------------
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApprovalRule
+        fields = ["id", "name", "is_active", "conditions", "action", "revision", "created_at", "updated_at"]
+        read_only_fields = ["id", "revision", "created_at", "updated_at"]
+
+    def validate_conditions(self, value):
+        try:
+            rules.validate_conditions(value)
+        except rules.RuleInvalid as exc:
+            raise ValidationError(f"{exc.path}: {exc.message}", code="invalid_rule") from None
+        return value
+
+
+class RuleViewSet(viewsets.ModelViewSet):
+    serializer_class = RuleSerializer
+    queryset = ApprovalRule.objects.none()
+    read_only_actions = ("preview",)
+    action_permissions = {
+        "activate": ["approvals.change_approvalrule"],
+        "deactivate": ["approvals.change_approvalrule"],
+    }
+
+    def get_queryset(self):
+        return selectors.rule_list()
+
+    @domain_errors_to_http
+    def perform_create(self, serializer):
+        serializer.instance = services.rule_create(
+            actor=self.request.user, request=self.request, **serializer.validated_data
+        )
+
+    @domain_errors_to_http
+    def perform_update(self, serializer):
+        serializer.instance = services.rule_update(
+            rule=serializer.instance, data=serializer.validated_data, actor=self.request.user, request=self.request
+        )
+
+    def perform_destroy(self, instance):
+        services.rule_delete(rule=instance, actor=self.request.user, request=self.request)
+
+    @extend_schema(request=None, responses=RuleSerializer)
+    @action(detail=True, methods=["post"])
+    def activate(self, request, pk=None):
+        """Make this the active rule (any other active rule is deactivated)."""
+        rule = services.rule_set_active(rule=self.get_object(), active=True, actor=request.user, request=request)
+        return Response(RuleSerializer(rule).data)
+
+    @extend_schema(request=None, responses=RuleSerializer)
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request, pk=None):
+        rule = services.rule_set_active(rule=self.get_object(), active=False, actor=request.user, request=request)
+        return Response(RuleSerializer(rule).data)
+
+    @extend_schema(
+        responses=inline_serializer(
+            "RulePreview",
+            {
+                "action": serializers.CharField(),
+                "evaluated": serializers.IntegerField(),
+                "matched": serializers.IntegerField(),
+                "sample": VersionSerializer(many=True),
+            },
+        )
+    )
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        """What this rule would decide now among the oldest 10,000 pending versions; writes nothing."""
+        rule = self.get_object()
+        evaluated, matched, sample = selectors.rule_preview(rule, limit=PREVIEW_MAX_VERSIONS)
+        return Response(
+            {
+                "action": rule.action,
+                "evaluated": evaluated,
+                "matched": matched,
+                "sample": VersionSerializer(sample, many=True).data,
+            }
+        )
+
+
+# --- Audit log ------------------------------------------------------------------------------------------
+
+
+class AuditLogSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    rule_id = serializers.IntegerField()
+    rule_revision = serializers.IntegerField()
+    version_id = serializers.IntegerField()
+    decision = serializers.CharField()
+    reason = serializers.CharField()
+    duration_ms = serializers.FloatField()
+
+
+class AuditLogFilter(django_filters.FilterSet):
+    rule = django_filters.NumberFilter(field_name="rule_id")
+    version = django_filters.NumberFilter(field_name="version_id")
+    decision = django_filters.ChoiceFilter(choices=[("approved", "approved"), ("rejected", "rejected")])
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AutomationAuditLog
+        fields = []
+
+
+class AuditLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = AuditLogSerializer
+    filterset_class = AuditLogFilter
+    queryset = AutomationAuditLog.objects.none()
+
+    def get_queryset(self):
+        return AutomationAuditLog.objects.all()

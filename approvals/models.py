@@ -1,0 +1,169 @@
+"""Approvals: content entities, proposed versions of them, the rule that decides, its audit."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Func, Q, Value
+from psqlextra.models import PostgresPartitionedModel
+from psqlextra.types import PostgresPartitioningMethod
+
+
+class EntityType(models.TextChoices):
+    TOPIC = "topic"
+    ATOM = "atom"
+
+
+class ContentEntity(models.Model):
+    title = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Topic(ContentEntity):
+    class Meta:
+        indexes = [models.Index(fields=["created_at", "id"], name="topic_created_id_idx")]  # cursor
+
+
+class Atom(ContentEntity):
+    class Meta:
+        indexes = [models.Index(fields=["created_at", "id"], name="atom_created_id_idx")]  # cursor
+
+
+class AuthorProfile(models.Model):
+    """What rules may know of an author beyond auth.User: a trust level staff assign."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="author_profile")
+    trust_level = models.PositiveSmallIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.user} (trust {self.trust_level})"
+
+
+class Version(models.Model):
+    """A proposed change to a topic or atom, decided once by a rule or a person."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        REVERTED = "reverted"
+
+    entity_type = models.CharField(max_length=10, choices=EntityType.choices)
+    entity_id = models.BigIntegerField()
+    title = models.CharField(max_length=300)
+    content = models.TextField()
+    tags = models.JSONField(default=list, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # Kept in step with status (approved = status is approved) for the guide's badge indexes.
+    approved = models.BooleanField(default=False)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by_rule = models.ForeignKey(
+        "ApprovalRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decision_reason = models.CharField(max_length=500, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # The entity's title and body just before this version was applied, so a revert restores them.
+    replaced_title = models.CharField(max_length=300, null=True, blank=True)
+    replaced_content = models.TextField(null=True, blank=True)
+    reverted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reverted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Guide: idx_versions_approved — the badge's approved/unapproved lookups per entity kind.
+            models.Index(
+                fields=["approved"], name="version_approved_idx", condition=Q(entity_type__in=["topic", "atom"])
+            ),
+            # Guide: idx_versions_approved_created — pending count and the automation's
+            # oldest-first claim (status equivalent: pending only).
+            models.Index(
+                fields=["created_at", "id"], name="version_pending_created_idx", condition=Q(status="pending")
+            ),
+            # An entity's history: the rules' "has earlier approved versions".
+            # Deliberately not indexed, since every decided version pays for each index: tags (no
+            # query filters versions by tag through an index), decided_at (the false-positive rate
+            # reads the audit log's time index) and created_at (the list pages on the primary key).
+            models.Index(fields=["entity_type", "entity_id", "created_at"], name="version_entity_idx"),
+        ]
+        permissions = [("decide_version", "Can approve, reject and revert versions")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(approved=True, status="approved") | (Q(approved=False) & ~Q(status="approved")),
+                name="version_approved_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type} {self.entity_id}: {self.title} ({self.status})"
+
+
+class ApprovalRule(models.Model):
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    name = models.CharField(max_length=200, unique=True)
+    is_active = models.BooleanField(default=False)
+    conditions = models.JSONField(help_text="all / any / not over comparisons; see docs/approvals-rules.md")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    # Bumped on every change, so an audit row always says which wording of the rule fired.
+    revision = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Guide: idx_approval_rules_is_active — "the active rule" lookup.
+            models.Index(fields=["is_active"], name="rule_active_idx", condition=Q(is_active=True)),
+            models.Index(fields=["created_at", "id"], name="rule_created_id_idx"),  # cursor
+        ]
+        constraints = [
+            # At most one active rule.
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_rule"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} r{self.revision}"
+
+
+class AutomationAuditLog(PostgresPartitionedModel):
+    """One row per automated decision, range-partitioned by month on created_at."""
+
+    pk = models.CompositePrimaryKey("id", "created_at")
+    id = models.BigIntegerField(db_default=Func(Value("approvals_automationauditlog_id_seq"), function="nextval"))
+    created_at = models.DateTimeField(db_default=Func(function="now"))
+    # Ids, not foreign keys: a partitioned table's rows outlive the rows they mention.
+    rule_id = models.BigIntegerField()
+    rule_revision = models.PositiveIntegerField()
+    version_id = models.BigIntegerField()
+    decision = models.CharField(max_length=10)
+    reason = models.CharField(max_length=500)
+    # Time the whole batch took, per decision (batch duration / batch size).
+    duration_ms = models.FloatField()
+
+    class PartitioningMeta:
+        method = PostgresPartitioningMethod.RANGE
+        key = ["created_at"]
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-created_at"], name="audit_created_desc_idx"),  # guide; audit list
+            models.Index(fields=["rule_id", "-created_at"], name="audit_rule_created_idx"),  # guide
+            models.Index(fields=["version_id"], name="audit_version_idx"),  # a version's audit trail
+        ]
+
+    def __str__(self) -> str:
+        return f"rule {self.rule_id} r{self.rule_revision} {self.decision} version {self.version_id}"

@@ -1,0 +1,12 @@
+from rest_framework.routers import DefaultRouter
+
+from approvals.api import AtomViewSet, AuditLogViewSet, RuleViewSet, TopicViewSet, VersionViewSet
+
+router = DefaultRouter()
+router.register("topics", TopicViewSet, basename="approvals-topic")
+router.register("atoms", AtomViewSet, basename="approvals-atom")
+router.register("versions", VersionViewSet, basename="approvals-version")
+router.register("rules", RuleViewSet, basename="approvals-rule")
+router.register("audit-log", AuditLogViewSet, basename="approvals-audit-log")
+
+urlpatterns = router.urls

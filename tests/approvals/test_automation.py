@@ -1,0 +1,242 @@
+"""The automation: set-based batches, SKIP LOCKED, deadlines, audit rows, exactly-once decisions."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals import jobs, selectors, services
+from approvals.models import ApprovalRule, AutomationAuditLog, Topic, Version
+from project.models import JobRun
+from tests.approvals.factories import RuleFactory, TopicFactory, VersionFactory
+from tests.factories import UserFactory
+
+SHORT = {"field": "content_length", "op": "lt", "value": 20}
+
+
+def active(rule: ApprovalRule) -> services.ActiveRule:
+    return services.ActiveRule(
+        id=rule.pk, revision=rule.revision, name=rule.name, action=rule.action, conditions=rule.conditions
+    )
+
+
+@pytest.fixture
+def short_edits_rule(db):
+    return RuleFactory(name="Short edits", conditions=SHORT, action="approve", is_active=True)
+
+
+@pytest.mark.django_db
+def test_a_batch_decides_only_the_versions_the_rule_matches_and_audits_each(short_edits_rule):
+    topic = TopicFactory(title="Old")
+    short = VersionFactory(entity_id=topic.pk, title="Short", content="tiny")
+    long = VersionFactory(content="x" * 50)
+
+    batch = services.automation_decide_batch(
+        rule=active(short_edits_rule), after=None, batch_size=500, as_of=timezone.now()
+    )
+
+    assert (batch.claimed, batch.decided_ids) == (2, [short.pk])
+    short.refresh_from_db()
+    assert (short.status, short.decided_by_rule_id, short.decided_by_id) == ("approved", short_edits_rule.pk, None)
+    assert "Short edits" in short.decision_reason
+    assert Version.objects.get(pk=long.pk).status == "pending"
+    assert Topic.objects.get(pk=topic.pk).title == "Short"  # applied in the same transaction
+    (audit,) = AutomationAuditLog.objects.all()
+    assert (audit.rule_id, audit.rule_revision, audit.version_id, audit.decision) == (
+        short_edits_rule.pk,
+        1,
+        short.pk,
+        "approved",
+    )
+    assert audit.duration_ms >= 0
+
+
+@pytest.mark.django_db
+def test_a_batch_runs_a_constant_number_of_statements_whatever_its_size(short_edits_rule):
+    VersionFactory.create_batch(3, content="tiny")
+    with CaptureQueriesContext(connection) as small:
+        services.automation_decide_batch(
+            rule=active(short_edits_rule), after=None, batch_size=500, as_of=timezone.now()
+        )
+    VersionFactory.create_batch(40, content="tiny")
+    with CaptureQueriesContext(connection) as large:
+        services.automation_decide_batch(
+            rule=active(short_edits_rule), after=None, batch_size=500, as_of=timezone.now()
+        )
+
+    assert len(small) == len(large)
+    updates = [q["sql"] for q in large.captured_queries if "UPDATE" in q["sql"] and "RETURNING" in q["sql"]]
+    assert len(updates) == 1
+
+
+@pytest.mark.django_db
+def test_a_run_walks_the_backlog_oldest_first_in_batches(short_edits_rule):
+    versions = VersionFactory.create_batch(7, content="tiny")
+
+    result = services.automation_run(rule=active(short_edits_rule), batch_size=3, deadline_s=None)
+
+    assert (result.batches, result.claimed, result.decided) == (3, 7, 7)
+    assert not Version.objects.filter(pk__in=[v.pk for v in versions], status="pending").exists()
+
+
+@pytest.mark.django_db
+def test_versions_the_rule_does_not_match_do_not_stall_the_run(short_edits_rule):
+    VersionFactory.create_batch(4, content="x" * 50)  # never matched, oldest
+    matched = VersionFactory.create_batch(2, content="tiny")
+
+    result = services.automation_run(rule=active(short_edits_rule), batch_size=2, deadline_s=None)
+
+    assert result.decided == 2
+    assert set(Version.objects.filter(status="approved").values_list("pk", flat=True)) == {v.pk for v in matched}
+
+
+@pytest.mark.django_db
+def test_a_run_stops_between_batches_at_its_deadline_and_the_next_run_continues(short_edits_rule):
+    VersionFactory.create_batch(6, content="tiny")
+    ticks = iter([0, 0, 100, 100])  # start, before batch 1, before batch 2 (past the deadline)
+
+    first = services.automation_run(
+        rule=active(short_edits_rule), batch_size=2, deadline_s=30, clock=lambda: next(ticks)
+    )
+    assert (first.batches, first.decided, first.stopped_at_deadline) == (1, 2, True)
+
+    second = services.automation_run(rule=active(short_edits_rule), batch_size=2, deadline_s=None)
+    assert second.decided == 4
+
+
+@pytest.mark.django_db
+def test_dry_run_reports_without_writing(short_edits_rule):
+    versions = VersionFactory.create_batch(3, content="tiny")
+
+    result = services.automation_run(rule=active(short_edits_rule), batch_size=500, deadline_s=None, dry_run=True)
+
+    assert result.decided == 3
+    assert sorted(result.sample_ids) == sorted(v.pk for v in versions)
+    assert not Version.objects.exclude(status="pending").exists()
+    assert not AutomationAuditLog.objects.exists()
+
+
+@pytest.mark.django_db
+def test_version_age_conditions_use_the_run_start_as_now():
+    rule = RuleFactory(conditions={"field": "version_age_minutes", "op": "gte", "value": 60}, action="reject")
+    old, fresh = VersionFactory(), VersionFactory()
+    Version.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+
+    services.automation_run(rule=active(rule), batch_size=500, deadline_s=None)
+
+    assert Version.objects.get(pk=old.pk).status == "rejected"
+    assert Version.objects.get(pk=fresh.pk).status == "pending"
+
+
+# --- The job ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_job_uses_the_cached_active_rule_and_records_its_run(short_edits_rule):
+    VersionFactory.create_batch(2, content="tiny")
+
+    summary = jobs.run_automation.run_now({})
+
+    assert summary["decided"] == 2
+    assert summary["pending"] == 0
+    run = JobRun.objects.get(name="approvals.run_automation")
+    assert run.status == "succeeded"
+    assert run.result["rule_id"] == short_edits_rule.pk
+
+
+@pytest.mark.django_db
+def test_the_job_is_skipped_and_says_why_when_the_machine_is_overloaded(short_edits_rule, monkeypatch):
+    VersionFactory(content="tiny")
+    monkeypatch.setattr(jobs.psutil, "cpu_percent", lambda interval=None: 95.0)
+
+    summary = jobs.run_automation.run_now({})
+
+    assert summary == {"skipped": "cpu 95% > 80%"}
+    run = JobRun.objects.get(name="approvals.run_automation")
+    assert run.status == "skipped"
+    assert run.result == {"skipped": "cpu 95% > 80%"}
+    assert Version.objects.get().status == "pending"
+
+
+@pytest.mark.django_db
+def test_memory_pressure_also_skips_the_run(monkeypatch):
+    monkeypatch.setattr(jobs.psutil, "cpu_percent", lambda interval=None: 10.0)
+    monkeypatch.setattr(jobs.psutil, "virtual_memory", lambda: type("Memory", (), {"percent": 90.0})())
+    assert jobs.overload_reason() == "memory 90% > 85%"
+
+
+@pytest.mark.django_db
+def test_without_an_active_rule_the_job_decides_nothing():
+    VersionFactory(content="tiny")
+    summary = jobs.run_automation.run_now({})
+    assert summary["decided"] == 0
+    assert summary["note"] == "no active rule"
+
+
+@pytest.mark.django_db
+def test_changing_a_rule_drops_the_cached_active_rule_at_once(short_edits_rule, django_capture_on_commit_callbacks):
+    assert selectors.active_rule_cached().revision == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        services.rule_update(rule=short_edits_rule, data={"action": "reject"}, actor=UserFactory())
+    cached = selectors.active_rule_cached()
+    assert (cached.revision, cached.action) == (2, "reject")
+
+
+@pytest.mark.django_db
+def test_run_now_refuses_when_the_queue_is_full(settings, monkeypatch):
+    settings.QUEUE_MAX_SIZE = 3
+    monkeypatch.setattr(jobs, "automation_queue_length", lambda: 3)
+    with pytest.raises(jobs.QueueFull):
+        jobs.enqueue_automation_run()
+
+
+# --- Exactly once under concurrency --------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_version_is_decided_exactly_once_with_two_runs_and_a_human_bulk_approval_racing():
+    rule = RuleFactory(conditions={"field": "content_length", "op": "gte", "value": 0}, action="reject", is_active=True)
+    reviewer = UserFactory()
+    versions = VersionFactory.create_batch(120, content="tiny")
+    ids = [v.pk for v in versions]
+    start = threading.Barrier(3, timeout=30)
+    errors = []
+
+    def in_thread(work):
+        def run():
+            try:
+                start.wait()
+                work()
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=run)
+
+    def automation():
+        services.automation_run(rule=active(rule), batch_size=7, deadline_s=None)
+
+    def human():
+        for chunk in (ids[::2][:30], ids[1::2][:30]):
+            services.versions_decide(version_ids=chunk, approve=True, user=reviewer)
+
+    threads = [in_thread(automation), in_thread(automation), in_thread(human)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    rows = {v.pk: v for v in Version.objects.filter(pk__in=ids)}
+    assert all(v.status in ("approved", "rejected") for v in rows.values())
+    audited = list(AutomationAuditLog.objects.filter(version_id__in=ids).values_list("version_id", flat=True))
+    assert len(audited) == len(set(audited))  # no version audited twice
+    for version in rows.values():
+        by_person, by_rule = version.decided_by_id is not None, version.decided_by_rule_id is not None
+        assert by_person != by_rule, version.pk  # decided once, by exactly one of them
+        assert (version.pk in audited) == by_rule
+        assert version.status == ("approved" if by_person else "rejected")
