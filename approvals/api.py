@@ -7,6 +7,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from approvals import rules, selectors, services
 from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
@@ -176,7 +177,6 @@ class VersionViewSet(
     queryset = Version.objects.none()
     # Newest first by primary key: unique and indexed, so versions need no (created_at, id) index.
     cursor_ordering = ("-id",)
-    read_only_actions = ("pending_count",)
     action_permissions = dict.fromkeys(("approve", "reject", "revert", "bulk_approve", "bulk_reject"), DECIDE)
 
     def get_queryset(self):
@@ -261,10 +261,15 @@ class VersionViewSet(
     def bulk_reject(self, request):
         return self._decide_many(request, approve=False)
 
+
+class PendingCountView(APIView):
+    """Versions waiting for a decision: from a cache at most PENDING_COUNT_CACHE_TTL_S (10 s) old,
+    dropped on every decision. Needs approvals.view_version."""
+
+    queryset = Version.objects.none()  # for ModelPermissions: view_version
+
     @extend_schema(responses=inline_serializer("PendingCount", {"pending": serializers.IntegerField()}))
-    @action(detail=False, methods=["get"], url_path="pending-count")
-    def pending_count(self, request):
-        """Versions waiting for a decision (cached for a few seconds, dropped on every decision)."""
+    def get(self, request):
         return Response({"pending": selectors.pending_count_cached()})
 
 

@@ -156,12 +156,12 @@ def test_version_list_filters_and_runs_constant_queries(reviewer, django_assert_
 
 def test_pending_count_is_cached_and_dropped_on_decisions(reviewer, django_capture_on_commit_callbacks):
     versions = VersionFactory.create_batch(3)
-    assert reviewer.get(f"{BASE}/versions/pending-count/").json() == {"pending": 3}
+    assert reviewer.get(f"{BASE}/pending-count/").json() == {"pending": 3}
     VersionFactory.create_batch(2)  # not through the service: the cached count stays until a decision
-    assert reviewer.get(f"{BASE}/versions/pending-count/").json() == {"pending": 3}
+    assert reviewer.get(f"{BASE}/pending-count/").json() == {"pending": 3}
     with django_capture_on_commit_callbacks(execute=True):
         reviewer.post(f"{BASE}/versions/{versions[0].pk}/approve/", {}, format="json")
-    assert reviewer.get(f"{BASE}/versions/pending-count/").json() == {"pending": 4}
+    assert reviewer.get(f"{BASE}/pending-count/").json() == {"pending": 4}
 
 
 # --- Rules --------------------------------------------------------------------------------------------
