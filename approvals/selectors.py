@@ -61,7 +61,9 @@ def false_positive_rate(*, window_hours: int | None = None) -> float | None:
     Read from the audit log (one row per automated decision, time-indexed and partitioned),
     joined to each version's current status.
     """
-    since = timezone.now() - timedelta(hours=window_hours or settings.FALSE_POSITIVE_WINDOW_HOURS)
+    if window_hours is None:
+        window_hours = settings.FALSE_POSITIVE_WINDOW_HOURS
+    since = timezone.now() - timedelta(hours=window_hours)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

@@ -17,6 +17,7 @@ from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType,
 from approvals.selectors import ACTIVE_RULE_CACHE_KEY, PENDING_COUNT_CACHE_KEY
 from project.activity import activity_record, activity_record_many
 from project.db.expressions import RowComparison
+from project.models import ActivityLog
 
 ENTITY_MODELS = {EntityType.TOPIC: Topic, EntityType.ATOM: Atom}
 # A person may decide a version that is pending, or one whose earlier decision was reverted.
@@ -323,8 +324,8 @@ SELECT (SELECT count(*) FROM claimed),
        (SELECT id FROM claimed ORDER BY created_at DESC, id DESC LIMIT 1),
        (SELECT coalesce(array_agg(pk), '{{}}') FROM ({matching}) AS matching)
 """
-# Statement 2 is the decision statement, with the audit rows written in it too. duration_ms is
-# the statement's own time (evaluation and writes) per decision.
+# Statement 2 is the decision statement, with the audit rows and the ActivityLog rows written in
+# it too. duration_ms is the statement's own time (evaluation and writes) per decision.
 _AUDIT_CTE = """,
 audit AS (
     INSERT INTO {audit} (rule_id, rule_revision, version_id, decision, reason, duration_ms, created_at)
@@ -332,6 +333,13 @@ audit AS (
            extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000
                / greatest((SELECT count(*) FROM decided), 1),
            now()
+    FROM decided
+),
+activity AS (
+    INSERT INTO {activity}
+        (user_id, category, action, level, entity_type, entity_id, metadata, tags, ip, created_at)
+    SELECT NULL, 'approvals', %(activity_action)s, 'info', 'version', decided.id::text,
+           jsonb_build_object('rule', %(rule_id)s, 'revision', %(rule_revision)s), '[]'::jsonb, NULL, now()
     FROM decided
 )"""
 # Before any key: the smallest (created_at, id) there is.
@@ -386,12 +394,18 @@ def automation_decide_batch(
                 approve=approve, open_statuses=[Version.Status.PENDING], user_id=None, rule_id=rule.id, reason=reason
             )
             cursor.execute(
-                _decide_statement(after=_AUDIT_CTE.format(audit=AutomationAuditLog._meta.db_table)),
+                _decide_statement(
+                    after=_AUDIT_CTE.format(
+                        audit=AutomationAuditLog._meta.db_table, activity=ActivityLog._meta.db_table
+                    )
+                ),
                 {
                     **params,
                     "ids": matched_ids,
                     "rule_revision": rule.revision,
                     "decision": "approved" if approve else "rejected",
+                    # The same actions a person's decisions record, without a user: the rule decided.
+                    "activity_action": "version.approve" if approve else "version.reject",
                 },
             )
             decided_ids = [row[0] for row in cursor.fetchall()]

@@ -240,3 +240,50 @@ def test_each_version_is_decided_exactly_once_with_two_runs_and_a_human_bulk_app
         assert by_person != by_rule, version.pk  # decided once, by exactly one of them
         assert (version.pk in audited) == by_rule
         assert version.status == ("approved" if by_person else "rejected")
+
+
+# --- Records and metrics ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_automated_decisions_are_recorded_in_the_activity_log_too(short_edits_rule):
+    from project.models import ActivityLog
+
+    versions = VersionFactory.create_batch(2, content="tiny")
+    services.automation_run(rule=active(short_edits_rule), batch_size=500, deadline_s=None)
+
+    rows = ActivityLog.objects.filter(category="approvals", action="version.approve", user=None)
+    assert sorted(int(row.entity_id) for row in rows) == sorted(v.pk for v in versions)
+    assert all(row.metadata == {"rule": short_edits_rule.pk, "revision": 1} for row in rows)
+
+
+@pytest.mark.django_db
+def test_the_false_positive_rate_is_the_share_of_automated_decisions_people_reverted(short_edits_rule):
+    assert selectors.false_positive_rate() is None  # nothing decided yet
+    versions = VersionFactory.create_batch(4, content="tiny")
+    services.automation_run(rule=active(short_edits_rule), batch_size=500, deadline_s=None)
+    services.version_revert(version_id=versions[0].pk, user=UserFactory())
+
+    assert selectors.false_positive_rate() == 0.25
+    assert selectors.false_positive_rate(window_hours=0) is None  # outside the window
+
+
+@pytest.mark.django_db
+def test_the_job_publishes_its_metrics(short_edits_rule):
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = sample("automation_decisions_total", decision="approved")
+    runs_before = sample("automation_job_duration_seconds_count")
+    VersionFactory.create_batch(3, content="tiny")
+    VersionFactory(content="x" * 50)  # stays pending
+
+    jobs.run_automation.run_now({})
+
+    assert sample("automation_decisions_total", decision="approved") == before + 3
+    assert sample("automation_job_duration_seconds_count") == runs_before + 1
+    assert sample("automation_rule_evaluation_seconds_count") >= 1
+    assert sample("versions_pending_count") == 1
+    assert sample("automation_false_positive_rate") == 0.0

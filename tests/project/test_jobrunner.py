@@ -7,7 +7,7 @@ from celery.exceptions import Retry
 from django.db import OperationalError, connection
 
 from project.db.locks import lock_key, session_advisory_lock
-from project.jobrunner import RETRY_BACKOFF_MAX_S, retry_countdown_s, scheduled_job
+from project.jobrunner import RETRY_BACKOFF_MAX_S, JobSkipped, retry_countdown_s, scheduled_job
 from project.models import JobRun
 
 EVENT_TIMEOUT_S = 10
@@ -220,3 +220,47 @@ def test_lock_keys_differ_for_different_names_and_fit_postgres_int4():
     assert len(set(keys)) == len(names)
     # pg_try_advisory_lock(int, int) takes two int4 values.
     assert all(-(2**31) <= key < 2**31 for key in keys)
+
+
+@scheduled_job("tests.declines_to_run")
+def declining_job():
+    raise JobSkipped("cpu 95% > 80%")
+
+
+@pytest.mark.django_db
+def test_a_job_that_declines_to_run_is_recorded_as_skipped_with_its_reason():
+    assert declining_job.run_now({}) == {"skipped": "cpu 95% > 80%"}
+    run = JobRun.objects.get(name="tests.declines_to_run")
+    assert (run.status, run.result, run.error) == ("skipped", {"skipped": "cpu 95% > 80%"}, "")
+
+
+@scheduled_job("tests.shared_work", concurrency=2)
+def shared_work(started: threading.Event, release: threading.Event):
+    started.set()
+    release.wait(timeout=10)
+    return {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_with_n_slots_runs_n_at_once_and_skips_the_next():
+    release = threading.Event()
+    first, second = threading.Event(), threading.Event()
+
+    def run(started):
+        try:
+            shared_work.run_now({"started": started, "release": release})
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(event,)) for event in (first, second)]
+    for thread in threads:
+        thread.start()
+    assert first.wait(10) and second.wait(10)  # both slots taken
+    try:
+        assert shared_work.run_now({"started": threading.Event(), "release": release}) == {"skipped": True}
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    statuses = sorted(JobRun.objects.filter(name="tests.shared_work").values_list("status", flat=True))
+    assert statuses == ["skipped", "succeeded", "succeeded"]
