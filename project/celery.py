@@ -4,9 +4,29 @@ collide with Celery's default `<app>.tasks` discovery)."""
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("opsdeck")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(related_name="jobs")
+
+
+@worker_ready.connect
+def serve_worker_metrics(**kwargs) -> None:
+    """With WORKER_METRICS_PORT set, the worker serves its own /metrics (e.g. worker:9808 in Docker,
+    where web and worker do not share a PROMETHEUS_MULTIPROC_DIR). Prefork children record into
+    the multiprocess directory; this endpoint, in the main process, adds them up."""
+    port = os.environ.get("WORKER_METRICS_PORT")
+    if not port:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(int(port), addr=os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0"), registry=registry)  # noqa: S104
