@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
 
-from approvals.models import Atom, AuthorProfile, Topic, Version
+from approvals.models import ApprovalRule, Atom, AuthorProfile, Topic, Version
 
 BATCH_ROWS = 100_000
 AUTHORS = 50
@@ -65,8 +65,26 @@ LATERAL (SELECT %(authors)s::bigint[] AS authors, %(topics)s::bigint[] AS topics
 """
 
 
+# An example for the rule editor, inactive so the demo backlog waits for staff (or activation).
+EXAMPLE_RULE = {
+    "name": "Example: small edits by trusted authors",
+    "action": "approve",
+    "conditions": {
+        "all": [
+            {"field": "author.trust_level", "op": "gte", "value": 2},
+            {"field": "content_length", "op": "lt", "value": 200},
+            {"not": {"field": "content", "op": "matches", "value": "https?\\:"}},
+        ]
+    },
+}
+
+
 def seed_versions(target: int, progress: Callable[[int], None]) -> int:
     """Top the number of versions up to `target`; new ones are pending."""
+    ApprovalRule.objects.get_or_create(
+        name=EXAMPLE_RULE["name"],
+        defaults={"action": EXAMPLE_RULE["action"], "conditions": EXAMPLE_RULE["conditions"], "is_active": False},
+    )
     author_ids, topic_ids, atom_ids = _ensure_authors_and_entities()
     existing = Version.objects.count()
     progress(min(existing, target))

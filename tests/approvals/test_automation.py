@@ -287,3 +287,20 @@ def test_the_job_publishes_its_metrics(short_edits_rule):
     assert sample("automation_rule_evaluation_seconds_count") >= 1
     assert sample("versions_pending_count") == 1
     assert sample("automation_false_positive_rate") == 0.0
+
+
+@pytest.mark.django_db
+def test_seeding_versions_is_idempotent_and_ships_a_valid_inactive_example_rule():
+    from django.core.management import call_command
+
+    from approvals import rules
+    from approvals.seed import EXAMPLE_RULE
+
+    call_command("seed_demo", "--versions", "40", verbosity=0)
+    call_command("seed_demo", "--versions", "40", verbosity=0)
+
+    assert Version.objects.filter(status="pending").count() == 40
+    example = ApprovalRule.objects.get(name=EXAMPLE_RULE["name"])
+    assert not example.is_active
+    rules.validate_conditions(example.conditions)
+    assert set(Version.objects.values_list("entity_type", flat=True)) == {"topic", "atom"}
