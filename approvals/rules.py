@@ -596,7 +596,7 @@ def _compile(node: dict, as_of: datetime) -> Q:
         return ~_comparison(field, "exact", value, as_of)
     lookup = {"eq": "exact", "in": "in", "contains": "contains", "matches": "regex"}.get(op) or _ORDERING_LOOKUPS[op]
     if field.type is FieldType.STRING_LIST:
-        value = [value]  # tags @> '["value"]', served by version_tags_gin
+        value = [value]  # tags @> '["value"]', evaluated on the claimed batch (no index needed)
     return _comparison(field, lookup, value, as_of)
 
 
