@@ -1,10 +1,27 @@
+import difflib
+import json
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from approvals import jobs, rules, selectors, services
 from approvals.exceptions import ApprovalError
-from approvals.models import ApprovalRule, Atom, AuthorProfile, Topic, Version
+from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
 from project.admin import BigTableAdmin
+from project.api.pagination import InvalidCursor, KeysetPaginator
+
+RULE_PREVIEW_MAX_VERSIONS = 10_000  # what the API's preview evaluates, so both agree
+AUDIT_LOG_PAGE_SIZE = 100
+AUDIT_LOG_ORDERING = ("-created_at", "-id")  # served by audit_created_desc_idx
+# difflib's line matching is quadratic: past this many lines the page would take seconds.
+DIFF_MAX_LINES = 2_000
+AUDIT_PERMISSION = "approvals.view_automationauditlog"
 
 
 def _decide_action(approve: bool):
@@ -31,6 +48,22 @@ def _decide_action(approve: bool):
     return decide
 
 
+def _side_by_side(before: str, after: str, *, before_label: str, after_label: str, context: bool) -> str:
+    """difflib's side-by-side table. difflib escapes the lines itself, not the column labels."""
+    before_lines, after_lines = before.splitlines(), after.splitlines()
+    truncated = len(before_lines) > DIFF_MAX_LINES or len(after_lines) > DIFF_MAX_LINES
+    table = difflib.HtmlDiff(wrapcolumn=70).make_table(
+        before_lines[:DIFF_MAX_LINES],
+        after_lines[:DIFF_MAX_LINES],
+        escape(before_label),
+        escape(after_label),
+        context=context,
+        numlines=3,
+    )
+    note = format_html("<p class='help'>Only the first {} lines are compared.</p>", DIFF_MAX_LINES) if truncated else ""
+    return format_html("{}{}", mark_safe(table), note)  # noqa: S308 (difflib escaped the text)
+
+
 @admin.register(Version)
 class VersionAdmin(BigTableAdmin):
     list_display = [
@@ -51,6 +84,26 @@ class VersionAdmin(BigTableAdmin):
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
     actions = [_decide_action(True), _decide_action(False), "revert_selected"]
+    fieldsets = [
+        (None, {"fields": ["entity_type", "entity_id", "title", "content", "tags", "author", "status", "created_at"]}),
+        ("Against the current entity", {"fields": ["entity_diff"]}),
+        (
+            "Decision",
+            {
+                "fields": [
+                    "approved",
+                    "decided_by",
+                    "decided_by_rule",
+                    "decision_reason",
+                    "decided_at",
+                    "reverted_by",
+                    "reverted_at",
+                    "replaced_title",
+                    "replaced_content",
+                ]
+            },
+        ),
+    ]
     readonly_fields = [
         "entity_type",
         "entity_id",
@@ -66,17 +119,34 @@ class VersionAdmin(BigTableAdmin):
         "replaced_title",
         "replaced_content",
         "created_at",
+        "entity_diff",
     ]
 
     def has_decide_permission(self, request):
         return request.user.has_perm("approvals.decide_version")
 
+    def has_add_permission(self, request):
+        return False  # proposals go through the API (services.version_propose checks the entity exists)
+
     def has_change_permission(self, request, obj=None):
         return False  # decisions are actions; content changes only through new versions
 
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "pending_count": selectors.pending_count_cached()}
-        return super().changelist_view(request, extra_context=extra_context)
+    def has_delete_permission(self, request, obj=None):
+        return False  # no service deletes a version: decided ones are the history reverts and audits read
+
+    @admin.display(description="Diff")
+    def entity_diff(self, obj: Version):
+        entity = (
+            services.ENTITY_MODELS[obj.entity_type].objects.filter(pk=obj.entity_id).only("title", "body").first()
+        )
+        if entity is None:
+            return f"{obj.entity_type} {obj.entity_id} no longer exists."
+        current = f"Current {obj.entity_type} {obj.entity_id}"
+        return format_html(
+            "<div class='version-diff'><h4>Title</h4>{}<h4>Content</h4>{}</div>",
+            _side_by_side(entity.title, obj.title, before_label=current, after_label="This version", context=False),
+            _side_by_side(entity.body, obj.content, before_label=current, after_label="This version", context=True),
+        )
 
     @admin.action(description="Revert selected decisions", permissions=["decide"])
     def revert_selected(self, request, queryset):
@@ -90,7 +160,24 @@ class VersionAdmin(BigTableAdmin):
         self.message_user(request, f"{reverted} decision(s) reverted.")
 
 
+class PrettyJSONField(forms.JSONField):
+    """A JSON form field that shows its value indented, for people to edit."""
+
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
 class ApprovalRuleForm(forms.ModelForm):
+    conditions = PrettyJSONField(
+        widget=forms.Textarea(
+            attrs={"rows": 16, "cols": 80, "spellcheck": "false", "style": "font-family: monospace; width: 40em"}
+        ),
+        help_text="A JSON tree of all / any / not over comparisons of field, op and value; "
+        "the language and its fields are described in docs/approvals-rules.md.",
+    )
+
     class Meta:
         model = ApprovalRule
         fields = ["name", "is_active", "action", "conditions"]
@@ -104,13 +191,26 @@ class ApprovalRuleForm(forms.ModelForm):
         return conditions
 
 
+class AuditLogFilterForm(forms.Form):
+    rule = forms.IntegerField(required=False, min_value=1)
+    decision = forms.ChoiceField(required=False, choices=[("", "any"), ("approved", "approved"), ("rejected", "rejected")])
+    version = forms.IntegerField(required=False, min_value=1)
+
+
 @admin.register(ApprovalRule)
 class ApprovalRuleAdmin(admin.ModelAdmin):
     form = ApprovalRuleForm
     list_display = ["name", "is_active", "action", "revision", "updated_at"]
     list_filter = ["is_active", "action"]
-    readonly_fields = ["revision", "created_at", "updated_at"]
     actions = ["run_automation_now"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["revision", "created_at", "updated_at"]
+        return [*fields, "preview"] if obj is not None else fields
+
+    def get_urls(self):
+        audit_log = path("audit-log/", self.admin_site.admin_view(self.audit_log_view), name="approvals_audit_log")
+        return [audit_log, *super().get_urls()]  # before the catch-all "<object_id>/"
 
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data[name] for name in form.changed_data}
@@ -132,6 +232,49 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.rule_delete(rule=obj, actor=request.user, request=request)
 
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            services.rule_delete(rule=rule, actor=request.user, request=request)
+
+    @admin.display(description="Preview")
+    def preview(self, obj: ApprovalRule):
+        try:
+            evaluated, matched, sample = selectors.rule_preview(obj, limit=RULE_PREVIEW_MAX_VERSIONS)
+        except rules.RuleInvalid as exc:
+            return f"Cannot preview: {exc}"
+        summary = format_html(
+            "<p><strong>{}</strong> pending versions evaluated (the oldest, at most {}); "
+            "<strong>{}</strong> matched; action: <strong>{}</strong>.</p>",
+            evaluated,
+            f"{RULE_PREVIEW_MAX_VERSIONS:,}",
+            matched,
+            obj.get_action_display(),
+        )
+        if not sample:
+            return summary
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{} {}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:approvals_version_change", args=[version.pk]),
+                    version.pk,
+                    version.title,
+                    version.entity_type,
+                    version.entity_id,
+                    version.author,
+                )
+                for version in sample
+            ),
+        )
+        return format_html(
+            "{}<table><thead><tr><th>Version</th><th>Title</th><th>Entity</th><th>Author</th></tr></thead>"
+            "<tbody>{}</tbody></table><p class='help'>The first {} matching versions, oldest first.</p>",
+            summary,
+            rows,
+            len(sample),
+        )
+
     @admin.action(description="Run the automation now (with the active rule)", permissions=["change"])
     def run_automation_now(self, request, queryset):
         try:
@@ -141,8 +284,73 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"Automation run queued (job {job_id}); see Platform > Job runs for its outcome.")
 
+    def audit_log_view(self, request):
+        """The automation's decisions, newest first, a keyset page at a time (the table has a
+        composite primary key, which Django 5.2's admin cannot register)."""
+        if not request.user.has_perm(AUDIT_PERMISSION):
+            raise PermissionDenied
+        filters = AuditLogFilterForm(request.GET)
+        rule_names = dict(ApprovalRule.objects.order_by("name").values_list("pk", "name"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Automation audit log",
+            "filters": filters,
+            "rule_names": rule_names,
+            "decisions": ["approved", "rejected"],
+            "entries": [],
+            "page_size": AUDIT_LOG_PAGE_SIZE,
+        }
+        if not filters.is_valid():
+            return TemplateResponse(request, "admin/approvals/audit_log.html", context)
+        queryset = AutomationAuditLog.objects.all()
+        for name, column in (("rule", "rule_id"), ("decision", "decision"), ("version", "version_id")):
+            if filters.cleaned_data[name]:
+                queryset = queryset.filter(**{column: filters.cleaned_data[name]})
+        paginator = KeysetPaginator(queryset, AUDIT_LOG_ORDERING)
+        cursor = request.GET.get("cursor")
+        try:
+            direction, position = paginator.decode_position(cursor) if cursor else ("n", None)
+        except InvalidCursor:
+            self.message_user(request, "That page link is not valid; showing the newest entries.", messages.WARNING)
+            return HttpResponseRedirect(_url_without(request, "cursor"))
+        if direction == "n":
+            page = paginator.page(first=AUDIT_LOG_PAGE_SIZE, after=position)
+        else:
+            page = paginator.page(last=AUDIT_LOG_PAGE_SIZE, before=position)
+        context["entries"] = [
+            {
+                "entry": entry,
+                "rule_name": rule_names.get(entry.rule_id),
+                "rule_url": reverse("admin:approvals_approvalrule_change", args=[entry.rule_id]),
+                "version_url": reverse("admin:approvals_version_change", args=[entry.version_id]),
+            }
+            for entry in page
+        ]
+        if page and page.has_next:
+            context["older_url"] = _url_with(request, cursor=paginator.encode_position(page[-1], "n"))
+        if page and page.has_previous:
+            context["newer_url"] = _url_with(request, cursor=paginator.encode_position(page[0], "p"))
+        if cursor:
+            context["newest_url"] = _url_without(request, "cursor")
+        return TemplateResponse(request, "admin/approvals/audit_log.html", context)
+
+
+def _url_with(request, **params) -> str:
+    query = request.GET.copy()
+    for name, value in params.items():
+        query[name] = value
+    return f"{request.path}?{query.urlencode()}"
+
+
+def _url_without(request, name: str) -> str:
+    query = request.GET.copy()
+    query.pop(name, None)
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
 
 class EntityAdmin(BigTableAdmin):
+    entity_type: str = ""
     list_display = ["title", "author", "updated_at"]
     list_select_related = ["author"]
     search_fields = ["=id"]
@@ -153,15 +361,30 @@ class EntityAdmin(BigTableAdmin):
         # Existing content changes only through approved versions.
         return ["title", "body", "author", "created_at", "updated_at"] if obj else ["created_at", "updated_at"]
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # every field is read-only once created
+        created = services.entity_create(
+            entity_type=self.entity_type, title=obj.title, body=obj.body, author=obj.author, request=request
+        )
+        obj.pk = created.pk
+
+    def delete_model(self, request, obj):
+        services.entity_delete(entity=obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset):
+        for entity in queryset:
+            services.entity_delete(entity=entity, actor=request.user, request=request)
+
 
 @admin.register(Topic)
 class TopicAdmin(EntityAdmin):
-    pass
+    entity_type = EntityType.TOPIC
 
 
 @admin.register(Atom)
 class AtomAdmin(EntityAdmin):
-    pass
+    entity_type = EntityType.ATOM
 
 
 @admin.register(AuthorProfile)

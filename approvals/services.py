@@ -324,8 +324,8 @@ SELECT (SELECT count(*) FROM claimed),
        (SELECT id FROM claimed ORDER BY created_at DESC, id DESC LIMIT 1),
        (SELECT coalesce(array_agg(pk), '{{}}') FROM ({matching}) AS matching)
 """
-# Statement 2 is the decision statement, with the audit rows and the ActivityLog rows written in
-# it too. duration_ms is the statement's own time (evaluation and writes) per decision.
+# Statement 2 is the decision statement, with the audit rows and the batch's ActivityLog row
+# written in it too. duration_ms is the statement's own time (evaluation and writes) per decision.
 _AUDIT_CTE = """,
 audit AS (
     INSERT INTO {audit} (rule_id, rule_revision, version_id, decision, reason, duration_ms, created_at)
@@ -336,11 +336,15 @@ audit AS (
     FROM decided
 ),
 activity AS (
+    -- One ActivityLog row per batch names every version the rule decided (the per-version trail
+    -- is the audit log): a million automated decisions must not mean a million more rows here.
     INSERT INTO {activity}
         (user_id, category, action, level, entity_type, entity_id, metadata, tags, ip, created_at)
-    SELECT NULL, 'approvals', %(activity_action)s, 'info', 'version', decided.id::text,
-           jsonb_build_object('rule', %(rule_id)s, 'revision', %(rule_revision)s), '[]'::jsonb, NULL, now()
+    SELECT NULL, 'approvals', %(activity_action)s, 'info', 'rule', %(rule_id)s::text,
+           jsonb_build_object('revision', %(rule_revision)s, 'count', count(*), 'version_ids', jsonb_agg(decided.id ORDER BY decided.id)),
+           '[]'::jsonb, NULL, now()
     FROM decided
+    HAVING count(*) > 0
 )"""
 # Before any key: the smallest (created_at, id) there is.
 _START_KEY = (datetime(1, 1, 1, tzinfo=UTC), 0)
