@@ -341,7 +341,8 @@ activity AS (
     INSERT INTO {activity}
         (user_id, category, action, level, entity_type, entity_id, metadata, tags, ip, created_at)
     SELECT NULL, 'approvals', %(activity_action)s, 'info', 'rule', %(rule_id)s::text,
-           jsonb_build_object('revision', %(rule_revision)s, 'count', count(*), 'version_ids', jsonb_agg(decided.id ORDER BY decided.id)),
+           jsonb_build_object('revision', %(rule_revision)s, 'count', count(*),
+                              'version_ids', jsonb_agg(decided.id ORDER BY decided.id)),
            '[]'::jsonb, NULL, now()
     FROM decided
     HAVING count(*) > 0
