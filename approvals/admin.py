@@ -136,9 +136,7 @@ class VersionAdmin(BigTableAdmin):
 
     @admin.display(description="Diff")
     def entity_diff(self, obj: Version):
-        entity = (
-            services.ENTITY_MODELS[obj.entity_type].objects.filter(pk=obj.entity_id).only("title", "body").first()
-        )
+        entity = services.ENTITY_MODELS[obj.entity_type].objects.filter(pk=obj.entity_id).only("title", "body").first()
         if entity is None:
             return f"{obj.entity_type} {obj.entity_id} no longer exists."
         current = f"Current {obj.entity_type} {obj.entity_id}"
@@ -193,7 +191,9 @@ class ApprovalRuleForm(forms.ModelForm):
 
 class AuditLogFilterForm(forms.Form):
     rule = forms.IntegerField(required=False, min_value=1)
-    decision = forms.ChoiceField(required=False, choices=[("", "any"), ("approved", "approved"), ("rejected", "rejected")])
+    decision = forms.ChoiceField(
+        required=False, choices=[("", "any"), ("approved", "approved"), ("rejected", "rejected")]
+    )
     version = forms.IntegerField(required=False, min_value=1)
 
 
@@ -393,3 +393,9 @@ class AuthorProfileAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     search_fields = ["user__username"]
     autocomplete_fields = ["user"]
+
+    def save_model(self, request, obj, form, change):
+        saved = services.author_trust_set(
+            user=obj.user, trust_level=obj.trust_level, actor=request.user, request=request
+        )
+        obj.pk = saved.pk

@@ -7,6 +7,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from approvals import rules, selectors, services
@@ -267,6 +268,9 @@ class PendingCountView(APIView):
     dropped on every decision. Needs approvals.view_version."""
 
     queryset = Version.objects.none()  # for ModelPermissions: view_version
+    # The admin badge polls this every 10 s per open tab: its own budget, not the user's 100/min.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "pending_count"
 
     @extend_schema(responses=inline_serializer("PendingCount", {"pending": serializers.IntegerField()}))
     def get(self, request):

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from approvals import ratelimit, rules
 from approvals.exceptions import EntityNotFound, NotDecidable, VersionsNotFound
-from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
+from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
 from approvals.selectors import ACTIVE_RULE_CACHE_KEY, PENDING_COUNT_CACHE_KEY
 from project.activity import activity_record, activity_record_many
 from project.db.expressions import RowComparison
@@ -30,6 +30,25 @@ def _invalidate_pending_count_on_commit() -> None:
 
 def _invalidate_active_rule_on_commit() -> None:
     transaction.on_commit(lambda: cache.delete(ACTIVE_RULE_CACHE_KEY))
+
+
+# --- Authors -------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def author_trust_set(*, user, trust_level: int, actor, request=None) -> AuthorProfile:
+    """Set what rules know as author.trust_level (0 without a profile)."""
+    profile, _ = AuthorProfile.objects.update_or_create(user=user, defaults={"trust_level": trust_level})
+    activity_record(
+        category="approvals",
+        action="author.trust",
+        user=actor,
+        entity_type="user",
+        entity_id=user.pk,
+        metadata={"trust_level": trust_level},
+        request=request,
+    )
+    return profile
 
 
 # --- Entities and proposals -----------------------------------------------------------------------

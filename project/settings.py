@@ -295,6 +295,7 @@ REST_FRAMEWORK = {
         "user": THROTTLE_USER_RATE,
         # Per-scope rates: a view sets `throttle_scope`.
         "bulk": env_str("THROTTLE_BULK_RATE", "30/min"),
+        "pending_count": env_str("THROTTLE_PENDING_COUNT_RATE", "120/min"),
     },
     "EXCEPTION_HANDLER": "project.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

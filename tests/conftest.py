@@ -1,11 +1,26 @@
 """Shared fixtures. Tests run against real PostgreSQL and Redis (`make test` provides them)."""
 
+import os
+
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_keys_of_this_run_only(django_test_environment):
+    """A key prefix of this test run's own: clearing the cache between tests then never touches
+    another run's keys (two developers' runs, or `make run`, sharing one Redis)."""
+    caches = {
+        alias: {**config, "KEY_PREFIX": f"opsdeck-test-{os.getpid()}"} for alias, config in settings.CACHES.items()
+    }
+    with override_settings(CACHES=caches):
+        yield
 
 
 @pytest.fixture(autouse=True)

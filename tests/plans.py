@@ -24,13 +24,37 @@ def _walk(node: dict):
         yield from _walk(child)
 
 
-def index_scans(queryset, *, drop: tuple[str, ...] = (), bitmap_only: bool = False) -> list[IndexScan]:
+def other_indexes(table: str, keep: str) -> tuple[str, ...]:
+    """Indexes of `table` that can be dropped for a plan test: all but `keep`, the primary key and
+    indexes that back a constraint."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT index.relname
+            FROM pg_index AS x
+            JOIN pg_class AS index ON index.oid = x.indexrelid
+            JOIN pg_class AS tbl ON tbl.oid = x.indrelid
+            WHERE tbl.relname = %s AND index.relname <> %s AND NOT x.indisprimary
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = x.indexrelid)
+            """,
+            [table, keep],
+        )
+        return tuple(row[0] for row in cursor.fetchall())
+
+
+def index_scans(
+    queryset, *, drop: tuple[str, ...] = (), bitmap_only: bool = False, only: str | None = None
+) -> list[IndexScan]:
     """The plan nodes of `queryset` that read an index, with seq scans off and `drop` dropped.
 
     bitmap_only also turns plain index scans off: GIN indexes serve only bitmap scans, and on a
     tiny table a full scan of some btree index is otherwise an equally cheap stand-in for the
     disabled sequential scan.
     """
+    if only is not None:
+        # On a tiny table the planner may read any index whole as a stand-in for the disabled
+        # sequential scan; with only `only` left, the test asks whether it can serve the query.
+        drop = (*drop, *other_indexes(queryset.model._meta.db_table, keep=only))
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         if bitmap_only:

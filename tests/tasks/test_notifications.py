@@ -102,7 +102,8 @@ def test_nothing_is_delivered_before_the_transaction_commits(
     assert len(callbacks) == 1
     callbacks[0]()  # what commit would run
     assert [[task["id"] for body in receiver.bodies for task in body["tasks"]] for receiver in receivers] == [
-        [task_id], [task_id],
+        [task_id],
+        [task_id],
     ]
 
 
