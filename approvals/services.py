@@ -1,5 +1,6 @@
 """Writes in the approvals app: proposals, decisions (human and automated), reverts, rules."""
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from approvals import ratelimit, rules
 from approvals.exceptions import EntityNotFound, NotDecidable, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
 from approvals.selectors import ACTIVE_RULE_CACHE_KEY, PENDING_COUNT_CACHE_KEY
-from project.activity import activity_record, activity_record_many
+from project.activity import activity_record, activity_record_bulk
 from project.db.expressions import RowComparison
 from project.models import ActivityLog
 
@@ -68,19 +69,24 @@ def entity_create(*, entity_type: str, title: str, body: str, author, request=No
     return entity
 
 
-@transaction.atomic
 def entity_delete(*, entity, actor, request=None) -> None:
     entity_type = EntityType.TOPIC if isinstance(entity, Topic) else EntityType.ATOM
-    entity_id = entity.pk
-    Version.objects.filter(entity_type=entity_type, entity_id=entity_id, status=Version.Status.PENDING).delete()
-    entity.delete()
+    entities_delete(entity_type=entity_type, entity_ids=[entity.pk], actor=actor, request=request)
+
+
+@transaction.atomic
+def entities_delete(*, entity_type: str, entity_ids: list[int], actor, request=None) -> None:
+    """Delete entities and their pending versions (decided ones stay, as history): set-based."""
+    ids = sorted(set(entity_ids))
+    Version.objects.filter(entity_type=entity_type, entity_id__in=ids, status=Version.Status.PENDING).delete()
+    ENTITY_MODELS[entity_type].objects.filter(pk__in=ids).delete()
     _invalidate_pending_count_on_commit()
-    activity_record(
+    activity_record_bulk(
         category="approvals",
         action=f"{entity_type}.delete",
         user=actor,
         entity_type=entity_type,
-        entity_id=entity_id,
+        entity_ids=ids,
         request=request,
     )
 
@@ -110,19 +116,30 @@ def version_propose(
 
 # --- One statement decides a set of versions ---------------------------------------------------------
 
-# Decides the versions in %(ids)s that are in one of the open statuses, in one statement: it
-# remembers each entity's current title and body on the approved versions (so a revert can restore
-# them), applies the newest approved version per entity, and updates the versions. An
+# Decides the versions in %(ids)s that are in one of the open statuses, in one statement: it locks
+# them, remembers each entity's current title and body on the approved versions (so a revert can
+# restore them), applies the newest approved version per entity, and updates the versions. It
+# returns the decided ids and every locked version's status (for what was missing or decided). An
 # appended CTE (`{after}`) lets the automation write its audit rows in the same statement. The ids
 # arrive as one array, so the planner knows how many rows to expect and reads them by primary key.
 _DECIDE_SQL = """
-WITH target AS (
-    SELECT v.id, v.entity_type, v.entity_id, v.title, v.content, v.created_at,
-           coalesce(topic.title, atom.title) AS entity_title, coalesce(topic.body, atom.body) AS entity_body
+WITH locked AS (
+    -- Row locks in id order (no deadlock between two bulk decisions). FOR UPDATE waits for a
+    -- concurrent decision and then reads the row as it committed, so everything below sees the
+    -- current status, never this statement's older snapshot.
+    SELECT v.id, v.status, v.entity_type, v.entity_id, v.title, v.content, v.created_at
     FROM {versions} AS v
-    LEFT JOIN {topics} AS topic ON v.entity_type = 'topic' AND topic.id = v.entity_id
-    LEFT JOIN {atoms} AS atom ON v.entity_type = 'atom' AND atom.id = v.entity_id
-    WHERE v.id = ANY(%(ids)s::bigint[]) AND v.status = ANY(%(open)s::text[])
+    WHERE v.id = ANY(%(ids)s::bigint[])
+    ORDER BY v.id
+    FOR UPDATE
+),
+target AS (
+    SELECT l.id, l.entity_type, l.entity_id, l.title, l.content, l.created_at,
+           coalesce(topic.title, atom.title) AS entity_title, coalesce(topic.body, atom.body) AS entity_body
+    FROM locked AS l
+    LEFT JOIN {topics} AS topic ON l.entity_type = 'topic' AND topic.id = l.entity_id
+    LEFT JOIN {atoms} AS atom ON l.entity_type = 'atom' AND atom.id = l.entity_id
+    WHERE l.status = ANY(%(open)s::text[])
 ),
 newest AS (
     SELECT DISTINCT ON (entity_type, entity_id) id, entity_type, entity_id, title, content
@@ -148,7 +165,8 @@ decided AS (
     WHERE v.id = t.id AND v.id = ANY(%(ids)s::bigint[])
     RETURNING v.id
 ){after}
-SELECT id FROM decided
+SELECT (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM decided),
+       (SELECT coalesce(jsonb_object_agg(id, status), '{{}}') FROM locked)
 """
 
 
@@ -189,28 +207,24 @@ def versions_decide(
     against the user's per-minute budget (approvals and rejections separately), in versions.
     """
     ids = sorted(set(version_ids))
-    statuses = dict(Version.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", "status"))
-    missing = [version_id for version_id in ids if version_id not in statuses]
+    params = _decide_params(approve=approve, open_statuses=OPEN_FOR_STAFF, user_id=user.pk, rule_id=None, reason=reason)
+    with connection.cursor() as cursor:
+        cursor.execute(_decide_statement(), {**params, "ids": ids})
+        decided, statuses_json = cursor.fetchone()
+    statuses = json.loads(statuses_json)  # Django has psycopg return jsonb as text
+    # Anything refused from here on raises inside the transaction: nothing decided above is kept.
+    missing = [version_id for version_id in ids if str(version_id) not in statuses]
     if missing:
         raise VersionsNotFound(missing)
-    decision = Decision(
-        decided=[pk for pk, status in statuses.items() if status in OPEN_FOR_STAFF],
-        already_decided=[pk for pk, status in statuses.items() if status not in OPEN_FOR_STAFF],
-    )
+    decision = Decision(decided=list(decided), already_decided=sorted(set(ids) - set(decided)))
     if single and decision.already_decided:
-        raise NotDecidable(f"Version {ids[0]} is already {statuses[ids[0]]}.")
+        raise NotDecidable(f"Version {ids[0]} is already {statuses[str(ids[0])]}.")
     if not decision.decided:
         return decision
     action = "approval" if approve else "rejection"
     budget_key = ratelimit.consume(user_id=user.pk, action=action, amount=len(decision.decided))
     try:
-        params = _decide_params(
-            approve=approve, open_statuses=OPEN_FOR_STAFF, user_id=user.pk, rule_id=None, reason=reason
-        )
-        sql = _decide_statement()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, {**params, "ids": decision.decided})
-        activity_record_many(
+        activity_record_bulk(
             category="approvals",
             action="version.approve" if approve else "version.reject",
             user=user,
@@ -355,13 +369,12 @@ audit AS (
     FROM decided
 ),
 activity AS (
-    -- One ActivityLog row per batch names every version the rule decided (the per-version trail
-    -- is the audit log): a million automated decisions must not mean a million more rows here.
+    -- The batch is one act (project.activity): one ActivityLog row lists the versions it decided.
     INSERT INTO {activity}
         (user_id, category, action, level, entity_type, entity_id, metadata, tags, ip, created_at)
-    SELECT NULL, 'approvals', %(activity_action)s, 'info', 'rule', %(rule_id)s::text,
-           jsonb_build_object('revision', %(rule_revision)s, 'count', count(*),
-                              'version_ids', jsonb_agg(decided.id ORDER BY decided.id)),
+    SELECT NULL, 'approvals', %(activity_action)s, 'info', 'version', '',
+           jsonb_build_object('ids', jsonb_agg(decided.id ORDER BY decided.id), 'count', count(*),
+                              'rule', %(rule_id)s, 'revision', %(rule_revision)s),
            '[]'::jsonb, NULL, now()
     FROM decided
     HAVING count(*) > 0
@@ -432,7 +445,7 @@ def automation_decide_batch(
                     "activity_action": "version.approve" if approve else "version.reject",
                 },
             )
-            decided_ids = [row[0] for row in cursor.fetchall()]
+            decided_ids = list(cursor.fetchone()[0])
         if decided_ids:
             _invalidate_pending_count_on_commit()
     last_key = (last_created_at, last_id) if claimed else after

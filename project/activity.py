@@ -1,9 +1,15 @@
-"""Writing ActivityLog rows: every API write and admin action records who did what."""
+"""ActivityLog: every API write and admin action records who did what.
 
-import json
+One row per act. An act on one entity names it in entity_type/entity_id; a bulk act (500 tasks
+updated, a batch of versions decided) is still one act, and lists its entities in
+metadata["ids"], which `activity_for_entity` matches with `metadata @> {"ids": [id]}` (an
+operator the GIN index on metadata can serve).
+A bulk act therefore costs one row, not hundreds, in the table that grows fastest.
+"""
+
 from typing import Any
 
-from django.db import connection
+from django.db.models import Q, QuerySet
 
 from project.models import ActivityLog
 
@@ -13,6 +19,10 @@ def client_ip(request) -> str | None:
         return None
     # Behind a proxy, gunicorn is configured to trust X-Forwarded-For only from the proxy.
     return request.META.get("REMOTE_ADDR") or None
+
+
+def _user_or_none(user):
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
 def activity_record(
@@ -27,56 +37,45 @@ def activity_record(
     level: str = ActivityLog.Level.INFO,
     request=None,
 ) -> None:
-    """Record one activity in the caller's transaction: it commits or rolls back with the change."""
-    activity_record_many(
+    """Record one act on one entity, in the caller's transaction (it commits or rolls back with it)."""
+    ActivityLog.objects.create(
+        user=_user_or_none(user),
+        category=category,
+        action=action,
+        level=level,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        metadata=metadata or {},
+        tags=tags or [],
+        ip=client_ip(request),
+    )
+
+
+def activity_record_bulk(
+    *,
+    category: str,
+    action: str,
+    user=None,
+    entity_type: str,
+    entity_ids: list,
+    metadata: dict | None = None,
+    level: str = ActivityLog.Level.INFO,
+    request=None,
+) -> None:
+    """Record one act on many entities as one row: metadata["ids"] lists them."""
+    activity_record(
         category=category,
         action=action,
         user=user,
         entity_type=entity_type,
-        entity_ids=[entity_id],
-        metadata=metadata,
-        tags=tags,
+        metadata={**(metadata or {}), "ids": list(entity_ids), "count": len(entity_ids)},
         level=level,
         request=request,
     )
 
 
-# One INSERT for any number of entities: rows are made in PostgreSQL from an array of ids, not
-# built as model instances in Python (500 of those cost more than the insert itself).
-_INSERT_MANY_SQL = f"""
-INSERT INTO {ActivityLog._meta.db_table}
-    (user_id, category, action, level, entity_type, entity_id, metadata, tags, ip, created_at)
-SELECT %s, %s, %s, %s, %s, entity_id, %s::jsonb, %s::jsonb, %s::inet, now()
-FROM unnest(%s::text[]) AS entity_id
-"""
-
-
-def activity_record_many(
-    *,
-    category: str,
-    action: str,
-    user=None,
-    entity_type: str = "",
-    entity_ids: list,
-    metadata: dict | None = None,
-    tags: list | None = None,
-    level: str = ActivityLog.Level.INFO,
-    request=None,
-) -> None:
-    """One row per entity, inserted with a single statement (bulk actions stay set-based)."""
-    user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_MANY_SQL,
-            [
-                user_id,
-                category,
-                action,
-                level,
-                entity_type,
-                json.dumps(metadata or {}),
-                json.dumps(tags or []),
-                client_ip(request),
-                [str(entity_id) for entity_id in entity_ids],
-            ],
-        )
+def activity_for_entity(entity_type: str, entity_id: int) -> QuerySet[ActivityLog]:
+    """Every act on one entity, single or bulk, newest first."""
+    return ActivityLog.objects.filter(
+        Q(entity_type=entity_type) & (Q(entity_id=str(entity_id)) | Q(metadata__contains={"ids": [entity_id]}))
+    ).order_by("-created_at", "-id")

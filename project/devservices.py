@@ -41,6 +41,11 @@ pg_stat_statements.track = all
 track_io_timing = on
 max_connections = 200
 synchronous_commit = off
+# PostgreSQL's defaults (128MB, 1GB) make a million-row working set evict dirty pages and
+# checkpoint mid-batch; production sizes these to the machine (docs/operations.md).
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 """
 # Created in template1 so every new database (the test database included) has them.
 POSTGRES_EXTENSIONS = ("pg_stat_statements", "pgstattuple", "pg_trgm")
@@ -63,9 +68,10 @@ def embedded_postgres(data_dir: Path):
         def ensure_pgdata_inited(self) -> None:
             super().ensure_pgdata_inited()
             conf = self.pgdata / "postgresql.conf"
-            if POSTGRES_CONF_MARKER not in conf.read_text():
-                with conf.open("a") as handle:
-                    handle.write(POSTGRES_CONF)
+            # Everything from the marker on is ours: rewritten when it changed, read at start.
+            text = conf.read_text().split(f"\n{POSTGRES_CONF_MARKER}")[0]
+            if text + POSTGRES_CONF != conf.read_text():
+                conf.write_text(text + POSTGRES_CONF)
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from project.activity import activity_record, activity_record_many
+from project.activity import activity_record, activity_record_bulk
 from tasks.exceptions import TasksNotFound
 from tasks.models import Project, Task
 from tasks.selectors import task_stats_cache_key
@@ -67,7 +67,7 @@ def project_bulk_delete(*, project_ids: list[int], actor=None, request=None) -> 
     assignee_ids = list(Task.objects.filter(project_id__in=ids).values_list("assignee_id", flat=True).distinct())
     Project.objects.filter(pk__in=ids).delete()
     _invalidate_stats_on_commit(assignee_ids)
-    activity_record_many(
+    activity_record_bulk(
         category="tasks", action="project.delete", user=actor, entity_type="project", entity_ids=ids, request=request
     )
     return len(ids)
@@ -114,7 +114,7 @@ def task_bulk_delete(*, task_ids: list[int], actor=None, request=None) -> int:
     assignee_ids = list(Task.objects.filter(pk__in=ids).values_list("assignee_id", flat=True).distinct())
     deleted, _ = Task.objects.filter(pk__in=ids).delete()
     _invalidate_stats_on_commit(assignee_ids)
-    activity_record_many(
+    activity_record_bulk(
         category="tasks", action="task.delete", user=actor, entity_type="task", entity_ids=ids, request=request
     )
     return deleted
@@ -147,7 +147,7 @@ def task_bulk_update(*, task_ids: list[int], changes: dict, actor=None, request=
     new_assignee = changes.get("assignee")
     _invalidate_stats_on_commit([*locked.values(), getattr(new_assignee, "pk", new_assignee)])
     _notify_on_commit(ids, "task.updated")
-    activity_record_many(
+    activity_record_bulk(
         category="tasks",
         action="task.bulk_update",
         user=actor,

@@ -15,6 +15,7 @@ from django.urls import reverse
 from approvals import selectors, services
 from approvals.models import ApprovalRule, AutomationAuditLog, Topic, Version
 from approvals.templatetags.approvals_admin import pending_badge
+from project.activity import activity_for_entity
 from project.models import ActivityLog
 from tests.approvals.factories import RuleFactory, TopicFactory, VersionFactory
 from tests.conftest import grant
@@ -175,8 +176,8 @@ def test_approve_action_decides_through_the_service_and_reports_already_decided_
     assert Version.objects.get(pk=rejected.pk).status == Version.Status.REJECTED
     topic.refresh_from_db()
     assert (topic.title, topic.body) == ("New title", "New body.")
-    logged = ActivityLog.objects.filter(action="version.approve")
-    assert [(row.entity_id, row.user_id) for row in logged] == [(str(pending.pk), reviewer.pk)]
+    (logged,) = ActivityLog.objects.filter(action="version.approve")
+    assert (logged.metadata["ids"], logged.user_id) == ([pending.pk], reviewer.pk)
 
 
 def test_users_without_decide_version_can_neither_see_nor_run_the_decide_actions(logged_in):
@@ -441,8 +442,7 @@ def test_topics_are_created_and_deleted_in_the_admin_through_the_services(logged
     assert (added.status_code, deleted.status_code) == (302, 302)
     assert not Topic.objects.filter(pk=topic.pk).exists()
     assert not Version.objects.filter(pk=pending.pk).exists()  # entity_delete drops its pending versions
-    logged = ActivityLog.objects.filter(entity_type="topic", entity_id=str(topic.pk)).order_by("created_at", "id")
-    assert [row.action for row in logged] == ["topic.create", "topic.delete"]
+    assert [row.action for row in activity_for_entity("topic", topic.pk)] == ["topic.delete", "topic.create"]
 
 
 def test_setting_an_authors_trust_level_in_the_admin_goes_through_the_service(admin_client, admin_user):

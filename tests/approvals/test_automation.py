@@ -247,16 +247,21 @@ def test_each_version_is_decided_exactly_once_with_two_runs_and_a_human_bulk_app
 
 @pytest.mark.django_db
 def test_each_automated_batch_is_recorded_in_the_activity_log_with_the_versions_it_decided(short_edits_rule):
+    from project.activity import activity_for_entity
     from project.models import ActivityLog
 
     versions = VersionFactory.create_batch(2, content="tiny")
     services.automation_run(rule=active(short_edits_rule), batch_size=500, deadline_s=None)
 
     (row,) = ActivityLog.objects.filter(category="approvals", action="version.approve", user=None)
-    assert (row.entity_type, row.entity_id) == ("rule", str(short_edits_rule.pk))
-    assert row.metadata == {"revision": 1, "count": 2, "version_ids": sorted(v.pk for v in versions)}
-    # A version's history finds it through the GIN index on metadata.
-    assert ActivityLog.objects.filter(metadata__version_ids__contains=versions[0].pk).count() == 1
+    assert row.entity_type == "version"
+    assert row.metadata == {
+        "ids": sorted(v.pk for v in versions),
+        "count": 2,
+        "rule": short_edits_rule.pk,
+        "revision": 1,
+    }
+    assert [found.pk for found in activity_for_entity("version", versions[0].pk)] == [row.pk]
 
 
 @pytest.mark.django_db

@@ -5,6 +5,7 @@ import pytest
 from approvals import services
 from approvals.exceptions import NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import Topic, Version
+from project.activity import activity_for_entity
 from project.models import ActivityLog
 from tests.approvals.factories import TopicFactory, VersionFactory
 from tests.factories import UserFactory
@@ -87,13 +88,15 @@ def test_deciding_one_version_that_is_already_decided_is_refused(reviewer):
         services.versions_decide(version_ids=[version.pk], approve=False, user=reviewer, single=True)
 
 
-def test_each_decision_is_recorded_in_the_activity_log(reviewer):
+def test_a_decision_is_recorded_in_the_activity_log_and_found_per_version(reviewer):
     versions = VersionFactory.create_batch(2)
 
     services.versions_decide(version_ids=[v.pk for v in versions], approve=True, user=reviewer, reason="ok")
 
-    logged = ActivityLog.objects.filter(action="version.approve", user=reviewer)
-    assert sorted(int(row.entity_id) for row in logged) == sorted(v.pk for v in versions)
+    (logged,) = ActivityLog.objects.filter(action="version.approve", user=reviewer)
+    assert logged.metadata == {"reason": "ok", "ids": sorted(v.pk for v in versions), "count": 2}
+    for version in versions:
+        assert [row.pk for row in activity_for_entity("version", version.pk)] == [logged.pk]
 
 
 def test_reverting_an_approval_restores_the_entity_and_reopens_the_version(reviewer):
@@ -161,7 +164,7 @@ def test_a_decision_that_fails_gives_its_budget_back(reviewer, settings, monkeyp
     def broken(**kwargs):
         raise RuntimeError("activity log unavailable")
 
-    monkeypatch.setattr(services, "activity_record_many", broken)
+    monkeypatch.setattr(services, "activity_record_bulk", broken)
     with pytest.raises(RuntimeError):
         services.versions_decide(version_ids=[v.pk for v in versions], approve=True, user=reviewer)
     monkeypatch.undo()

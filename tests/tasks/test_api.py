@@ -222,7 +222,9 @@ def test_bulk_update_changes_every_task_with_one_update_statement(staff_client, 
     assert len(updates) == 1
     rows = Task.objects.filter(pk__in=[t.pk for t in tasks])
     assert all(t.status == "done" and t.assignee_id == assignee.pk and t.completed_at for t in rows)
-    assert ActivityLog.objects.filter(action="task.bulk_update").count() == 5
+    (logged,) = ActivityLog.objects.filter(action="task.bulk_update")
+    assert sorted(logged.metadata["ids"]) == sorted(t.pk for t in tasks)
+    assert logged.metadata["count"] == 5
 
 
 def test_bulk_update_is_all_or_nothing_when_an_id_does_not_exist(staff_client, db):
