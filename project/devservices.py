@@ -191,15 +191,7 @@ def exec_command(command: list[str]) -> int:
 
 def prepare_and_print_admin(env: dict) -> None:
     """Migrate, sync schedules, load demo data, ensure an admin, collect static files."""
-    manage = [sys.executable, str(BASE_DIR / "manage.py")]
-    for args in (
-        ["migrate", "--noinput"],
-        ["sync_schedules"],
-        ["seed_demo", "--tasks", "2000", "--versions", "300"],
-        ["ensure_admin"],
-        ["collectstatic", "--noinput", "--verbosity", "0"],
-    ):
-        subprocess.run(manage + args, env=env, check=True)
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "prepare_dev"], env=env, check=True)
 
 
 def run_stack() -> int:

@@ -1,0 +1,16 @@
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = (
+        "What `make run` does before starting the processes, in one Django start-up: migrate, sync "
+        "beat schedules, load the demo data (idempotent), ensure an admin user, collect static files."
+    )
+
+    def handle(self, *args, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("sync_schedules")
+        call_command("seed_demo", tasks=2000, versions=300, verbosity=options["verbosity"])
+        call_command("ensure_admin")
+        call_command("collectstatic", interactive=False, verbosity=0)
