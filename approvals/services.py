@@ -4,6 +4,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -21,6 +22,7 @@ from project.db.expressions import RowComparison
 from project.models import ActivityLog
 
 ENTITY_MODELS = {EntityType.TOPIC: Topic, EntityType.ATOM: Atom}
+_record = partial(activity_record, category="approvals")
 # A person may decide a version that is pending, or one whose earlier decision was reverted.
 OPEN_FOR_STAFF = (Version.Status.PENDING, Version.Status.REVERTED)
 
@@ -40,8 +42,7 @@ def _invalidate_active_rule_on_commit() -> None:
 def author_trust_set(*, user, trust_level: int, actor, request=None) -> AuthorProfile:
     """Set what rules know as author.trust_level (0 without a profile)."""
     profile, _ = AuthorProfile.objects.update_or_create(user=user, defaults={"trust_level": trust_level})
-    activity_record(
-        category="approvals",
+    _record(
         action="author.trust",
         user=actor,
         entity_type="user",
@@ -58,8 +59,7 @@ def author_trust_set(*, user, trust_level: int, actor, request=None) -> AuthorPr
 @transaction.atomic
 def entity_create(*, entity_type: str, title: str, body: str, author, request=None):
     entity = ENTITY_MODELS[entity_type].objects.create(title=title, body=body, author=author)
-    activity_record(
-        category="approvals",
+    _record(
         action=f"{entity_type}.create",
         user=author,
         entity_type=entity_type,
@@ -102,8 +102,7 @@ def version_propose(
         entity_type=entity_type, entity_id=entity_id, title=title, content=content, tags=tags, author=author
     )
     _invalidate_pending_count_on_commit()
-    activity_record(
-        category="approvals",
+    _record(
         action="version.propose",
         user=author,
         entity_type="version",
@@ -262,8 +261,7 @@ def version_revert(*, version_id: int, user, reason: str = "", request=None) -> 
     version.reverted_by, version.reverted_at = user, timezone.now()
     version.save(update_fields=["status", "approved", "reverted_by", "reverted_at"])
     _invalidate_pending_count_on_commit()
-    activity_record(
-        category="approvals",
+    _record(
         action="version.revert",
         user=user,
         entity_type="version",
@@ -284,8 +282,7 @@ def rule_create(*, name: str, conditions: dict, action: str, is_active: bool = F
         ApprovalRule.objects.filter(is_active=True).update(is_active=False)
     rule = ApprovalRule.objects.create(name=name, conditions=conditions, action=action, is_active=is_active)
     _invalidate_active_rule_on_commit()
-    activity_record(
-        category="approvals",
+    _record(
         action="rule.create",
         user=actor,
         entity_type="rule",
@@ -308,8 +305,7 @@ def rule_update(*, rule: ApprovalRule, data: dict, actor, request=None) -> Appro
     rule.save()
     rule.refresh_from_db()
     _invalidate_active_rule_on_commit()
-    activity_record(
-        category="approvals",
+    _record(
         action="rule.update",
         user=actor,
         entity_type="rule",
@@ -329,8 +325,7 @@ def rule_delete(*, rule: ApprovalRule, actor, request=None) -> None:
     rule_id = rule.pk
     rule.delete()
     _invalidate_active_rule_on_commit()
-    activity_record(
-        category="approvals",
+    _record(
         action="rule.delete",
         user=actor,
         entity_type="rule",

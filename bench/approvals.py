@@ -45,11 +45,12 @@ from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
-from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
+from rest_framework.test import APIRequestFactory  # noqa: E402
 
 from approvals import rules, selectors, services  # noqa: E402
 from approvals.api import PendingCountView, VersionViewSet  # noqa: E402
 from approvals.models import ApprovalRule, AutomationAuditLog, Version  # noqa: E402
+from bench.timing import percentile, timed_request  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Real conditions (a join to the author's profile, the content length, a JSON tags test) that
@@ -61,11 +62,6 @@ BENCH_RULE = {
         {"not": {"field": "tags", "op": "contains", "value": "never-a-seeded-tag"}},
     ]
 }
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def reset_backlog() -> None:
@@ -149,16 +145,7 @@ def naive_per_version_s(rule, sample: int) -> float:
 
 
 def api_timings(view, factory, user, make_request, repeat: int) -> list[float]:
-    timings = []
-    for _ in range(repeat):
-        request = make_request(factory)
-        force_authenticate(request, user=user)
-        started = time.perf_counter()
-        response = view(request)
-        response.render()
-        timings.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.content[:300]
-    return timings
+    return [timed_request(view, make_request(factory), user)[0] for _ in range(repeat)]
 
 
 def main() -> int:
@@ -203,10 +190,7 @@ def main() -> int:
     for _ in range(100):
         version_id = next(single_ids)
         request = factory.post(f"/api/v1/approvals/versions/{version_id}/approve/", {}, format="json")
-        force_authenticate(request, user=user)
-        started = time.perf_counter()
-        single_view(request, pk=version_id).render()
-        single_ms.append((time.perf_counter() - started) * 1000)
+        single_ms.append(timed_request(single_view, request, user, pk=version_id)[0])
     naive_bulk_ms = statistics.median(single_ms) * 500
 
     # --- pending count ---------------------------------------------------------------------------

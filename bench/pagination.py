@@ -37,8 +37,9 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from rest_framework import pagination  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
-from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E402
+from rest_framework.test import APIRequestFactory  # noqa: E402
 
+from bench.timing import timed_request  # noqa: E402
 from project.api.pagination import DEFAULT_ORDERING, KeysetPaginator  # noqa: E402
 from tasks.api import TaskViewSet  # noqa: E402
 from tasks.models import Task  # noqa: E402
@@ -66,13 +67,8 @@ def median_ms(view, request_factory, path, params, user, repeat: int) -> tuple[f
     timings = []
     rows = 0
     for _ in range(repeat + 2):  # two warm-up requests are not counted
-        request = request_factory.get(path, params)
-        force_authenticate(request, user=user)
-        started = time.perf_counter()
-        response = view(request)
-        response.render()
-        timings.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.content[:300]
+        elapsed_ms, response = timed_request(view, request_factory.get(path, params), user)
+        timings.append(elapsed_ms)
         rows = len(json.loads(response.content)["results"])
     return statistics.median(timings[2:]), rows
 

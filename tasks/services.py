@@ -1,6 +1,7 @@
 """Writes to tasks and projects. Side effects are queued on commit, never run in the request."""
 
 from collections.abc import Iterable
+from functools import partial
 
 from django.core.cache import cache
 from django.db import transaction
@@ -13,6 +14,7 @@ from tasks.exceptions import TasksNotFound
 from tasks.models import Project, Task
 from tasks.selectors import task_stats_cache_key
 
+_record = partial(activity_record, category="tasks")
 TASK_FIELDS_EDITABLE = ("project", "title", "description", "assignee", "status", "priority", "deadline", "tags")
 
 
@@ -20,18 +22,6 @@ def _invalidate_stats_on_commit(assignee_ids: Iterable[int | None]) -> None:
     keys = [task_stats_cache_key(assignee_id) for assignee_id in set(assignee_ids) if assignee_id is not None]
     if keys:
         transaction.on_commit(lambda: cache.delete_many(keys))
-
-
-def _record(action: str, entity_type: str, entity_id, *, actor, request, **extra) -> None:
-    activity_record(
-        category="tasks",
-        action=action,
-        user=actor,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        request=request,
-        **extra,
-    )
 
 
 def _notify_on_commit(task_ids: list[int], event: str) -> None:
@@ -43,7 +33,7 @@ def _notify_on_commit(task_ids: list[int], event: str) -> None:
 @transaction.atomic
 def project_create(*, name: str, owner, actor=None, request=None) -> Project:
     project = Project.objects.create(name=name, owner=owner)
-    _record("project.create", "project", project.pk, actor=actor, request=request)
+    _record(action="project.create", user=actor, entity_type="project", entity_id=project.pk, request=request)
     return project
 
 
@@ -52,7 +42,14 @@ def project_update(*, project: Project, data: dict, actor=None, request=None) ->
     for field, value in data.items():
         setattr(project, field, value)
     project.save(update_fields=list(data))
-    _record("project.update", "project", project.pk, actor=actor, request=request, metadata={"fields": sorted(data)})
+    _record(
+        action="project.update",
+        user=actor,
+        entity_type="project",
+        entity_id=project.pk,
+        request=request,
+        metadata={"fields": sorted(data)},
+    )
     return project
 
 
@@ -81,7 +78,7 @@ def task_create(*, actor=None, request=None, **data) -> Task:
     task.save()
     _invalidate_stats_on_commit([task.assignee_id])
     _notify_on_commit([task.pk], "task.created")
-    _record("task.create", "task", task.pk, actor=actor, request=request)
+    _record(action="task.create", user=actor, entity_type="task", entity_id=task.pk, request=request)
     return task
 
 
@@ -99,7 +96,14 @@ def task_update(*, task: Task, data: dict, actor=None, request=None) -> Task:
     task.save()
     _invalidate_stats_on_commit([previous_assignee_id, task.assignee_id])
     _notify_on_commit([task.pk], "task.updated")
-    _record("task.update", "task", task.pk, actor=actor, request=request, metadata={"fields": sorted(data)})
+    _record(
+        action="task.update",
+        user=actor,
+        entity_type="task",
+        entity_id=task.pk,
+        request=request,
+        metadata={"fields": sorted(data)},
+    )
     return task
 
 
