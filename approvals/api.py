@@ -1,5 +1,7 @@
 """Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log."""
 
+import functools
+
 import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -33,6 +35,7 @@ class DecisionRateLimited(Throttled):
 def domain_errors_to_http(func):
     """Turn the app's domain exceptions into 4xx with the error envelope."""
 
+    @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
@@ -47,8 +50,6 @@ def domain_errors_to_http(func):
         except RateLimited as exc:
             raise DecisionRateLimited(exc) from None
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper
 
 

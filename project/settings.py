@@ -248,7 +248,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_QUEUES_NAMES = ["default", "automation", "reconciliation", "webhooks", "maintenance"]
+# Queues: default, automation, reconciliation, webhooks, maintenance (workers take them with -Q).
 CELERY_TASK_ROUTES = {
     "approvals.*": {"queue": "automation"},
     "reconciliation.*": {"queue": "reconciliation"},
