@@ -11,6 +11,11 @@ from django.utils.functional import cached_property
 from project.models import JobRun
 
 
+admin.site.site_header = "Opsdeck"
+admin.site.site_title = "Opsdeck admin"
+admin.site.index_title = "Operations"
+
+
 class EstimatedCountPaginator(Paginator):
     """Admin paginator that never COUNT(*)s a whole big table.
 
