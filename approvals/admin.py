@@ -161,13 +161,26 @@ class VersionAdmin(BigTableAdmin):
         self.message_user(request, f"{reverted} decision(s) reverted.")
 
 
+_RULE_KEY_ORDER = {key: index for index, key in enumerate(("all", "any", "not", "field", "op", "value"))}
+
+
+def _in_reading_order(node):
+    """Rule keys as people write them (field, op, value); jsonb stores them in its own order."""
+    if isinstance(node, dict):
+        ordered = sorted(node.items(), key=lambda item: _RULE_KEY_ORDER.get(item[0], len(_RULE_KEY_ORDER)))
+        return {key: _in_reading_order(value) for key, value in ordered}
+    if isinstance(node, list):
+        return [_in_reading_order(item) for item in node]
+    return node
+
+
 class PrettyJSONField(forms.JSONField):
-    """A JSON form field that shows its value indented, for people to edit."""
+    """A JSON form field that shows a rule indented and in reading order, for people to edit."""
 
     def prepare_value(self, value):
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
-        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+        return json.dumps(_in_reading_order(value), ensure_ascii=False, indent=2, cls=self.encoder)
 
 
 class ApprovalRuleForm(forms.ModelForm):

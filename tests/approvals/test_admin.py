@@ -455,3 +455,11 @@ def test_setting_an_authors_trust_level_in_the_admin_goes_through_the_service(ad
     assert response.status_code == 302, response.content.decode()[:1500]
     assert AuthorProfile.objects.get(user=author).trust_level == 3
     assert ActivityLog.objects.filter(action="author.trust", entity_id=str(author.pk), user=admin_user).exists()
+
+
+def test_the_rule_editor_shows_comparisons_as_field_op_value():
+    from approvals.admin import PrettyJSONField
+
+    stored = {"all": [{"op": "lt", "field": "content_length", "value": 10}]}  # jsonb's own key order
+    shown = PrettyJSONField().prepare_value(stored)
+    assert shown.index('"field"') < shown.index('"op"') < shown.index('"value"')
