@@ -10,7 +10,6 @@ from django.utils.functional import cached_property
 # register; it is read through the API and the monitoring pages instead.
 from project.models import JobRun
 
-
 admin.site.site_header = "Opsdeck"
 admin.site.site_title = "Opsdeck admin"
 admin.site.index_title = "Operations"
