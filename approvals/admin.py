@@ -105,23 +105,9 @@ class VersionAdmin(BigTableAdmin):
             },
         ),
     ]
-    readonly_fields = [
-        "entity_type",
-        "entity_id",
-        "author",
-        "status",
-        "approved",
-        "decided_by",
-        "decided_by_rule",
-        "decision_reason",
-        "decided_at",
-        "reverted_by",
-        "reverted_at",
-        "replaced_title",
-        "replaced_content",
-        "created_at",
-        "entity_diff",
-    ]
+    # Versions are never changed here (has_change_permission), so Django shows every field of the
+    # fieldsets read-only by itself; only the computed diff needs declaring.
+    readonly_fields = ["entity_diff"]
 
     def has_decide_permission(self, request):
         return request.user.has_perm("approvals.decide_version")
