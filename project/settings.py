@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "project",
     "tasks",
     "approvals",
+    "reconciliation",
 ]
 
 MIDDLEWARE = [
@@ -256,6 +257,7 @@ CELERY_TASK_ROUTES = {
     "tasks.notify_*": {"queue": "webhooks"},
     "monitoring.maintenance_*": {"queue": "maintenance"},
     "project.maintain_partitions": {"queue": "maintenance"},
+    "project.refresh_materialized_view": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
@@ -333,6 +335,9 @@ SPECTACULAR_SETTINGS = {
 
 PARTITION_MONTHS_BACK = env_int("PARTITION_MONTHS_BACK", 6)
 PARTITION_MONTHS_AHEAD = env_int("PARTITION_MONTHS_AHEAD", 6)
+# REFRESH MATERIALIZED VIEW runs longer than the connections' statement_timeout allows.
+MATVIEW_REFRESH_TIMEOUT_S = env_int("MATVIEW_REFRESH_TIMEOUT_S", 900)
+MATVIEW_REFRESH_LOCK_TIMEOUT_S = env_int("MATVIEW_REFRESH_LOCK_TIMEOUT_S", 10)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
 TASK_STATS_CACHE_TTL_S = 300

@@ -1,0 +1,369 @@
+"""Reconciliation: per tenant, match two record sets (left: e.g. a bank statement, right: a ledger).
+
+Every row carries `tenant_id`, and every index that serves a list starts with it (guide 001):
+tenant isolation is a WHERE clause the planner can use, not a post-filter.
+"""
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import F, Func, Q, Value
+from django.db.models.functions import Upper
+from psqlextra.models import PostgresPartitionedModel
+from psqlextra.types import PostgresPartitioningMethod
+
+# "ref: inv-2026/0012" and "INV20260012" are the same reference: upper case, an optional leading
+# REF/REFERENCE word dropped, every character that is not a letter or digit removed. Shared by
+# the generated column below and by the matcher's ad-hoc SQL, so they cannot disagree.
+REFERENCE_PREFIX_PATTERN = r"^\s*REF(ERENCE)?([^A-Z0-9]+|$)"
+REFERENCE_STRIP_PATTERN = r"[^A-Z0-9]+"
+
+
+def normalized_reference(expression) -> Func:
+    without_prefix = Func(Upper(expression), Value(REFERENCE_PREFIX_PATTERN), Value(""), function="regexp_replace")
+    return Func(without_prefix, Value(REFERENCE_STRIP_PATTERN), Value(""), Value("g"), function="regexp_replace")
+
+
+class Tenant(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TenantMembership(models.Model):
+    class Role(models.TextChoices):
+        # Ordered by power: a role can do everything the ones before it can.
+        VIEWER = "viewer"
+        OPERATOR = "operator"
+        ADMIN = "admin"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="membership_tenant_user_uniq")]
+        # The user foreign key's own index serves "tenants of this user", asked on every request.
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.tenant}"
+
+
+class ReconciliationJob(models.Model):
+    """What to reconcile and how: the rules JSON configures the matcher's passes."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    rules = models.JSONField(default=dict, blank=True, help_text="See docs/reconciliation.md")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # The job list (newest first, keyset on created_at, id) reads only this index: it
+            # covers the listed columns. Its (tenant_id, created_at) prefix is the guide's
+            # idx_jobs_tenant_created_at, which therefore is not created twice.
+            models.Index(
+                F("tenant"),
+                F("created_at").desc(),
+                F("id").desc(),
+                include=["name", "is_active", "updated_at"],
+                name="recon_jobs_list_covering",
+            ),
+            # "Active jobs of a tenant" (the is_active filter of the list).
+            models.Index(
+                F("tenant"),
+                F("created_at").desc(),
+                condition=Q(is_active=True),
+                name="recon_jobs_active_idx",
+            ),
+            # Jobs whose rules use a feature (rules @> '{"passes": {"group": {...}}}').
+            GinIndex(fields=["rules"], name="recon_jobs_rules_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Record(models.Model):
+    """One line of either side. Unique per (job, side, external_id): a re-upload changes nothing."""
+
+    class Side(models.TextChoices):
+        LEFT = "left"
+        RIGHT = "right"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        MATCHED = "matched"  # part of an auto, suggested or confirmed match
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
+    job = models.ForeignKey(ReconciliationJob, on_delete=models.CASCADE, db_index=False, related_name="records")
+    side = models.CharField(max_length=5, choices=Side.choices)
+    external_id = models.CharField(max_length=128)
+    amount = models.DecimalField(max_digits=18, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    booked_on = models.DateField()
+    reference = models.CharField(max_length=128, blank=True, default="")
+    reference_norm = models.GeneratedField(
+        expression=normalized_reference(F("reference")),
+        output_field=models.CharField(max_length=128),
+        db_persist=True,
+    )
+    counterparty = models.CharField(max_length=255, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    raw = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    # The one match this record belongs to (a Match id; no foreign key to a partitioned table).
+    # A single column: a record cannot be in two matches.
+    match_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Its (job, side) prefix also serves the matcher's load of one side of a job.
+            models.UniqueConstraint(fields=["job", "side", "external_id"], name="recon_record_job_side_extid_uniq"),
+            models.CheckConstraint(
+                condition=Q(status="open", match_id__isnull=True) | Q(status="matched", match_id__isnull=False),
+                name="recon_record_matched_has_match",
+            ),
+            models.CheckConstraint(condition=Q(side__in=["left", "right"]), name="recon_record_side_valid"),
+        ]
+        indexes = [
+            # Candidate lookup for one record (manual matching, the tolerance pass on small
+            # remainders): same job, other side, same currency, amount in a range. Neither
+            # status nor match_id is indexed, so marking 1M records matched stays HOT updates.
+            models.Index(
+                fields=["job", "side", "currency", "amount"], include=["booked_on"], name="recon_record_candidate_idx"
+            ),
+            # The record list of a tenant (keyset on id).
+            models.Index(fields=["tenant", "id"], name="recon_record_tenant_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.external_id} {self.amount} {self.currency}"
+
+
+class Execution(models.Model):
+    """One run of the matcher over a job's open records."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
+    job = models.ForeignKey(ReconciliationJob, on_delete=models.CASCADE, related_name="executions")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    dry_run = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Set by the worker after every pass; a running execution whose heartbeat is old is stuck.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Passes already committed: a retry after a crash resumes after them.
+    passes_done = ArrayField(models.CharField(max_length=20), default=list, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            # Execution list per tenant filtered by status (guide: idx_executions_tenant_status_started).
+            models.Index(F("tenant"), F("status"), F("started_at").desc(), name="recon_exec_tenant_status_idx"),
+            # "What is running now" (monitoring, the stuck sweeper).
+            models.Index(
+                F("tenant"), F("started_at").desc(), condition=Q(status="running"), name="recon_exec_running_idx"
+            ),
+            GinIndex(fields=["summary"], name="recon_exec_summary_gin"),
+            # The execution list of a tenant, newest first (keyset on id).
+            models.Index(fields=["tenant", "-id"], name="recon_exec_tenant_id_idx"),
+        ]
+        constraints = [
+            # At most one execution per job is queued or running (the guide asks for running; a
+            # second queued one would only wait for the first and match nothing new).
+            models.UniqueConstraint(
+                fields=["job"], condition=Q(status__in=["queued", "running"]), name="recon_exec_one_active_per_job"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"execution {self.pk} of job {self.job_id} ({self.status})"
+
+
+class Match(PostgresPartitionedModel):
+    """Records of both sides that belong together; range-partitioned by month on matched_at."""
+
+    class Status(models.TextChoices):
+        AUTO = "auto"
+        SUGGESTED = "suggested"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+
+    class Pass(models.TextChoices):
+        EXACT = "exact"
+        TOLERANCE = "tolerance"
+        GROUP = "group"
+        MANUAL = "manual"
+
+    pk = models.CompositePrimaryKey("id", "matched_at")
+    id = models.BigIntegerField(db_default=Func(Value("reconciliation_match_id_seq"), function="nextval"))
+    matched_at = models.DateTimeField(db_default=Func(function="now"))
+    tenant_id = models.BigIntegerField()
+    job_id = models.BigIntegerField()
+    execution_id = models.BigIntegerField(null=True, blank=True)  # null for a manual match
+    pass_name = models.CharField(max_length=10, choices=Pass.choices)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    confidence = models.DecimalField(max_digits=5, decimal_places=4)
+    left_ids = ArrayField(models.BigIntegerField())
+    right_ids = ArrayField(models.BigIntegerField())
+    left_amount = models.DecimalField(max_digits=18, decimal_places=4)
+    right_amount = models.DecimalField(max_digits=18, decimal_places=4)
+    reviewed_by_id = models.BigIntegerField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+
+    class PartitioningMeta:
+        method = PostgresPartitioningMethod.RANGE
+        key = ["matched_at"]
+
+    class Meta:
+        indexes = [
+            # Matches of a job, best first (guide: idx_matches_tenant_job_confidence).
+            models.Index(
+                F("tenant_id"), F("job_id"), F("confidence").desc(), F("id").desc(), name="recon_match_job_conf_idx"
+            ),
+            # The review queue: suggested matches of a tenant, oldest first.
+            models.Index(fields=["tenant_id", "id"], condition=Q(status="suggested"), name="recon_match_review_idx"),
+            # Matches of an execution (its report, the summary's recount).
+            models.Index(fields=["execution_id"], name="recon_match_execution_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(confidence__gte=0) & Q(confidence__lte=1), name="recon_match_confidence_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"match {self.id} ({self.pass_name}, {self.status}, {self.confidence})"
+
+
+class Unmatched(PostgresPartitionedModel):
+    """An open record an execution could not match, with why: the exceptions queue."""
+
+    class Reason(models.TextChoices):
+        NO_CANDIDATE = "no_candidate"
+        AMOUNT_OUTSIDE_DRIFT = "amount_outside_drift"
+        AMBIGUOUS = "ambiguous"
+        LOW_CONFIDENCE = "low_confidence"
+        REJECTED = "rejected"  # a person rejected the match it was in
+
+    pk = models.CompositePrimaryKey("id", "created_at")
+    id = models.BigIntegerField(db_default=Func(Value("reconciliation_unmatched_id_seq"), function="nextval"))
+    created_at = models.DateTimeField(db_default=Func(function="now"))
+    tenant_id = models.BigIntegerField()
+    job_id = models.BigIntegerField()
+    execution_id = models.BigIntegerField(null=True, blank=True)
+    record_id = models.BigIntegerField()
+    side = models.CharField(max_length=5)
+    amount = models.DecimalField(max_digits=18, decimal_places=4)
+    reason = models.CharField(max_length=25, choices=Reason.choices)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by_id = models.BigIntegerField(null=True, blank=True)
+    resolution = models.TextField(blank=True, default="")
+
+    class PartitioningMeta:
+        method = PostgresPartitioningMethod.RANGE
+        key = ["created_at"]
+
+    class Meta:
+        indexes = [
+            # The exceptions queue: open ones of a tenant (keyset on id).
+            models.Index(fields=["tenant_id", "id"], condition=Q(resolved_at__isnull=True), name="recon_unm_open_idx"),
+            # "Is this record already an open exception?" (every execution's final step).
+            models.Index(fields=["record_id"], condition=Q(resolved_at__isnull=True), name="recon_unm_record_open_idx"),
+            models.Index(fields=["execution_id"], name="recon_unm_execution_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"unmatched record {self.record_id} ({self.reason})"
+
+
+class Report(models.Model):
+    """The final figures of a finished execution, kept when its matches are long archived."""
+
+    execution = models.OneToOneField(Execution, on_delete=models.CASCADE, related_name="report")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
+    summary = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="recon_report_tenant_idx"),
+            GinIndex(fields=["summary"], name="recon_report_summary_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"report of execution {self.execution_id}"
+
+
+class WebhookEndpoint(models.Model):
+    class Event(models.TextChoices):
+        EXECUTION_COMPLETED = "execution.completed"
+        EXECUTION_FAILED = "execution.failed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128)
+    events = ArrayField(models.CharField(max_length=50, choices=Event.choices), default=list)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # will be retried at next_attempt_at
+        DEAD = "dead"  # gave up after WEBHOOK_MAX_ATTEMPTS
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The retry job's scan: deliveries due for another attempt (guide:
+            # idx_webhook_deliveries_pending_retry). Delivered and dead ones never enter it.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "failed"]),
+                name="recon_webhook_due_idx",
+            ),
+            # The delivery list of a tenant, newest first.
+            models.Index(fields=["tenant", "-id"], name="recon_webhook_tenant_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to endpoint {self.endpoint_id} ({self.status})"
