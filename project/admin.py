@@ -8,7 +8,7 @@ from django.utils.functional import cached_property
 
 # ActivityLog has a composite primary key (it is partitioned), which Django 5.2's admin cannot
 # register; it is read through the API and the monitoring pages instead.
-from project.models import JobRun
+from project.models import JobRun, MaterializedViewRefresh
 
 admin.site.site_header = "Opsdeck"
 admin.site.site_title = "Opsdeck admin"
@@ -100,4 +100,21 @@ class JobRunAdmin(BigTableAdmin):
     readonly_fields = [field.name for field in JobRun._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(MaterializedViewRefresh)
+class MaterializedViewRefreshAdmin(BigTableAdmin):
+    """Refresh history, written by project.matviews; read-only like JobRun."""
+
+    list_display = ["view_name", "status", "started_at", "duration_ms", "concurrently"]
+    list_filter = ["status", "view_name"]
+    date_hierarchy = "started_at"
+    ordering = ["-started_at"]
+    readonly_fields = [field.name for field in MaterializedViewRefresh._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

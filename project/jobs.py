@@ -2,10 +2,25 @@
 
 from dataclasses import asdict
 
-from project.jobrunner import scheduled_job
+from project.db.locks import session_advisory_lock
+from project.jobrunner import JobSkipped, scheduled_job
+from project.matviews import get_materialized_view, refresh_materialized_view
 from project.partitions import maintain_all_partitions
 
 
 @scheduled_job("project.maintain_partitions")
 def maintain_partitions() -> dict:
     return {"tables": [asdict(report) for report in maintain_all_partitions()]}
+
+
+# One job for every view (its schedules differ only in kwargs). Up to 4 views refresh at once;
+# the per-view lock keeps two refreshes of the same view apart (the second would only wait on
+# PostgreSQL's lock and then redo the same work).
+@scheduled_job("project.refresh_materialized_view", concurrency=4, soft_time_limit_s=1200, time_limit_s=1260)
+def refresh_materialized_view_job(name: str) -> dict:
+    view = get_materialized_view(name)  # an unknown name fails the run (kwargs are admin-editable)
+    with session_advisory_lock(f"matview:{view.name}") as acquired:
+        if not acquired:
+            raise JobSkipped(f"another refresh of {view.name} is running")
+        refresh = refresh_materialized_view(view.name)
+    return {"view": view.name, "duration_ms": refresh.duration_ms, "concurrently": refresh.concurrently}

@@ -1,4 +1,5 @@
-"""Platform models: who did what (ActivityLog) and how each scheduled job run went (JobRun)."""
+"""Platform models: who did what (ActivityLog), how each scheduled job run went (JobRun) and when
+each materialized view was refreshed (MaterializedViewRefresh)."""
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -83,3 +84,30 @@ class ActivityLog(PostgresPartitionedModel):
 
     def __str__(self) -> str:
         return f"{self.category}.{self.action} {self.entity_type}:{self.entity_id}"
+
+
+class MaterializedViewRefresh(models.Model):
+    """One refresh of a materialized view: PostgreSQL keeps no refresh time itself, so staleness is
+    only known from these rows (project.matviews records one per refresh, failed ones too)."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        FAILED = "failed"
+
+    view_name = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices)
+    # False when the view was not yet populated: CONCURRENTLY cannot fill an empty view.
+    concurrently = models.BooleanField(default=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            # "last refresh of view X" (materialized_view_status, DISTINCT ON view_name).
+            models.Index(fields=["view_name", "-started_at"], name="mvrefresh_view_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.view_name} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"

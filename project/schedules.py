@@ -6,7 +6,8 @@ what exists, but keeps a crontab or enabled flag that staff changed in the admin
 puts the defaults back. A managed schedule no longer listed here is disabled, not deleted.
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from django.db import transaction
 
@@ -22,6 +23,13 @@ class Schedule:
     description: str
     # A run still queued this long after beat sent it is dropped: the next one supersedes it.
     expires_s: int | None = None
+    # Keyword arguments of every run (JSON), e.g. {"name": "mv_job_performance"} for the generic
+    # project.refresh_materialized_view job. Code owns them: a sync overwrites admin edits.
+    kwargs: dict = field(default_factory=dict)
+
+    def kwargs_json(self) -> str:
+        # Sorted keys: the same kwargs always give the same text, so a sync changes nothing.
+        return json.dumps(self.kwargs, sort_keys=True)
 
 
 SCHEDULES = [
@@ -59,6 +67,8 @@ def sync_schedules(*, reset: bool = False) -> dict:
                     name=schedule.name,
                     task=schedule.job,
                     queue=schedule.queue,
+                    kwargs=schedule.kwargs_json(),
+                    expire_seconds=schedule.expires_s,
                     crontab=crontab,
                     description=description,
                     enabled=True,
@@ -66,6 +76,7 @@ def sync_schedules(*, reset: bool = False) -> dict:
                 created.append(schedule.name)
                 continue
             task.task, task.queue, task.description = schedule.job, schedule.queue, description
+            task.kwargs = schedule.kwargs_json()
             task.expire_seconds = schedule.expires_s
             if reset:
                 task.crontab, task.interval, task.solar, task.clocked = crontab, None, None, None
