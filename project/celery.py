@@ -4,7 +4,7 @@ collide with Celery's default `<app>.tasks` discovery)."""
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import beat_init, worker_process_init, worker_process_shutdown, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -30,3 +30,20 @@ def serve_worker_metrics(**kwargs) -> None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     start_http_server(int(port), addr=os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0"), registry=registry)  # noqa: S104
+
+
+@worker_process_init.connect
+@beat_init.connect
+def publish_pool_stats_of_this_process(**kwargs) -> None:
+    """Each prefork child (or the solo pool's process) and beat publish their DB pool stats."""
+    from project.poolstats import start_pool_stats_publisher
+
+    start_pool_stats_publisher()
+
+
+@worker_process_shutdown.connect
+def withdraw_pool_stats_of_this_process(**kwargs) -> None:
+    # Prefork children leave with os._exit (no atexit): withdraw the entry here.
+    from project.poolstats import stop_pool_stats_publisher
+
+    stop_pool_stats_publisher()

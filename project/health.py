@@ -8,9 +8,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.db import connections
-from django.http import HttpResponseForbidden, JsonResponse
+from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.cache import never_cache
-from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from project.metrics import render_metrics
 
 _checks_pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ready-check")
 
@@ -90,4 +92,5 @@ def metrics_allowed(request) -> bool:
 def metrics(request):
     if not metrics_allowed(request):
         return HttpResponseForbidden("metrics are served to allowed networks or with the metrics token\n")
-    return ExportToDjangoView(request)
+    # Recorded metrics plus scrape-time collectors (pool stats, queue depths: project.metrics).
+    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE_LATEST)

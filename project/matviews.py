@@ -191,9 +191,7 @@ def materialized_view_status() -> list[dict]:
                 "last_error": latest.error if latest else "",
                 "staleness_s": staleness_s,
                 "stale": bool(
-                    not populated
-                    or staleness_s is None
-                    or staleness_s > STALE_AFTER_PERIODS * view.refresh_every_s
+                    not populated or staleness_s is None or staleness_s > STALE_AFTER_PERIODS * view.refresh_every_s
                 ),
                 "exists": populated is not None,
                 "populated": populated,

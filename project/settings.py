@@ -364,6 +364,10 @@ SLOW_QUERY_MS = env_int("SLOW_QUERY_MS", 200)
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 READY_CHECK_TIMEOUT_S = float(env_str("READY_CHECK_TIMEOUT_S", "1.0"))
+# Every web/worker/beat process publishes its DB pool stats to Redis (project/poolstats.py).
+POOL_STATS_KEY_PREFIX = env_str("POOL_STATS_KEY_PREFIX", "opsdeck:poolstats")
+POOL_STATS_INTERVAL_S = float(env_str("POOL_STATS_INTERVAL_S", "10"))
+POOL_STATS_TTL_S = env_int("POOL_STATS_TTL_S", 30)
 PROMETHEUS_EXPORT_MIGRATIONS = False
 
 LOGGING = {

@@ -190,9 +190,13 @@ def test_the_scheduled_job_refreshes_the_named_view_and_refuses_unknown_names(re
     assert MaterializedViewRefresh.objects.filter(view_name=VIEW, status="ok").count() == 1
     with pytest.raises(UnknownMaterializedView):
         refresh_materialized_view_job.run_now({"name": "mv_nobody_registered"})
-    assert JobRun.objects.filter(name="project.refresh_materialized_view").values_list("status", flat=True).order_by(
-        "id"
-    ).last() == JobRun.Status.FAILED
+    assert (
+        JobRun.objects.filter(name="project.refresh_materialized_view")
+        .values_list("status", flat=True)
+        .order_by("id")
+        .last()
+        == JobRun.Status.FAILED
+    )
 
 
 @pytest.mark.django_db
