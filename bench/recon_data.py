@@ -64,10 +64,6 @@ SPLIT_MIN_AMOUNT = 100.00  # parts are >= 10% of the total: >= 10.00 each
 _REF_PREFIXES = ("INV", "PO", "CN", "SO")
 _REF_YEARS = (2025, 2026)
 _REF_SPACE = len(_REF_PREFIXES) * len(_REF_YEARS) * 1_000_000
-# Serial n -> (n * multiplier) mod space is a permutation (the multiplier is coprime with
-# 2 and 5), so references look random but never repeat without a set of used ones.
-_REF_MULTIPLIER = 7_368_787
-_REF_OFFSET = 1_234_567
 
 _ADJECTIVES = [
     "Northern",
@@ -412,7 +408,9 @@ class _Generator:
     def __init__(self, rng: random.Random, noise: NoiseProfile):
         self.rng = rng
         self.noise = noise
-        self.ref_serial = 0
+        # Drawn at random and kept unique with a set: a cheap arithmetic permutation made the references
+        # of neighbouring groups (close in date) look alike, which a similarity pass would notice.
+        self.references_used: set[int] = set()
         offsets = range(-DATE_MARGIN_DAYS, SPAN_DAYS + DATE_MARGIN_DAYS + 1)
         days = [FIRST_DAY + timedelta(days=offset) for offset in offsets]
         self.dates = [d.isoformat() for d in days]
@@ -446,10 +444,13 @@ class _Generator:
         return units
 
     def reference(self) -> str:
-        n = (self.ref_serial * _REF_MULTIPLIER + _REF_OFFSET) % _REF_SPACE
-        self.ref_serial += 1
-        if self.ref_serial > _REF_SPACE:
-            raise ValueError("more groups than distinct references")
+        used = self.references_used
+        if len(used) > _REF_SPACE // 2:
+            raise ValueError("more groups than the reference space holds comfortably")
+        n = int(self.rng.random() * _REF_SPACE)
+        while n in used:
+            n = int(self.rng.random() * _REF_SPACE)
+        used.add(n)
         n, base = divmod(n, 1_000_000)
         prefix_index, year_index = divmod(n, len(_REF_YEARS))
         year = _REF_YEARS[year_index]
