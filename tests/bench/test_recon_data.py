@@ -184,6 +184,20 @@ def test_unmatched_records_include_decoys_with_a_matched_amount_far_away(records
     assert decoys > 0.2 * len(groups_of(truth, "unmatched_right"))
 
 
+def test_references_carry_a_luhn_check_digit_that_typos_break(records):
+    left, right, truth = records
+    for lids, _ in groups_of(truth, "exact"):
+        _, year, number = left[lids[0]]["reference"].split("-")
+        assert recon_data._luhn_digit(year + number[:-1]) == number[-1]
+    for (lid,), (rid,) in groups_of(truth, "noisy"):
+        typo = normalize_reference(right[rid]["reference"])
+        original = normalize_reference(left[lid]["reference"])
+        if typo and typo != original and not typo.startswith("REF"):
+            digits = typo.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+            looks_valid = typo[: -len(digits)] in recon_data._REF_PREFIXES and len(digits) == 11
+            assert not (looks_valid and recon_data._luhn_digit(digits[:-1]) == digits[-1]), (original, typo)
+
+
 def test_a_profile_that_cannot_fit_is_refused(tmp_path):
     with pytest.raises(ValueError, match="shares"):
         NoiseProfile(noisy_share=0.6, unmatched_left_share=0.5)
