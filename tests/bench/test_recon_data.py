@@ -293,6 +293,8 @@ def test_the_baseline_extrapolates_a_sample_to_every_left_record(generated):
     assert result.sample_size == 500 and len(result.sample_left_ids) == 500
     per_left = result.seconds_measured / 500
     assert result.extrapolated_seconds_full == pytest.approx(result.load_seconds + per_left * N_LEFT)
+    cpu_per_left = result.cpu_seconds_measured / 500
+    assert result.extrapolated_cpu_seconds_full == pytest.approx(result.load_cpu_seconds + cpu_per_left * N_LEFT)
     assert all(set(lids) & set(result.sample_left_ids) for lids, _ in result.pairs)
 
 
