@@ -8,6 +8,7 @@ class ProjectConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from project.db.attribution import install_sql_attribution
         from project.db.slow_queries import install_slow_query_logger
         from project.metrics import register_metrics_collector
         from project.models import ActivityLog
@@ -16,6 +17,7 @@ class ProjectConfig(AppConfig):
         from project.schedules import sync_schedules_after_migrate
 
         install_slow_query_logger()
+        install_sql_attribution()
         register_metrics_collector(PoolStatsCollector())
         register_monthly_partitions(ActivityLog)
         post_migrate.connect(sync_schedules_after_migrate, sender=self)

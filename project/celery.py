@@ -4,7 +4,14 @@ collide with Celery's default `<app>.tasks` discovery)."""
 import os
 
 from celery import Celery
-from celery.signals import beat_init, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -47,3 +54,24 @@ def withdraw_pool_stats_of_this_process(**kwargs) -> None:
     from project.poolstats import stop_pool_stats_publisher
 
     stop_pool_stats_publisher()
+
+
+_origin_tokens: dict[str, object] = {}
+
+
+@task_prerun.connect
+def attribute_task_queries(task_id=None, task=None, **kwargs) -> None:
+    """Every Celery task's queries carry /* opsdeck:job=<task name> */ (project/db/attribution.py);
+    jobs run through the job runner set the same origin themselves."""
+    from project.db.attribution import set_origin
+
+    _origin_tokens[task_id] = set_origin(job=task.name)
+
+
+@task_postrun.connect
+def end_task_attribution(task_id=None, **kwargs) -> None:
+    from project.db.attribution import reset_origin
+
+    token = _origin_tokens.pop(task_id, None)
+    if token is not None:
+        reset_origin(token)

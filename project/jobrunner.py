@@ -19,6 +19,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from project.db.attribution import sql_origin
 from project.db.locks import session_advisory_lock
 from project.models import JobRun
 
@@ -75,6 +76,12 @@ def _job_slot(name: str, concurrency: int):
 
 
 def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1) -> dict:
+    # Every query of the run, its lock and JobRun rows included, names the job (SQL comment).
+    with sql_origin(job=name):
+        return _run_job(name, func, kwargs, celery_task=celery_task, concurrency=concurrency)
+
+
+def _run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1) -> dict:
     celery_id = getattr(getattr(celery_task, "request", None), "id", None) or ""
     with _job_slot(name, concurrency) as acquired:
         if not acquired:

@@ -59,7 +59,11 @@ def sync_schedules(*, reset: bool = False) -> dict:
         for schedule in SCHEDULES:
             fields = {"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"}
             fields.update(schedule.crontab)
-            crontab, _ = CrontabSchedule.objects.get_or_create(timezone="UTC", **fields)
+            # Not get_or_create: staff may have made an identical crontab in the admin, and two
+            # matching rows would make get() fail the whole sync.
+            crontab = CrontabSchedule.objects.filter(timezone="UTC", **fields).order_by("id").first()
+            if crontab is None:
+                crontab = CrontabSchedule.objects.create(timezone="UTC", **fields)
             task = PeriodicTask.objects.filter(name=schedule.name).first()
             description = f"{schedule.description} {MANAGED_MARKER}"
             if task is None:

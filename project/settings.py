@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Outermost of ours: SQL comments name the view for every query of the request, response too.
+    "project.db.attribution.SqlOriginMiddleware",
     "project.middleware.RequestIdMiddleware",
     "project.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
