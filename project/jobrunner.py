@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
+from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from project.db.attribution import sql_origin
@@ -27,6 +28,15 @@ logger = logging.getLogger("opsdeck.jobs")
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError)
 RETRY_BACKOFF_BASE_S = 5
 RETRY_BACKOFF_MAX_S = 300
+
+# Every run's outcome, also for runs skipped at the lock (JobRun rows say the same, per run).
+job_runs_total = Counter("opsdeck_job_runs_total", "Scheduled job runs by outcome.", ["job", "status"])
+job_run_duration_seconds = Histogram(
+    "opsdeck_job_run_duration_seconds",
+    "Wall time of scheduled job runs that got their lock (any outcome).",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1200),
+)
 
 
 class JobSkipped(Exception):
@@ -94,6 +104,7 @@ def _run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int =
                 duration_ms=0,
                 result={"skipped": "another run of this job holds its lock"},
             )
+            job_runs_total.labels(job=name, status=JobRun.Status.SKIPPED).inc()
             logger.info("job skipped: already running", extra={"job": name})
             return {"skipped": True}
         run = JobRun.objects.create(
@@ -129,5 +140,7 @@ def _finish(run: JobRun, started: float, status: str, *, result: dict | None = N
     run.result = result or {}
     run.error = "".join(traceback.format_exception(error))[-4000:] if error else ""
     run.save(update_fields=["status", "finished_at", "duration_ms", "result", "error"])
+    job_runs_total.labels(job=run.name, status=status).inc()
+    job_run_duration_seconds.labels(job=run.name).observe(time.perf_counter() - started)
     log = logger.error if status == JobRun.Status.FAILED else logger.info
     log("job finished", extra={"job": run.name, "status": status, "duration_ms": run.duration_ms})
