@@ -358,6 +358,26 @@ REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)
 PENDING_COUNT_CACHE_TTL_S = env_int("PENDING_COUNT_CACHE_TTL_S", 10)
 FALSE_POSITIVE_WINDOW_HOURS = env_int("FALSE_POSITIVE_WINDOW_HOURS", 168)
 
+# --- Reconciliation (docs/reconciliation.md) -------------------------------------------------
+
+RECONCILIATION_CONCURRENCY = env_int("RECONCILIATION_CONCURRENCY", 2)  # executions run at once per deployment
+# A running execution with no heartbeat for this long lost its worker: the sweeper queues it again.
+RECONCILIATION_STUCK_AFTER_S = env_int("RECONCILIATION_STUCK_AFTER_S", 600)
+RECONCILIATION_MAX_ATTEMPTS = env_int("RECONCILIATION_MAX_ATTEMPTS", 3)  # then the execution fails
+RECONCILIATION_SUMMARY_CACHE_S = env_int("RECONCILIATION_SUMMARY_CACHE_S", 60)  # guide 001, finished executions
+RECONCILIATION_SUMMARY_LIVE_CACHE_S = env_int("RECONCILIATION_SUMMARY_LIVE_CACHE_S", 5)  # queued/running: progress
+RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300)  # guide 001
+
+# --- Reconciliation webhooks (docs/webhooks.md) ------------------------------------------------
+
+# Off: endpoints must resolve to public addresses only (no loopback/private/link-local targets).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOK_TIMEOUT_S = float(env_str("WEBHOOK_TIMEOUT_S", "10"))  # per network step (connect, send, response)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)  # then the delivery is dead
+WEBHOOK_BACKOFF_BASE_S = env_int("WEBHOOK_BACKOFF_BASE_S", 30)  # retry n waits U(0, min(max, base·2^(n-1)))
+WEBHOOK_BACKOFF_MAX_S = env_int("WEBHOOK_BACKOFF_MAX_S", 6 * 3600)
+WEBHOOK_SEND_DUE_BATCH = env_int("WEBHOOK_SEND_DUE_BATCH", 500)  # deliveries queued per send_due run
+
 # --- Observability ----------------------------------------------------------------------------
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

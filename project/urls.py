@@ -13,6 +13,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("tasks.urls")),
     path("api/v1/approvals/", include("approvals.urls")),
+    path("api/v1/database/performance/", include("monitoring.urls")),
+    path("api/v1/reconciliation/", include("reconciliation.urls")),
+    path("api/v1/reconciliations/", include("reconciliation.summary_urls")),
 ]
 
 handler400 = "project.api.errors.handler400"

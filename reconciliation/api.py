@@ -1,0 +1,659 @@
+"""The reconciliation API (/api/v1/reconciliation/...): tenant-scoped viewsets, thin over services.
+
+Every viewset derives from TenantScopedViewSet (tenancy.py): rows of tenants the user does not
+belong to do not exist for it (404), and each action needs a role in the object's tenant.
+"""
+
+import functools
+
+import django_filters
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from psycopg import sql
+from rest_framework import mixins, parsers, serializers, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from project.api.errors import Conflict, error_body
+from reconciliation import selectors, services, webhooks
+from reconciliation.exceptions import (
+    ExecutionActive,
+    InvalidRules,
+    InvalidUpload,
+    JobInactive,
+    NotReviewable,
+    ReconciliationError,
+    RecordsNotOpen,
+    WebhookTargetRefused,
+)
+from reconciliation.ingest import records_ingest
+from reconciliation.models import (
+    Execution,
+    Match,
+    ReconciliationJob,
+    Record,
+    Tenant,
+    TenantMembership,
+    Unmatched,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from reconciliation.tenancy import TenantRolePermission, TenantScopedViewSet, has_role, roles_of
+
+Role = TenantMembership.Role
+
+
+def domain_errors_to_http(view):
+    """Turn the app's domain errors into 4xx with the standard envelope."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except InvalidRules as error:
+            raise ValidationError(
+                {"rules": [f"{path}: {message}" for path, message in error.errors.items()]}, code="invalid_rules"
+            ) from None
+        except InvalidUpload as error:
+            body = error_body("invalid_upload", str(error), rows=error.row_errors, bad_rows=error.bad_rows)
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        except ExecutionActive as error:
+            raise Conflict(str(error)) from None
+        except (NotReviewable, RecordsNotOpen) as error:
+            raise Conflict(str(error)) from None
+        except WebhookTargetRefused as error:
+            raise ValidationError({"url": [str(error)]}, code="webhook_target_refused") from None
+        except (JobInactive, ReconciliationError) as error:
+            raise ValidationError({"non_field_errors": [str(error)]}, code="invalid") from None
+        except (Match.DoesNotExist, Unmatched.DoesNotExist, Record.DoesNotExist, WebhookDelivery.DoesNotExist):
+            raise NotFound() from None
+
+    return wrapped
+
+
+# --- Serializers -------------------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "role", "created_at"]
+
+    def get_role(self, tenant) -> str:
+        return roles_of(self.context["request"].user).get(tenant.pk)
+
+
+class JobListSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ReconciliationJob
+        fields = ["id", "tenant", "name", "is_active", "created_at", "updated_at"]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+
+    class Meta:
+        model = ReconciliationJob
+        fields = ["id", "tenant", "name", "rules", "is_active", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate_tenant(self, tenant):
+        if not has_role(self.context["request"].user, tenant.pk, Role.ADMIN):
+            raise ValidationError("You are not an admin of this tenant.", code="not_tenant_admin")
+        if self.instance is not None and tenant.pk != self.instance.tenant_id:
+            raise ValidationError("A job cannot move to another tenant.", code="tenant_immutable")
+        return tenant
+
+
+class RecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Record
+        fields = [
+            "id",
+            "job",
+            "side",
+            "external_id",
+            "amount",
+            "currency",
+            "booked_on",
+            "reference",
+            "reference_norm",
+            "counterparty",
+            "description",
+            "status",
+            "match_id",
+            "created_at",
+        ]
+
+
+class IngestResultSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    inserted = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    errors = serializers.ListField(child=serializers.DictField())
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "job",
+            "status",
+            "dry_run",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "attempts",
+            "passes_done",
+            "summary",
+            "error",
+        ]
+
+
+class RunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField(default=False)
+
+
+class MatchSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Match
+        fields = [
+            "id",
+            "matched_at",
+            "job_id",
+            "execution_id",
+            "pass_name",
+            "status",
+            "confidence",
+            "left_ids",
+            "right_ids",
+            "left_amount",
+            "right_amount",
+            "reviewed_by_id",
+            "reviewed_at",
+            "note",
+        ]
+
+
+class ManualMatchSerializer(serializers.Serializer):
+    left_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=50)
+    right_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=50)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class NoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class ResolveSerializer(serializers.Serializer):
+    note = serializers.CharField(max_length=2000)
+
+
+class UnmatchedSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Unmatched
+        fields = [
+            "id",
+            "created_at",
+            "job_id",
+            "execution_id",
+            "record_id",
+            "side",
+            "amount",
+            "reason",
+            "resolved_at",
+            "resolved_by_id",
+            "resolution",
+        ]
+
+
+class WebhookEndpointSerializer(serializers.ModelSerializer):
+    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+    events = serializers.ListField(child=serializers.ChoiceField(choices=WebhookEndpoint.Event.choices))
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "tenant", "url", "events", "is_active", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def validate_tenant(self, tenant):
+        if not has_role(self.context["request"].user, tenant.pk, Role.ADMIN):
+            raise ValidationError("You are not an admin of this tenant.", code="not_tenant_admin")
+        return tenant
+
+
+class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
+    """Shown once, at creation: the secret receivers verify signatures with."""
+
+    class Meta(WebhookEndpointSerializer.Meta):
+        fields = [*WebhookEndpointSerializer.Meta.fields, "secret"]
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "endpoint",
+            "event",
+            "payload",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "created_at",
+            "delivered_at",
+        ]
+
+
+# --- Filters -----------------------------------------------------------------------------------
+
+
+class RecordFilter(django_filters.FilterSet):
+    class Meta:
+        model = Record
+        fields = ["job", "side", "status"]
+
+
+class ExecutionFilter(django_filters.FilterSet):
+    class Meta:
+        model = Execution
+        fields = ["job", "status"]
+
+
+class MatchFilter(django_filters.FilterSet):
+    job = django_filters.NumberFilter(field_name="job_id")
+    execution = django_filters.NumberFilter(field_name="execution_id")
+    status = django_filters.ChoiceFilter(choices=Match.Status.choices)
+    pass_name = django_filters.ChoiceFilter(field_name="pass_name", choices=Match.Pass.choices)
+    confidence_min = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
+    confidence_max = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
+    amount_min = django_filters.NumberFilter(field_name="left_amount", lookup_expr="gte")
+    amount_max = django_filters.NumberFilter(field_name="left_amount", lookup_expr="lte")
+
+    class Meta:
+        model = Match
+        fields = []
+
+
+class UnmatchedFilter(django_filters.FilterSet):
+    job = django_filters.NumberFilter(field_name="job_id")
+    execution = django_filters.NumberFilter(field_name="execution_id")
+    reason = django_filters.ChoiceFilter(choices=Unmatched.Reason.choices)
+    side = django_filters.ChoiceFilter(choices=Record.Side.choices)
+    open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull")
+    amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
+    amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+
+    class Meta:
+        model = Unmatched
+        fields = []
+
+
+# --- Views -------------------------------------------------------------------------------------
+
+
+class CSVStreamParser(parsers.BaseParser):
+    """text/csv bodies are not read here: the ingest streams them into COPY."""
+
+    media_type = "text/csv"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream
+
+
+class TenantViewSet(mixins.ListModelMixin, TenantScopedViewSet):
+    """The tenants you belong to, with your role in each."""
+
+    serializer_class = TenantSerializer
+    queryset = Tenant.objects.none()
+    cursor_ordering = ("id",)
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.tenant_list(tenant_ids=tenant_ids)
+
+
+class JobViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    TenantScopedViewSet,
+):
+    queryset = ReconciliationJob.objects.none()
+    cursor_ordering = ("-created_at", "-id")
+    filterset_fields = ["is_active", "tenant"]
+    role_for_action = {
+        "create": Role.ADMIN,
+        "update": Role.ADMIN,
+        "partial_update": Role.ADMIN,
+        "records": Role.OPERATOR,
+        "run": Role.OPERATOR,
+    }
+    parser_classes = [parsers.JSONParser, CSVStreamParser, parsers.MultiPartParser]
+
+    def scoped_queryset(self, tenant_ids):
+        if self.action == "list":
+            return selectors.job_list(tenant_ids=tenant_ids)
+        return selectors.job_detail(tenant_ids=tenant_ids)
+
+    def get_serializer_class(self):
+        return JobListSerializer if self.action == "list" else JobSerializer
+
+    def list(self, request, *args, **kwargs):
+        """Jobs of your tenants, newest first; cached RECONCILIATION_JOB_LIST_CACHE_S (5 min), dropped
+        whenever a job of one of them changes."""
+        tenant_ids = self.tenant_ids()
+        key = "recon:joblist:{}:{}:{}".format(
+            ",".join(map(str, tenant_ids)), selectors.job_list_cache_version(tenant_ids), request.GET.urlencode()
+        )
+        data = cache.get(key)
+        if data is None:
+            data = super().list(request, *args, **kwargs).data
+            cache.set(key, data, timeout=settings.RECONCILIATION_JOB_LIST_CACHE_S)
+        return Response(data)
+
+    @domain_errors_to_http
+    def perform_create(self, serializer):
+        serializer.instance = services.job_create(user=self.request.user, **serializer.validated_data)
+
+    @domain_errors_to_http
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    @domain_errors_to_http
+    def update(self, request, *args, **kwargs):
+        return super().update(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        changes = {k: v for k, v in serializer.validated_data.items() if k != "tenant"}
+        serializer.instance = services.job_update(job=serializer.instance, user=self.request.user, **changes)
+
+    @extend_schema(
+        methods=["POST"],
+        parameters=[
+            OpenApiParameter(
+                "side", str, enum=["left", "right"], description="Side of rows with no side"
+            ),
+            OpenApiParameter("on_error", str, enum=["reject", "skip"], description="reject (default): all or nothing"),
+        ],
+        request={
+            "text/csv": OpenApiTypes.BINARY,
+            "multipart/form-data": OpenApiTypes.BINARY,
+            "application/json": OpenApiTypes.ANY,
+        },
+        responses={201: IngestResultSerializer, 200: IngestResultSerializer},
+        description="Load records: a CSV (text/csv body or multipart field `file`, any size) or a JSON array "
+        "(at most 10,000). Re-uploading the same records changes nothing.",
+    )
+    @extend_schema(methods=["GET"], responses=RecordSerializer(many=True))
+    @action(detail=True, methods=["get", "post"])
+    @domain_errors_to_http
+    def records(self, request, pk=None):
+        job = self.get_object()
+        if request.method == "GET":
+            return self._record_page(request, job)
+        content_type = (request.content_type or "").split(";")[0].strip()
+        kwargs = {
+            "job": job,
+            "side": request.query_params.get("side"),
+            "on_error": request.query_params.get("on_error", "reject"),
+            "user": request.user,
+        }
+        if content_type == "text/csv":
+            result = records_ingest(csv_stream=request.data, **kwargs)
+        elif content_type == "multipart/form-data":
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise ValidationError({"file": ["Attach the CSV as the multipart field `file`."]})
+            result = records_ingest(csv_stream=upload, **kwargs)
+        else:
+            result = records_ingest(json_rows=request.data, **kwargs)
+        code = status.HTTP_201_CREATED if result.inserted else status.HTTP_200_OK
+        return Response(result.as_dict(), status=code)
+
+    def _record_page(self, request, job):
+        queryset = RecordFilter(
+            request.query_params, queryset=selectors.record_list(tenant_ids=[job.tenant_id]).filter(job=job)
+        ).qs
+        self.cursor_ordering = ("id",)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(RecordSerializer(page, many=True).data)
+
+    @extend_schema(request=RunSerializer, responses={202: ExecutionSerializer})
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def run(self, request, pk=None):
+        """Queue an execution (202); poll /executions/{id}/ or the summary for its progress."""
+        params = RunSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        execution = services.execution_start(job=self.get_object(), user=request.user, **params.validated_data)
+        return Response(ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    serializer_class = ExecutionSerializer
+    queryset = Execution.objects.none()
+    cursor_ordering = ("-id",)
+    filterset_class = ExecutionFilter
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.execution_list(tenant_ids=tenant_ids)
+
+    @extend_schema(request=None, responses=ExecutionSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def cancel(self, request, pk=None):
+        execution = services.execution_cancel(execution=self.get_object(), user=request.user)
+        return Response(ExecutionSerializer(execution).data)
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def report(self, request, pk=None):
+        """Every match and every exception of the execution as CSV, streamed by PostgreSQL's COPY."""
+        execution = self.get_object()
+        response = StreamingHttpResponse(_report_csv(execution.pk), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="execution-{execution.pk}.csv"'
+        return response
+
+
+REPORT_QUERY = """
+    COPY (
+        SELECT 'match' AS kind, m.id, m.pass_name AS detail, m.status, m.confidence,
+               array_to_string(m.left_ids, ';') AS left_ids, array_to_string(m.right_ids, ';') AS right_ids,
+               m.left_amount AS amount, m.matched_at AS at
+        FROM reconciliation_match m WHERE m.execution_id = {execution_id}
+        UNION ALL
+        SELECT 'exception', u.id, u.reason, CASE WHEN u.resolved_at IS NULL THEN 'open' ELSE 'resolved' END, NULL,
+               CASE WHEN u.side = 'left' THEN u.record_id::text END,
+               CASE WHEN u.side = 'right' THEN u.record_id::text END, u.amount, u.created_at
+        FROM reconciliation_unmatched u WHERE u.execution_id = {execution_id}
+        ORDER BY 1 DESC, 2
+    ) TO STDOUT WITH (FORMAT csv, HEADER true)
+"""
+
+
+def _report_csv(execution_id: int):
+    # Its own cursor on the request's connection, read block by block: memory stays flat.
+    with connection.cursor() as django_cursor:
+        query = sql.SQL(REPORT_QUERY).format(execution_id=sql.Literal(execution_id))
+        with django_cursor.cursor.copy(query) as copy:
+            yield from copy
+
+
+class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Matches of your tenants; confirm or reject suggested ones, match by hand, unmatch."""
+
+    serializer_class = MatchSerializer
+    queryset = Match.objects.none()
+    lookup_field = "id"
+    lookup_url_kwarg = "pk"
+    cursor_ordering = ("-id",)
+    filterset_class = MatchFilter
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.match_list(tenant_ids=tenant_ids)
+
+    def _review(self, request, pk, service):
+        params = NoteSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        match = self.get_object()  # 404 outside your tenants; 403 without the operator role
+        match = service(
+            match_id=match.id, tenant_ids=[match.tenant_id], user=request.user, note=params.validated_data["note"]
+        )
+        return Response(MatchSerializer(match).data)
+
+    @extend_schema(request=NoteSerializer, responses=MatchSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def confirm(self, request, pk=None):
+        return self._review(request, pk, services.match_confirm)
+
+    @extend_schema(request=NoteSerializer, responses=MatchSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def reject(self, request, pk=None):
+        return self._review(request, pk, services.match_reject)
+
+    @extend_schema(request=NoteSerializer, responses=MatchSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def unmatch(self, request, pk=None):
+        return self._review(request, pk, services.match_unmatch)
+
+    @extend_schema(request=ManualMatchSerializer, responses={201: MatchSerializer})
+    @domain_errors_to_http
+    def create(self, request):
+        """Match open records by hand: one or more per side, all of one job."""
+        params = ManualMatchSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        ids = params.validated_data["left_ids"] + params.validated_data["right_ids"]
+        tenant_ids = sorted(set(Record.objects.filter(pk__in=ids).values_list("tenant_id", flat=True)))
+        visible = [t for t in tenant_ids if t in roles_of(request.user)]
+        if len(visible) < len(tenant_ids) or not tenant_ids:
+            raise NotFound("No such records.")
+        if not all(has_role(request.user, tenant_id, Role.OPERATOR) for tenant_id in tenant_ids):
+            raise PermissionDenied("You need the operator role to match records.")
+        match = services.match_manual(tenant_ids=tenant_ids, user=request.user, **params.validated_data)
+        return Response(MatchSerializer(match).data, status=status.HTTP_201_CREATED)
+
+
+class UnmatchedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """The exceptions queue: records an execution could not match, and why."""
+
+    serializer_class = UnmatchedSerializer
+    queryset = Unmatched.objects.none()
+    lookup_field = "id"
+    lookup_url_kwarg = "pk"
+    cursor_ordering = ("id",)
+    filterset_class = UnmatchedFilter
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.unmatched_list(tenant_ids=tenant_ids)
+
+    @extend_schema(request=ResolveSerializer, responses=UnmatchedSerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def resolve(self, request, pk=None):
+        params = ResolveSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        exception = self.get_object()
+        exception = services.unmatched_resolve(
+            unmatched_id=exception.id,
+            tenant_ids=[exception.tenant_id],
+            user=request.user,
+            note=params.validated_data["note"],
+        )
+        return Response(UnmatchedSerializer(exception).data)
+
+
+class WebhookEndpointViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    TenantScopedViewSet,
+):
+    serializer_class = WebhookEndpointSerializer
+    queryset = WebhookEndpoint.objects.none()
+    cursor_ordering = ("-id",)
+    role_for_action = {"create": Role.ADMIN, "update": Role.ADMIN, "partial_update": Role.ADMIN}
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.webhook_endpoint_list(tenant_ids=tenant_ids)
+
+    @extend_schema(responses={201: WebhookEndpointCreatedSerializer})
+    @domain_errors_to_http
+    def create(self, request, *args, **kwargs):
+        params = WebhookEndpointSerializer(data=request.data, context={"request": request})
+        params.is_valid(raise_exception=True)
+        endpoint = webhooks.webhook_endpoint_create(user=request.user, request=request, **params.validated_data)
+        return Response(WebhookEndpointCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+    @domain_errors_to_http
+    def update(self, request, *args, **kwargs):
+        endpoint = self.get_object()
+        params = WebhookEndpointSerializer(
+            endpoint, data=request.data, partial=kwargs.get("partial", False), context={"request": request}
+        )
+        params.is_valid(raise_exception=True)
+        changes = {k: v for k, v in params.validated_data.items() if k in ("url", "events", "is_active")}
+        endpoint = webhooks.webhook_endpoint_update(endpoint=endpoint, user=request.user, request=request, **changes)
+        return Response(WebhookEndpointSerializer(endpoint).data)
+
+
+class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    serializer_class = WebhookDeliverySerializer
+    queryset = WebhookDelivery.objects.none()
+    cursor_ordering = ("-id",)
+    filterset_fields = ["endpoint", "status", "event"]
+
+    def scoped_queryset(self, tenant_ids):
+        return selectors.webhook_delivery_list(tenant_ids=tenant_ids)
+
+    @extend_schema(request=None, responses=WebhookDeliverySerializer)
+    @action(detail=True, methods=["post"])
+    @domain_errors_to_http
+    def redeliver(self, request, pk=None):
+        delivery = webhooks.webhook_redeliver(delivery_id=self.get_object().pk, user=request.user, request=request)
+        return Response(WebhookDeliverySerializer(delivery).data)
+
+
+class ExecutionSummaryView(APIView):
+    """GET /api/v1/reconciliations/{id}/summary — the guide's path; cached 60 s, with an ETag."""
+
+    permission_classes = [TenantRolePermission]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ExecutionSummary",
+            {
+                "execution_id": serializers.IntegerField(),
+                "job_id": serializers.IntegerField(),
+                "status": serializers.CharField(),
+                "dry_run": serializers.BooleanField(),
+                "created_at": serializers.DateTimeField(),
+                "started_at": serializers.DateTimeField(allow_null=True),
+                "finished_at": serializers.DateTimeField(allow_null=True),
+                "passes_done": serializers.ListField(child=serializers.CharField()),
+                "summary": serializers.DictField(),
+            },
+        )
+    )
+    def get(self, request, pk: int):
+        body = selectors.execution_summary(execution_id=pk)
+        if body is None or body["tenant_id"] not in roles_of(request.user):
+            raise NotFound()
+        return Response({key: value for key, value in body.items() if key != "tenant_id"})

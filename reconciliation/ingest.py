@@ -1,0 +1,377 @@
+"""Loading records: a CSV of any size or a JSON array, streamed with COPY, checked in SQL, inserted once.
+
+One path for both formats: rows are COPYed as text into a temporary staging table, one SQL
+statement checks every row and writes each row's problems next to it, and one INSERT ... ON
+CONFLICT DO NOTHING moves the good rows in. Nothing is parsed row by row in Python; a bad row
+costs nothing more than a good one. Re-uploading a record that is already there (same job,
+side and external_id, same values) changes nothing; the same external_id with different values is
+an error, never a silent overwrite.
+"""
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from psycopg import sql
+
+from project.activity import activity_record
+from reconciliation import metrics
+from reconciliation.exceptions import InvalidUpload
+from reconciliation.models import ReconciliationJob
+
+REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
+OPTIONAL_COLUMNS = ("side", "reference", "counterparty", "description")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+MAX_EXTRA_COLUMNS = 50
+MAX_JSON_ROWS = 10_000
+ERRORS_REPORTED = 100
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+COPY_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class IngestResult:
+    received: int = 0
+    inserted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[dict] = field(default_factory=list)  # the first ERRORS_REPORTED: {row, errors}
+
+    def as_dict(self) -> dict:
+        return {
+            "received": self.received,
+            "inserted": self.inserted,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+
+
+# --- Reading the upload ------------------------------------------------------------------------
+
+
+def _columns_from_header(header: list[str]) -> list[str]:
+    columns = [name.strip().lower() for name in header]
+    problems = []
+    for name in columns:
+        if not COLUMN_NAME.match(name):
+            problems.append(f"column {name!r}: names are lower-case letters, digits and _")
+    duplicated = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicated:
+        problems.append(f"columns appear more than once: {', '.join(duplicated)}")
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        problems.append(f"missing required columns: {', '.join(missing)}")
+    if len([name for name in columns if name not in KNOWN_COLUMNS]) > MAX_EXTRA_COLUMNS:
+        problems.append(f"at most {MAX_EXTRA_COLUMNS} extra columns (kept in raw)")
+    if problems:
+        raise InvalidUpload("; ".join(problems))
+    return columns
+
+
+def _csv_chunks(stream) -> tuple[list[str], Iterator[bytes]]:
+    """Split a binary CSV stream into its header (parsed) and the rest (raw bytes for COPY)."""
+    first_line = stream.readline()
+    if not first_line.strip():
+        raise InvalidUpload("the CSV is empty; the first line must name the columns")
+    try:
+        header_text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidUpload("the CSV must be UTF-8") from None
+    header = next(csv.reader([header_text]))
+
+    def rest() -> Iterator[bytes]:
+        while chunk := stream.read(COPY_CHUNK_BYTES):
+            yield chunk
+
+    return header, rest()
+
+
+def _json_rows(rows) -> tuple[list[str], list[list[str | None]]]:
+    if not isinstance(rows, list):
+        raise InvalidUpload("the body must be a JSON array of records (or upload a CSV)")
+    if len(rows) > MAX_JSON_ROWS:
+        raise InvalidUpload(f"at most {MAX_JSON_ROWS} records per JSON upload; send a CSV for more")
+    columns: list[str] = []
+    seen = set()
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise InvalidUpload(f"row {number}: each record must be a JSON object")
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    for name in REQUIRED_COLUMNS:
+        if name not in seen:
+            columns.append(name)  # every row then reports it missing, with its row number
+    columns = _columns_from_header(columns)
+
+    def text(value) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, (dict, list)):
+            return json.dumps(value)  # kept as text; a nested amount or date fails its check
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value)
+
+    return columns, [[text(row.get(name)) for name in columns] for row in rows]
+
+
+# --- Checking and inserting in SQL -------------------------------------------------------------
+
+# A real calendar date, checked without raising (pg_input_is_valid needs PostgreSQL 16): CASE
+# guarantees the order, so make_date only ever sees a valid year and month.
+_DATE_OK = """
+    CASE WHEN s.booked_on IS NULL OR btrim(s.booked_on) !~ {date_re} THEN false
+         WHEN substr(btrim(s.booked_on), 1, 4)::int < 1 OR substr(btrim(s.booked_on), 6, 2)::int NOT BETWEEN 1 AND 12
+         THEN false
+         ELSE substr(btrim(s.booked_on), 9, 2)::int BETWEEN 1 AND extract(day FROM
+              make_date(substr(btrim(s.booked_on), 1, 4)::int, substr(btrim(s.booked_on), 6, 2)::int, 1)
+              + interval '1 month' - interval '1 day')::int
+    END
+"""
+
+# Each CASE yields one problem or NULL; array_remove keeps the problems. Values are trimmed text.
+AMOUNT_PATTERN = r"^[+-]?[0-9]{1,14}(\.[0-9]{1,4})?$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+# A real calendar date, checked without raising (pg_input_is_valid needs PostgreSQL 16): CASE
+# guarantees the order, so make_date only ever sees a valid year and month.
+_DATE_OK = """
+    CASE WHEN s.booked_on IS NULL OR btrim(s.booked_on) !~ {date_re} THEN false
+         WHEN substr(btrim(s.booked_on), 1, 4)::int < 1 OR substr(btrim(s.booked_on), 6, 2)::int NOT BETWEEN 1 AND 12
+         THEN false
+         ELSE substr(btrim(s.booked_on), 9, 2)::int BETWEEN 1 AND extract(day FROM
+              make_date(substr(btrim(s.booked_on), 1, 4)::int, substr(btrim(s.booked_on), 6, 2)::int, 1)
+              + interval '1 month' - interval '1 day')::int
+    END
+"""
+
+# Each CASE yields one problem or NULL; array_remove keeps the problems.
+_ROW_PROBLEMS = """
+    array_remove(ARRAY[
+        CASE WHEN s.external_id IS NULL OR btrim(s.external_id) = '' THEN 'external_id: required'
+             WHEN length(btrim(s.external_id)) > 128 THEN 'external_id: longer than 128 characters' END,
+        CASE WHEN s.amount IS NULL OR btrim(s.amount) = '' THEN 'amount: required'
+             WHEN btrim(s.amount) !~ {amount_re}
+             THEN 'amount: must be a decimal number with at most 14 digits before and 4 after the point' END,
+        CASE WHEN s.currency IS NULL OR upper(btrim(s.currency)) !~ {currency_re}
+             THEN 'currency: must be a 3-letter ISO 4217 code' END,
+        CASE WHEN NOT {date_ok} THEN 'booked_on: must be a date written YYYY-MM-DD' END,
+        CASE WHEN {side} IS NULL OR {side} NOT IN ('left', 'right')
+             THEN 'side: must be left or right (a side column, or ?side=)' END,
+        CASE WHEN length({reference}) > 128 THEN 'reference: longer than 128 characters' END,
+        CASE WHEN length({counterparty}) > 255 THEN 'counterparty: longer than 255 characters' END,
+        CASE WHEN s.row_no <> s.first_row_no
+             THEN 'external_id: also on row ' || s.first_row_no || ' of this upload' END,
+        CASE WHEN existing.id IS NOT NULL AND (
+                  existing.amount IS DISTINCT FROM
+                      (CASE WHEN btrim(s.amount) ~ {amount_re} THEN btrim(s.amount)::numeric END)
+                  OR existing.currency IS DISTINCT FROM upper(btrim(s.currency))
+                  OR existing.booked_on::text IS DISTINCT FROM btrim(s.booked_on)
+                  OR existing.reference IS DISTINCT FROM {reference})
+             THEN 'external_id: already imported with different values (record ' || existing.id || ')' END
+    ], NULL)
+"""
+
+
+def _optional(columns: list[str], name: str) -> sql.Composable:
+    if name in columns:
+        return sql.SQL("coalesce(btrim(s.{}), '')").format(sql.Identifier(name))
+    return sql.Literal("")
+
+
+def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], default_side: str | None):
+    """Create the staging and checked tables (dropped at commit); return the checked table's SQL name."""
+    # ON COMMIT DROP cleans up after the usual call; an earlier upload in the same outer
+    # transaction (a caller's atomic block) may have left them.
+    cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_checked")
+    cursor.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE recon_staging (row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
+        ).format(sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(name)) for name in columns))
+    )
+    side = (
+        sql.SQL("lower(btrim(s.side))")
+        if "side" in columns
+        else sql.Literal(default_side)
+        if default_side
+        else sql.SQL("NULL::text")
+    )
+    if "side" in columns and default_side:
+        side = sql.SQL("coalesce(nullif(lower(btrim(s.side)), ''), {})").format(sql.Literal(default_side))
+    reference = _optional(columns, "reference")
+    counterparty = _optional(columns, "counterparty")
+    description = _optional(columns, "description")
+    extras = [name for name in columns if name not in KNOWN_COLUMNS]
+    raw = (
+        sql.SQL("jsonb_build_object({})").format(
+            sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(name), sql.Identifier(name)) for name in extras)
+        )
+        if extras
+        else sql.SQL("'{}'::jsonb")
+    )
+    problems = sql.SQL(_ROW_PROBLEMS).format(
+        side=side,
+        reference=reference,
+        counterparty=counterparty,
+        amount_re=sql.Literal(AMOUNT_PATTERN),
+        currency_re=sql.Literal(CURRENCY_PATTERN),
+        date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+    )
+    return sql.SQL(
+        """
+        CREATE TEMP TABLE recon_checked ON COMMIT DROP AS
+        SELECT s.row_no,
+               btrim(s.external_id) AS external_id,
+               {side} AS side,
+               btrim(s.amount) AS amount,
+               upper(btrim(s.currency)) AS currency,
+               btrim(s.booked_on) AS booked_on,
+               {reference} AS reference,
+               {counterparty} AS counterparty,
+               {description} AS description,
+               jsonb_strip_nulls({raw}) AS raw,
+               existing.id IS NOT NULL AS already_there,
+               {problems} AS problems
+        FROM (
+            SELECT s.*, min(s.row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS first_row_no
+            FROM recon_staging s
+        ) s
+        LEFT JOIN reconciliation_record existing
+               ON existing.job_id = {job_id} AND existing.side = {side}
+              AND existing.external_id = btrim(s.external_id)
+        """
+    ).format(
+        side=side,
+        reference=reference,
+        counterparty=counterparty,
+        description=description,
+        raw=raw,
+        problems=problems,
+        job_id=sql.Literal(job.pk),
+    )
+
+
+def records_ingest(
+    *,
+    job: ReconciliationJob,
+    csv_stream=None,
+    json_rows=None,
+    side: str | None = None,
+    on_error: str = "reject",
+    user=None,
+) -> IngestResult:
+    """Load records into `job` from a binary CSV stream or a parsed JSON array.
+
+    on_error="reject" (default): any bad row fails the whole upload with InvalidUpload listing the
+    first 100 problems, and nothing is imported. on_error="skip": the good rows are imported and
+    the bad ones reported.
+    """
+    if on_error not in ("reject", "skip"):
+        raise InvalidUpload("on_error must be reject or skip")
+    if side is not None and side not in ("left", "right"):
+        raise InvalidUpload("side must be left or right")
+    if (csv_stream is None) == (json_rows is None):
+        raise InvalidUpload("send either a CSV or a JSON array")
+
+    if csv_stream is not None:
+        header, chunks = _csv_chunks(csv_stream)
+        columns = _columns_from_header(header)
+        rows: Iterable | None = None
+    else:
+        columns, rows = _json_rows(json_rows)
+        chunks = None
+
+    result = IngestResult()
+    with transaction.atomic(), connection.cursor() as django_cursor:
+        cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
+        create_checked = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
+        # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
+        copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
+        )
+        try:
+            with cursor.copy(copy_sql) as copy:
+                if chunks is not None:
+                    for chunk in chunks:
+                        copy.write(chunk)
+                else:
+                    for row in rows:
+                        copy.write_row(row)
+        except Exception as error:  # psycopg reports CSV it cannot read (bad quoting, column count)
+            if not _is_data_error(error):
+                raise
+            raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
+        cursor.execute(create_checked)
+        cursor.execute(
+            """
+            SELECT count(*),
+                   count(*) FILTER (WHERE cardinality(problems) > 0),
+                   count(*) FILTER (WHERE cardinality(problems) = 0 AND already_there)
+            FROM recon_checked
+            """
+        )
+        result.received, result.rejected, result.unchanged = cursor.fetchone()
+        if result.rejected:
+            cursor.execute(
+                "SELECT row_no, problems FROM recon_checked WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
+                [ERRORS_REPORTED],
+            )
+            result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
+            if on_error == "reject":
+                raise InvalidUpload(
+                    f"{result.rejected} of {result.received} rows are invalid; nothing was imported",
+                    row_errors=result.errors,
+                    bad_rows=result.rejected,
+                )
+        cursor.execute(
+            """
+            INSERT INTO reconciliation_record
+                (tenant_id, job_id, side, external_id, amount, currency, booked_on,
+                 reference, counterparty, description, raw, status, created_at)
+            SELECT %(tenant_id)s, %(job_id)s, side, external_id, amount::numeric, currency, booked_on::date,
+                   reference, counterparty, description, raw, 'open', now()
+            FROM recon_checked
+            WHERE cardinality(problems) = 0 AND NOT already_there
+            ORDER BY row_no
+            ON CONFLICT (job_id, side, external_id) DO NOTHING
+            """,
+            {"tenant_id": job.tenant_id, "job_id": job.pk},
+        )
+        result.inserted = cursor.rowcount
+        # A concurrent upload of the same records got there first: they are unchanged, not lost.
+        result.unchanged = result.received - result.rejected - result.inserted
+        activity_record(
+            category="reconciliation",
+            action="records_ingest",
+            user=user,
+            entity_type="reconciliation.job",
+            entity_id=job.pk,
+            metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
+        )
+    metrics.records_ingested_total.inc(result.inserted)
+    return result
+
+
+def _is_data_error(error: Exception) -> bool:
+    import psycopg
+
+    return isinstance(error, (psycopg.errors.DataError, psycopg.errors.BadCopyFileFormat)) or (
+        "COPY" in str(error) and isinstance(error, psycopg.Error)
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+
+
+def csv_stream_from_text(text: str) -> io.BytesIO:
+    """A binary stream over CSV text (tests, the admin's small uploads)."""
+    return io.BytesIO(text.encode())

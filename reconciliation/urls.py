@@ -1,0 +1,14 @@
+from rest_framework.routers import DefaultRouter
+
+from reconciliation import api
+
+router = DefaultRouter()
+router.register("tenants", api.TenantViewSet, basename="recon-tenant")
+router.register("jobs", api.JobViewSet, basename="recon-job")
+router.register("executions", api.ExecutionViewSet, basename="recon-execution")
+router.register("matches", api.MatchViewSet, basename="recon-match")
+router.register("unmatched", api.UnmatchedViewSet, basename="recon-unmatched")
+router.register("webhook-endpoints", api.WebhookEndpointViewSet, basename="recon-webhook-endpoint")
+router.register("webhook-deliveries", api.WebhookDeliveryViewSet, basename="recon-webhook-delivery")
+
+urlpatterns = router.urls

@@ -1,0 +1,143 @@
+"""Loading records: CSV and JSON through COPY, checked in SQL, all or nothing unless told to skip."""
+
+import pytest
+
+from reconciliation.exceptions import InvalidUpload
+from reconciliation.ingest import MAX_JSON_ROWS, csv_stream_from_text, records_ingest
+from reconciliation.models import Record
+from tests.reconciliation.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "external_id,amount,currency,booked_on,reference,counterparty,description"
+
+
+def ingest_csv(job, text: str, **kwargs):
+    return records_ingest(job=job, csv_stream=csv_stream_from_text(text), **kwargs)
+
+
+def test_a_csv_is_loaded_with_normalized_fields_and_extra_columns_kept_in_raw():
+    job = JobFactory()
+    text = "\ufeffExternal_ID,amount,currency,booked_on,reference,branch\n" \
+           'L1,-12.5,eur,2026-02-28,"ref: inv-2026/0012, a",Berlin\n'
+
+    result = ingest_csv(job, text, side="left")
+
+    record = Record.objects.get(job=job)
+    assert result.as_dict() == {"received": 1, "inserted": 1, "unchanged": 0, "rejected": 0, "errors": []}
+    assert (str(record.amount), record.currency, str(record.booked_on)) == ("-12.5000", "EUR", "2026-02-28")
+    assert record.reference_norm == "INV20260012A"
+    assert record.raw == {"branch": "Berlin"}
+    assert (record.tenant_id, record.side, record.status) == (job.tenant_id, "left", "open")
+
+
+def test_every_bad_row_is_reported_with_its_number_and_nothing_is_imported():
+    job = JobFactory()
+    rows = [
+        "L1,10.00,EUR,2026-01-31,,,",  # good
+        ",10.00,EUR,2026-01-31,,,",  # no external id
+        "L3,10.12345,EUR,2026-01-31,,,",  # 5 decimals
+        "L4,10.00,EURO,2026-02-29,,,",  # currency, and 2026 is no leap year
+        "L1,11.00,EUR,2026-01-31,,,",  # duplicate of row 1
+    ]
+
+    with pytest.raises(InvalidUpload) as raised:
+        ingest_csv(job, "\n".join([HEADER, *rows]) + "\n", side="left")
+
+    assert raised.value.bad_rows == 4
+    assert raised.value.row_errors == [
+        {"row": 2, "errors": ["external_id: required"]},
+        {"row": 3, "errors": ["amount: must be a decimal number with at most 14 digits before and 4 after the point"]},
+        {"row": 4, "errors": ["currency: must be a 3-letter ISO 4217 code",
+                              "booked_on: must be a date written YYYY-MM-DD"]},
+        {"row": 5, "errors": ["external_id: also on row 1 of this upload"]},
+    ]
+    assert not Record.objects.filter(job=job).exists()
+
+
+def test_on_error_skip_imports_the_good_rows_and_reports_the_bad():
+    job = JobFactory()
+
+    result = ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,,,\nL2,x,EUR,2026-01-31,,,\n", side="left",
+                        on_error="skip")
+
+    assert (result.inserted, result.rejected) == (1, 1)
+    assert result.errors[0]["row"] == 2
+    assert list(Record.objects.filter(job=job).values_list("external_id", flat=True)) == ["L1"]
+
+
+def test_reuploading_the_same_records_changes_nothing_but_different_values_are_an_error():
+    job = JobFactory()
+    text = f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\nL2,20,EUR,2026-01-31,B,,\n"
+    ingest_csv(job, text, side="left")
+
+    again = ingest_csv(job, text, side="left")
+    assert (again.inserted, again.unchanged) == (0, 2)
+
+    with pytest.raises(InvalidUpload) as raised:
+        ingest_csv(job, f"{HEADER}\nL1,10.01,EUR,2026-01-31,A,,\n", side="left")
+    assert "already imported with different values" in raised.value.row_errors[0]["errors"][0]
+    assert Record.objects.filter(job=job).count() == 2
+
+
+def test_the_same_external_id_on_both_sides_is_two_records():
+    job = JobFactory()
+    ingest_csv(job, "external_id,side,amount,currency,booked_on\nX1,left,1,EUR,2026-01-01\nX1,RIGHT,1,EUR,2026-01-01\n")
+    assert sorted(Record.objects.filter(job=job).values_list("side", flat=True)) == ["left", "right"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the CSV is empty"),
+        ("external_id,amount\n", "missing required columns: currency, booked_on"),
+        ("external_id,amount,currency,booked_on,amount\n", "columns appear more than once: amount"),
+        ("external_id,amount,currency,booked_on,Bad Name\n", "column 'bad name'"),
+        (f'{HEADER}\nL1,"10,EUR,2026-01-01,,,\n', "the CSV cannot be read"),
+        (f"{HEADER}\nL1,10,EUR\n", "the CSV cannot be read"),
+    ],
+)
+def test_an_unreadable_csv_is_refused_with_the_reason(text, message):
+    job = JobFactory()
+    with pytest.raises(InvalidUpload, match=message):
+        ingest_csv(job, text, side="left")
+    assert not Record.objects.filter(job=job).exists()
+
+
+def test_rows_without_a_side_are_refused():
+    job = JobFactory()
+    with pytest.raises(InvalidUpload) as raised:
+        ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,,,\n")
+    assert raised.value.row_errors[0]["errors"] == ["side: must be left or right (a side column, or ?side=)"]
+
+
+def test_a_json_array_goes_through_the_same_checks():
+    job = JobFactory()
+    rows = [
+        {"external_id": "J1", "amount": "5.25", "currency": "usd", "booked_on": "2026-01-01", "side": "right",
+         "description": "tab\\there\nand a newline", "meta": {"batch": 7}},
+        {"external_id": "J2", "amount": {"value": 1}, "currency": "USD", "booked_on": "2026-01-01", "side": "right"},
+    ]
+
+    with pytest.raises(InvalidUpload) as raised:
+        records_ingest(job=job, json_rows=rows)
+    assert raised.value.row_errors == [{"row": 2, "errors": [
+        "amount: must be a decimal number with at most 14 digits before and 4 after the point"]}]
+
+    records_ingest(job=job, json_rows=rows[:1])
+    record = Record.objects.get(job=job)
+    assert record.description == "tab\\there\nand a newline"
+    assert record.raw == {"meta": '{"batch": 7}'}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ({"external_id": "x"}, "must be a JSON array"),
+        ([1, 2], "row 1: each record must be a JSON object"),
+        ([{}] * (MAX_JSON_ROWS + 1), "at most 10000 records"),
+    ],
+)
+def test_json_that_is_not_an_array_of_objects_is_refused(rows, message):
+    with pytest.raises(InvalidUpload, match=message):
+        records_ingest(job=JobFactory(), json_rows=rows, side="left")
