@@ -48,6 +48,14 @@ SCHEDULES = [
         crontab={"minute": "15", "hour": "2"},
         description="Create partitions 6 months ahead; detach and archive those older than 6 months.",
     ),
+    Schedule(
+        name="Send due webhooks",
+        job="webhooks.send_due",
+        queue="webhooks",
+        crontab={"minute": "*"},
+        description="Queue a delivery job for every webhook delivery due for an attempt (retries, lost jobs).",
+        expires_s=55,
+    ),
 ]
 
 

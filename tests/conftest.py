@@ -30,6 +30,12 @@ def fast_password_hasher(settings):
 
 
 @pytest.fixture(autouse=True)
+def webhook_receivers_on_loopback_allowed(settings):
+    # Webhook tests deliver to a real receiver on 127.0.0.1; tests of the address check turn it off.
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     """Every test starts with an empty cache (stats, throttle histories).
 
