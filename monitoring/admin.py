@@ -1,0 +1,477 @@
+"""The performance cockpit under the admin: seven pages and the superuser's maintenance actions.
+
+Reached from the admin index through the unmanaged Dashboard model. Viewing needs
+`monitoring.view_dashboard`; every action needs a superuser, a confirmation (POST), runs as a
+`monitoring.maintenance_*` job on queue `maintenance` and is recorded in ActivityLog.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from monitoring import actions, history, jobs, report
+from monitoring.figures import cached_figures
+from monitoring.models import Dashboard
+from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
+from project.activity import activity_record
+from project.celery import app as celery_app
+from project.models import JobRun
+
+VIEW_PERMISSION = "monitoring.view_dashboard"
+
+PAGES = [
+    ("overview", "Overview"),
+    ("indexes", "Index usage"),
+    ("pool", "Pool state"),
+    ("backlog", "Pending backlog"),
+    ("queries", "Queries"),
+    ("tables", "Tables, partitions, views"),
+    ("system", "System"),
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    label: str
+    job: object | None
+    param: str  # the one request parameter that names the object (validated against the catalog)
+    safety: str
+
+
+ACTIONS = {
+    action.name: action
+    for action in [
+        Action(
+            "reindex",
+            "REINDEX CONCURRENTLY",
+            jobs.maintenance_reindex,
+            "oid",
+            "Builds a new copy of the index next to the old one and swaps them: reads and writes go on; "
+            "it needs disk for a second copy and fails (leaving an invalid index to drop) on a lock timeout.",
+        ),
+        Action(
+            "drop_invalid_index",
+            "Drop invalid index",
+            jobs.maintenance_drop_invalid_index,
+            "oid",
+            "DROP INDEX CONCURRENTLY of an index a failed concurrent build left invalid: nothing reads it, "
+            "every write still maintains it.",
+        ),
+        Action(
+            "cancel_backend",
+            "Cancel query",
+            jobs.maintenance_cancel_backend,
+            "pid",
+            "pg_cancel_backend: the running statement fails with an error; the session stays.",
+        ),
+        Action(
+            "terminate_backend",
+            "Terminate backend",
+            jobs.maintenance_terminate_backend,
+            "pid",
+            "pg_terminate_backend: the connection is closed and its open transaction rolled back.",
+        ),
+        Action(
+            "vacuum",
+            "VACUUM (ANALYZE)",
+            jobs.maintenance_vacuum,
+            "oid",
+            "Marks dead rows reusable and refreshes planner statistics. No exclusive lock; reads the whole "
+            "table (progress shows below while it runs).",
+        ),
+        Action(
+            "create_partitions",
+            "Create missing partitions",
+            jobs.maintenance_create_partitions,
+            "oid",
+            "Runs the partition maintenance of this table now: creates the months ahead, archives old ones.",
+        ),
+        Action(
+            "refresh_view",
+            "Refresh materialized view",
+            jobs.maintenance_refresh_view,
+            "name",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY: readers keep the old contents until it finishes.",
+        ),
+        Action(
+            "reset_statements",
+            "Reset pg_stat_statements",
+            jobs.maintenance_reset_statements,
+            "",
+            "Lifetime totals start from zero. The 5-minute snapshots keep the history, so windows still work.",
+        ),
+        Action(
+            "explain",
+            "EXPLAIN",
+            jobs.maintenance_explain,
+            "queryid",
+            "Plans the statement without running it (a generic plan when it has $n parameters).",
+        ),
+        Action(
+            "explain_analyze",
+            "EXPLAIN ANALYZE",
+            jobs.maintenance_explain,
+            "queryid",
+            "Runs a read query with the values you give, in a READ ONLY transaction that is rolled back, "
+            "with a 5 s statement timeout.",
+        ),
+        Action(
+            "run_job",
+            "Run beat job now",
+            None,
+            "task",
+            "Sends the scheduled job to its queue now, as beat would; its JobRun shows the outcome.",
+        ),
+    ]
+}
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Http404(f"{name} must be an integer") from None
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(admin.ModelAdmin):
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_PERMISSION)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        def page(name, view):
+            return path(f"{name}/", self.admin_site.admin_view(view), name=f"monitoring_{name}")
+
+        return [
+            path("", self.admin_site.admin_view(self.overview_view), name="monitoring_dashboard_changelist"),
+            page("indexes", self.indexes_view),
+            page("pool", self.pool_view),
+            page("backlog", self.backlog_view),
+            page("queries", self.queries_view),
+            page("tables", self.tables_view),
+            page("system", self.system_view),
+            path("action/<str:name>/", self.admin_site.admin_view(self.action_view), name="monitoring_action"),
+            path("run/<str:celery_id>/", self.admin_site.admin_view(self.run_view), name="monitoring_run"),
+        ]
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _require_view(self, request):
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied
+
+    def _render(self, request, template: str, page: str, context: dict):
+        self._require_view(request)
+        return TemplateResponse(
+            request,
+            f"admin/monitoring/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": dict(PAGES).get(page, page),
+                "pages": [
+                    (name, label, reverse(f"admin:monitoring_{'dashboard_changelist' if name == 'overview' else name}"))
+                    for name, label in PAGES
+                ],
+                "page": page,
+                "is_superuser": request.user.is_superuser,
+                **context,
+            },
+        )
+
+    @staticmethod
+    def _chart(series_by_name: dict, *, title: str, percent: bool = False, element_id: str) -> dict:
+        datasets = [
+            {"label": (key if len(series_by_name) == 1 else f"{name} {key}") if key else name, "data": points}
+            for name, by_key in series_by_name.items()
+            for key, points in by_key.items()
+        ]
+        return {"id": element_id, "title": title, "percent": percent, "datasets": datasets}
+
+    # --- pages ------------------------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        return self.overview_view(request)
+
+    def overview_view(self, request):
+        figures = cached_figures()
+        return self._render(
+            request,
+            "overview.html",
+            "overview",
+            {
+                "services": report.service_status(),
+                "figures": report.key_figures(figures),
+                "recommendations": report.recommendations(figures),
+                "taken_at": figures["taken_at"],
+                "figure_errors": figures["errors"],
+                "full_report_url": "/api/v1/database/performance/full-report",
+            },
+        )
+
+    def indexes_view(self, request):
+        data = indexes.index_usage()
+        window_days = 7
+        since = history.index_scans_since(timezone.now() - timedelta(days=window_days))
+        for row in data["indexes"]:
+            row["history"] = since.get((row["schema"], row["index"]), {})
+        flag = request.GET.get("flag", "")
+        rows = [row for row in data["indexes"] if not flag or flag in row["flags"]]
+        exact = None
+        if request.GET.get("exact") and request.user.is_superuser:
+            exact = indexes.index_bloat_exact(_int(request.GET["exact"], "exact"))
+        counts = {
+            name: sum(1 for row in data["indexes"] if name in row["flags"])
+            for name in ("unused", "duplicate", "invalid")
+        }
+        return self._render(
+            request,
+            "indexes.html",
+            "indexes",
+            {
+                "data": data,
+                "rows": rows,
+                "flag": flag,
+                "counts": counts,
+                "exact": exact,
+                "window_days": window_days,
+            },
+        )
+
+    def pool_view(self, request):
+        charts = [
+            self._chart(
+                history.series(["pool.usage_ratio"]),
+                title="Pool use per process (24 h)",
+                percent=True,
+                element_id="chart-pool",
+            ),
+            self._chart(
+                history.series(["db.connections"]),
+                title="Server connections by state (24 h)",
+                element_id="chart-connections",
+            ),
+        ]
+        return self._render(
+            request,
+            "pool.html",
+            "pool",
+            {
+                "pools": pool.application_pools(),
+                "server": connections.connections(),
+                "pgbouncer": pool.pgbouncer_pools(),
+                "charts": charts,
+            },
+        )
+
+    def backlog_view(self, request):
+        live = request.GET.get("inspect") == "live"
+        data = backlog.backlog(live_inspect=live)
+        charts = [
+            self._chart(
+                history.series(["backlog.approvals_pending"]),
+                title="Pending approvals (24 h)",
+                element_id="chart-pending",
+            ),
+            self._chart(
+                history.series(["backlog.approvals_oldest_age_s", "backlog.approvals_p95_age_s"]),
+                title="Age of pending approvals, seconds (24 h)",
+                element_id="chart-pending-age",
+            ),
+            self._chart(
+                history.series(["celery.queue_depth"]), title="Celery queue depth (24 h)", element_id="chart-queues"
+            ),
+        ]
+        return self._render(
+            request,
+            "backlog.html",
+            "backlog",
+            {
+                "data": data,
+                "recon": reconciliation.reconciliation_backlog(),
+                "charts": charts,
+            },
+        )
+
+    def queries_view(self, request):
+        order = request.GET.get("order", "total")
+        window = request.GET.get("window") or None
+        if order not in statements.ORDERS or (window is not None and window not in statements.WINDOWS):
+            order, window = "total", None
+            messages.warning(request, "Unknown order or window: showing lifetime totals by total time.")
+        data = statements.slow_queries(order=order, window=window)
+        return self._render(
+            request,
+            "queries.html",
+            "queries",
+            {
+                "data": data,
+                "orders": list(statements.ORDERS),
+                "windows": list(statements.WINDOWS),
+            },
+        )
+
+    def tables_view(self, request):
+        exact = None
+        if request.GET.get("exact") and request.user.is_superuser:
+            exact = tables.table_bloat_exact(_int(request.GET["exact"], "exact"))
+        return self._render(
+            request,
+            "tables.html",
+            "tables",
+            {
+                "tables": tables.tables(),
+                "partitions": tables.partitions(),
+                "views": tables.materialized_views(),
+                "progress": connections.maintenance_progress(),
+                "exact": exact,
+            },
+        )
+
+    def system_view(self, request):
+        charts = [
+            self._chart(
+                history.series(["system.cpu_percent", "system.memory_percent"]),
+                title="CPU and memory % (24 h)",
+                element_id="chart-system",
+            ),
+            self._chart(
+                history.series(["db.size_bytes"], hours=24 * 14),
+                title="Database size, bytes (14 days)",
+                element_id="chart-dbsize",
+            ),
+        ]
+        return self._render(
+            request,
+            "system.html",
+            "system",
+            {
+                "node": system.node(),
+                "database": system.database(),
+                "sequences": system.sequences()[:20],
+                "wraparound": system.wraparound(),
+                "charts": charts,
+            },
+        )
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _action_target(self, action: Action, request) -> tuple[dict, dict]:
+        """(job kwargs, what the confirmation page shows), from the catalog; 404 if it is gone."""
+        source = request.POST if request.method == "POST" else request.GET
+        if action.param == "oid":
+            oid = _int(source.get("oid"), "oid")
+            target = (
+                actions.index_by_oid(oid)
+                if action.name in ("reindex", "drop_invalid_index")
+                else actions.table_by_oid(oid)
+            )
+            if target is None:
+                raise Http404("no such index or table")
+            return {"oid": oid}, target
+        if action.param == "pid":
+            pid = _int(source.get("pid"), "pid")
+            target = connections.backend(pid)
+            if target is None:
+                raise Http404("no such backend")
+            return {"pid": pid}, target
+        if action.param == "name":
+            from project.matviews import UnknownMaterializedView, get_materialized_view
+
+            try:
+                view = get_materialized_view(source.get("name", ""))
+            except UnknownMaterializedView:
+                raise Http404("no such registered materialized view") from None
+            return {"name": view.name}, asdict(view)
+        if action.param == "queryid":
+            queryid = _int(source.get("queryid"), "queryid")
+            target = statements.statement(queryid)
+            if target is None:
+                raise Http404("no such statement in pg_stat_statements")
+            kwargs = {"queryid": queryid, "analyze": action.name == "explain_analyze"}
+            if action.name == "explain_analyze":
+                kwargs["parameters"] = [source.get(f"p{n}", "") for n in range(1, _placeholders(target["query"]) + 1)]
+            target["placeholders"] = list(range(1, _placeholders(target["query"]) + 1))
+            return kwargs, target
+        if action.param == "task":
+            from django_celery_beat.models import PeriodicTask
+
+            task = get_object_or_404(PeriodicTask, pk=_int(source.get("task"), "task"))
+            return {"task": task.pk}, {
+                "name": task.name,
+                "job": task.task,
+                "queue": task.queue or "",
+                "kwargs": task.kwargs,
+            }
+        return {}, {}
+
+    def action_view(self, request, name: str):
+        self._require_view(request)
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        action = ACTIONS.get(name)
+        if action is None:
+            raise Http404("no such action")
+        kwargs, target = self._action_target(action, request)
+        if request.method != "POST":
+            return self._render(
+                request, "confirm.html", action.label, {"action": action, "target": target, "kwargs": kwargs}
+            )
+        if action.name == "run_job":
+            from django_celery_beat.models import PeriodicTask
+
+            task = PeriodicTask.objects.get(pk=kwargs["task"])
+            result = celery_app.send_task(task.task, kwargs=json.loads(task.kwargs or "{}"), queue=task.queue or None)
+            celery_id = result.id
+        else:
+            celery_id = action.job.apply_async(kwargs={**kwargs, "requested_by": request.user.pk}).id
+        activity_record(
+            category=actions.CATEGORY,
+            action=f"{action.name}_requested",
+            user=request.user,
+            entity_type="monitoring_action",
+            entity_id=celery_id,
+            metadata={"action": action.name, **{k: v for k, v in kwargs.items() if k != "parameters"}},
+            request=request,
+        )
+        messages.success(request, f"{action.label} queued (job {celery_id}).")
+        return HttpResponseRedirect(reverse("admin:monitoring_run", args=[celery_id]))
+
+    def run_view(self, request, celery_id: str):
+        self._require_view(request)
+        run = JobRun.objects.filter(celery_id=celery_id).order_by("-started_at").first()
+        return self._render(
+            request,
+            "run.html",
+            "Action",
+            {
+                "celery_id": celery_id,
+                "run": run,
+                "result_json": json.dumps(run.result, indent=2, default=str) if run else "",
+                "progress": connections.maintenance_progress(),
+                "finished": run is not None and run.status not in (JobRun.Status.RUNNING, JobRun.Status.RETRYING),
+            },
+        )
+
+
+def _placeholders(query: str) -> int:
+    found = [int(n) for n in actions._PARAMETER.findall(query)]
+    return max(found, default=0)

@@ -1,0 +1,56 @@
+"""The cockpit's key figures, one dict computed from the selectors.
+
+The minute sampler stores them (MetricSample) and caches them; the Prometheus collector and the
+overview read the cache, so a scrape or a page view never runs the catalog reads itself unless
+the cache is empty.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from monitoring.selectors import backlog, connections, pool, reconciliation, system, tables
+
+logger = logging.getLogger("opsdeck.monitoring")
+FIGURES_CACHE_KEY = "monitoring:figures:v1"
+
+
+def _safe(name: str, func, errors: dict):
+    try:
+        return func()
+    except Exception as exc:  # one failing source must not hide the others
+        logger.warning("figure source failed", extra={"source": name, "error": repr(exc)})
+        errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def collect_figures() -> dict:
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    figures = {
+        "taken_at": timezone.now().isoformat(),
+        "cache_hit": _safe("cache_hit", tables.cache_hit, errors),
+        "connections": _safe("connections", lambda: connections.connections(limit=5), errors),
+        "pools": _safe("pools", pool.application_pools, errors),
+        "queues": _safe("queues", backlog.queue_depths, errors),
+        "approvals": _safe("approvals", backlog.approvals_pending, errors),
+        "reconciliation": _safe("reconciliation", reconciliation.reconciliation_backlog, errors),
+        "partitions": _safe("partitions", tables.partitions, errors),
+        "materialized_views": _safe("materialized_views", tables.materialized_views, errors),
+        "tables": _safe("tables", tables.tables, errors),
+        "node": _safe("node", system.node, errors),
+        "database": _safe("database", system.database, errors),
+    }
+    figures["errors"] = errors
+    figures["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    cache.set(FIGURES_CACHE_KEY, figures, settings.MONITORING_METRICS_CACHE_S)
+    return figures
+
+
+def cached_figures() -> dict:
+    """The figures of the last minute (computed now if nobody did in the last MONITORING_METRICS_CACHE_S)."""
+    figures = cache.get(FIGURES_CACHE_KEY)
+    return figures if figures is not None else collect_figures()

@@ -1,0 +1,93 @@
+"""Which Django model, field or `Meta.indexes` entry stands behind a table or an index.
+
+Findings on the index page name their source in code and offer the migration operation that
+fixes them, written by Django's own migration writer so it can be pasted as is.
+"""
+
+import functools
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.db import models
+from django.db.migrations.operations import AlterField
+from django.db.migrations.writer import OperationWriter
+
+
+@dataclass(frozen=True)
+class Trace:
+    model: str  # "app_label.ModelName"
+    source: str  # "Meta.indexes: name" / "field assignee (ForeignKey)" / "Meta.constraints: name"
+    index: models.Index | None = None
+    field: models.Field | None = None
+
+
+def _operation_code(operation) -> str:
+    code, _imports = OperationWriter(operation, indentation=0).serialize()
+    return code.rstrip(",\n")
+
+
+@functools.cache
+def _models_by_table() -> dict[str, type[models.Model]]:
+    return {
+        model._meta.db_table: model
+        for model in apps.get_models(include_auto_created=True)
+        if not model._meta.proxy and model._meta.managed
+    }
+
+
+def model_for_table(table: str) -> str | None:
+    model = _models_by_table().get(table)
+    return model._meta.label if model else None
+
+
+def trace_index(table: str, index_name: str, key_columns: list[str]) -> Trace | None:
+    model = _models_by_table().get(table)
+    if model is None:
+        return None
+    opts = model._meta
+    for index in opts.indexes:
+        if index.name == index_name:
+            return Trace(model=opts.label, source=f"Meta.indexes: {index.name}", index=index)
+    for constraint in opts.constraints:
+        if constraint.name == index_name:
+            return Trace(model=opts.label, source=f"Meta.constraints: {constraint.name}")
+    if len(key_columns) == 1:
+        for field in opts.local_fields:
+            if field.column == key_columns[0] and (field.db_index or field.unique or field.primary_key):
+                kind = "primary key" if field.primary_key else type(field).__name__
+                return Trace(model=opts.label, source=f"field {field.name} ({kind})", field=field)
+    return Trace(model=opts.label, source="no index of the model: created outside its migrations")
+
+
+def removal_code(trace: Trace | None) -> str:
+    """The migration operation that drops the index behind `trace`, or "" when there is none."""
+    if trace is None:
+        return ""
+    model_name = trace.model.split(".")[1].lower()
+    if trace.index is not None:
+        from django.contrib.postgres.operations import RemoveIndexConcurrently
+
+        operation = RemoveIndexConcurrently(model_name=model_name, name=trace.index.name)
+        return "# in a migration with atomic = False\n" + _operation_code(operation)
+    if trace.field is not None and not trace.field.primary_key and not trace.field.unique:
+        field = trace.field.clone()
+        field.db_index = False
+        return "# the field's index goes with db_index=False\n" + _operation_code(
+            AlterField(model_name=model_name, name=trace.field.name, field=field)
+        )
+    return ""
+
+
+def rebuild_code(trace: Trace | None) -> str:
+    """Drop and re-create a broken `Meta.indexes` entry without locking writes."""
+    if trace is None or trace.index is None:
+        return ""
+    from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+
+    model_name = trace.model.split(".")[1].lower()
+    return "# in a migration with atomic = False\n" + "\n".join(
+        [
+            _operation_code(RemoveIndexConcurrently(model_name=model_name, name=trace.index.name)),
+            _operation_code(AddIndexConcurrently(model_name=model_name, index=trace.index)),
+        ]
+    )

@@ -1,0 +1,51 @@
+"""Formatting for the cockpit's figures: ratios as percentages, durations, capped counts."""
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def pct(value, digits=1):
+    if value is None or value == "":
+        return "—"
+    return f"{float(value) * 100:.{int(digits)}f}%"
+
+
+@register.filter
+def seconds(value):
+    """1.2 s, 3 min 4 s, 5 h 6 min, 7 d 8 h."""
+    if value is None or value == "":
+        return "—"
+    value = float(value)
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+@register.filter
+def ms(value):
+    if value is None:
+        return "—"
+    value = float(value)
+    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.1f} ms"
+
+
+@register.filter
+def count(value):
+    """A {count, capped, estimated} figure: '100000+' above the cap, '≈n' for an estimate."""
+    if not value:
+        return "—"
+    text = f"{value['count']}"
+    if value.get("capped"):
+        text += "+"
+    if value.get("estimated"):
+        text = "≈" + text
+    return text

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from monitoring import api
+
+urlpatterns = [
+    path("pool-stats", api.PoolStatsView.as_view(), name="performance-pool-stats"),
+    path("database-stats", api.DatabaseStatsView.as_view(), name="performance-database-stats"),
+    path("index-usage", api.IndexUsageView.as_view(), name="performance-index-usage"),
+    path("cache-stats", api.CacheStatsView.as_view(), name="performance-cache-stats"),
+    path("table-bloat", api.TableBloatView.as_view(), name="performance-table-bloat"),
+    path("slow-queries", api.SlowQueriesView.as_view(), name="performance-slow-queries"),
+    path("partitions", api.PartitionsView.as_view(), name="performance-partitions"),
+    path("system-metrics", api.SystemMetricsView.as_view(), name="performance-system-metrics"),
+    path("backlog", api.BacklogView.as_view(), name="performance-backlog"),
+    path("full-report", api.FullReportView.as_view(), name="performance-full-report"),
+]

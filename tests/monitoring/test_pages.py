@@ -1,0 +1,126 @@
+"""Every cockpit page renders real figures for a user with monitoring.view_dashboard, and is
+refused without it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from approvals.models import Version
+from project.poolstats import publish_pool_stats
+from tests.approvals.factories import VersionFactory
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+PAGES = {
+    "overview": reverse("admin:monitoring_dashboard_changelist"),
+    "indexes": reverse("admin:monitoring_indexes"),
+    "pool": reverse("admin:monitoring_pool"),
+    "backlog": reverse("admin:monitoring_backlog"),
+    "queries": reverse("admin:monitoring_queries"),
+    "tables": reverse("admin:monitoring_tables"),
+    "system": reverse("admin:monitoring_system"),
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_for_a_user_with_the_view_permission(page, viewer, login):
+    VersionFactory.create_batch(3)
+    response = login(viewer).get(PAGES[page])
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'class="monitoring-tabs"' in body
+    assert "Performance cockpit" in body
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_is_forbidden_to_staff_without_the_permission(page, login):
+    response = login(UserFactory(is_staff=True)).get(PAGES[page])
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_sends_anonymous_visitors_to_the_login(page, client):
+    response = client.get(PAGES[page])
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_admin_index_links_the_cockpit_for_viewers_only(viewer, login):
+    link = reverse("admin:monitoring_dashboard_changelist")
+    assert link in login(viewer).get(reverse("admin:index")).content.decode()
+    assert link not in login(UserFactory(is_staff=True)).get(reverse("admin:index")).content.decode()
+
+
+def test_overview_shows_statuses_figures_and_recommendations(viewer, login):
+    VersionFactory.create_batch(25)  # over the guide's target of 20: amber
+    body = login(viewer).get(PAGES["overview"]).content.decode()
+    assert "Database" in body and "Redis" in body and "Broker" in body and "Workers" in body
+    assert "Pending approvals" in body
+    assert "Pending approvals is 25 (target &lt; 20 (red &gt; 50))." in body
+    assert 'badge status-amber">amber' in body
+
+
+def test_backlog_page_shows_pending_ages_queues_beat_jobs_and_reconciliation(viewer, login):
+    VersionFactory.create_batch(4)
+    response = login(viewer).get(PAGES["backlog"])
+    backlog = response.context["data"]
+    assert backlog["approvals"]["count"] == Version.objects.filter(status="pending").count() == 4
+    assert backlog["approvals"]["oldest_age_s"] >= backlog["approvals"]["p95_age_s"] >= 0
+    assert {q["queue"] for q in backlog["queues"]["queues"]} >= {"default", "automation", "maintenance"}
+    assert {job["job"] for job in backlog["beat_jobs"]} >= {"monitoring.sample_metrics", "approvals.run_automation"}
+    body = response.content.decode()
+    assert 'id="recon-table"' in body and "Webhook deliveries dead" in body
+
+
+def test_pool_page_shows_the_pools_of_two_processes(viewer, login):
+    publish_pool_stats()
+    # A second process (a "worker") publishes its own pool's stats under the same prefix.
+    env = {**os.environ, "OPSDECK_ROLE": "worker", "POOL_STATS_KEY_PREFIX": settings.POOL_STATS_KEY_PREFIX}
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from project.poolstats import publish_pool_stats; "
+            "import json; print(json.dumps(publish_pool_stats()))",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    response = login(viewer).get(PAGES["pool"])
+    processes = response.context["pools"]["processes"]
+    assert {p["role"] for p in processes} == {"web", "worker"}
+    assert len({p["pid"] for p in processes}) == 2
+    body = response.content.decode()
+    for p in processes:
+        assert p["process"] in body
+
+
+def test_pages_show_superuser_actions_only_to_superusers(viewer, superuser, login):
+    action = reverse("admin:monitoring_action", args=["vacuum"])
+    assert action not in login(viewer).get(PAGES["tables"]).content.decode()
+    assert action in login(superuser).get(PAGES["tables"]).content.decode()
+
+
+def test_charts_are_drawn_from_the_minute_samples(viewer, login):
+    from monitoring.history import sample_metrics
+
+    sample_metrics()
+    body = login(viewer).get(PAGES["system"]).content.decode()
+    assert "monitoring/vendor/chartjs/chart.umd.min.js" in body
+    chart = json.loads(body.split('<script id="chart-system" type="application/json">')[1].split("</script>")[0])
+    assert {d["label"] for d in chart["datasets"]} == {"system.cpu_percent", "system.memory_percent"}
+    assert all(len(d["data"]) == 1 for d in chart["datasets"])
+
+
+def test_queries_page_refuses_unknown_order_gracefully(viewer, login):
+    response = login(viewer).get(PAGES["queries"], {"order": "bogus", "window": "99y"})
+    assert response.status_code == 200
+    assert response.context["data"]["order"] == "total"
