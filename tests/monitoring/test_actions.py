@@ -1,0 +1,146 @@
+"""Maintenance actions: superuser only, confirmed by POST, run as monitoring.maintenance_* jobs
+(eagerly here), with the request and the outcome in ActivityLog."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+import project.celery
+from monitoring import actions
+from project.models import ActivityLog, JobRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def eager_celery(monkeypatch):
+    monkeypatch.setitem(project.celery.app.conf, "task_always_eager", True)
+
+
+def table_oid(name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::regclass::oid", [name])
+        return cursor.fetchone()[0]
+
+
+def action_url(name: str) -> str:
+    return reverse("admin:monitoring_action", args=[name])
+
+
+def test_a_viewer_who_is_not_superuser_can_neither_see_nor_run_actions(viewer, login):
+    client = login(viewer)
+    oid = table_oid("tasks_task")
+    assert client.get(action_url("vacuum"), {"oid": oid}).status_code == 403
+    assert client.post(action_url("vacuum"), {"oid": oid}).status_code == 403
+    assert not JobRun.objects.filter(name="monitoring.maintenance_vacuum").exists()
+
+
+def test_the_confirmation_page_names_the_object_from_the_catalog(superuser, login):
+    response = login(superuser).get(action_url("vacuum"), {"oid": table_oid("tasks_task")})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "tasks_task" in body and 'method="post"' in body and "Yes, VACUUM (ANALYZE)" in body
+
+
+def test_unknown_objects_and_bad_parameters_are_404_not_500(superuser, login):
+    client = login(superuser)
+    assert client.get(action_url("vacuum"), {"oid": "not-a-number"}).status_code == 404
+    assert client.get(action_url("vacuum"), {"oid": 1}).status_code == 404  # no such table
+    assert client.get(action_url("no_such_action")).status_code == 404
+    assert client.get(action_url("cancel_backend"), {"pid": 999_999_999}).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_runs_as_a_maintenance_job_and_is_audited(superuser, login, eager_celery):
+    response = login(superuser).post(action_url("vacuum"), {"oid": table_oid("tasks_task")})
+    assert response.status_code == 302
+    celery_id = response["Location"].rstrip("/").rsplit("/", 1)[1]
+    run = JobRun.objects.get(celery_id=celery_id)
+    assert run.name == "monitoring.maintenance_vacuum"
+    assert run.status == JobRun.Status.SUCCEEDED, run.error
+    acts = {act.action: act for act in ActivityLog.objects.filter(category="monitoring")}
+    assert acts["vacuum_requested"].user_id == superuser.pk
+    assert acts["vacuum_analyze"].user_id == superuser.pk
+    assert acts["vacuum_analyze"].metadata["outcome"] == "done"
+    assert acts["vacuum_analyze"].entity_id == "public.tasks_task"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'tasks_task'")
+        assert cursor.fetchone()[0]
+    page = login(superuser).get(response["Location"]).content.decode()
+    assert "succeeded" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_backend_stops_a_running_query(superuser, login, eager_celery):
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(
+        host=settings_dict["HOST"], dbname=settings_dict["NAME"], user=settings_dict["USER"], autocommit=True
+    )
+    pid = other.info.backend_pid
+    outcome = {}
+
+    def sleep():
+        try:
+            other.execute("SELECT pg_sleep(30)")
+            outcome["error"] = None
+        except psycopg.errors.QueryCanceled as exc:
+            outcome["error"] = exc
+
+    sleeper = threading.Thread(target=sleep)
+    sleeper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the sleep shows as active
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
+                if cursor.fetchone()[0] == "active":
+                    break
+            time.sleep(0.05)
+        response = login(superuser).post(action_url("cancel_backend"), {"pid": pid})
+        assert response.status_code == 302
+        sleeper.join(timeout=10)
+        assert isinstance(outcome["error"], psycopg.errors.QueryCanceled)
+        act = ActivityLog.objects.get(category="monitoring", action="cancel_backend")
+        assert act.metadata["pid"] == pid and act.metadata["signalled"] is True
+        assert act.user_id == superuser.pk
+    finally:
+        other.close()
+
+
+def _a_statement_queryid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM tasks_task WHERE priority = %s", ["high"])
+        cursor.execute(
+            "SELECT queryid FROM pg_stat_statements WHERE query LIKE %s "
+            "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+            ["SELECT count(*) FROM tasks_task WHERE priority = $1%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_explain_plans_a_parameterised_statement_generically():
+    result = actions.explain(queryid=_a_statement_queryid())
+    assert result["plan"][0]["Plan"]["Node Type"] in {"Aggregate", "Finalize Aggregate"}
+
+
+def test_explain_analyze_binds_the_given_values_in_a_rolled_back_read_only_transaction():
+    result = actions.explain(queryid=_a_statement_queryid(), analyze=True, parameters=["high"])
+    plan = result["plan"][0]
+    assert "Execution Time" in plan
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'opsdeck_explain_%%'")
+        assert cursor.fetchone()[0] == 0  # deallocated: the pooled connection keeps nothing
+
+
+def test_explain_analyze_refuses_a_wrong_number_of_values():
+    with pytest.raises(actions.ActionRefused, match="1 parameters; 0 values"):
+        actions.explain(queryid=_a_statement_queryid(), analyze=True, parameters=[])
+
+
+def test_drop_invalid_index_refuses_a_valid_index():
+    with pytest.raises(actions.ActionRefused, match="only invalid indexes"):
+        actions.drop_invalid_index(oid=table_oid("task_priority_idx"))
