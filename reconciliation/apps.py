@@ -11,3 +11,7 @@ class ReconciliationConfig(AppConfig):
 
         register_monthly_partitions(Match)
         register_monthly_partitions(Unmatched)
+
+        from reconciliation.analytics import register_analytics_views
+
+        register_analytics_views()
