@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check bench bench-approvals clean-venv
+.PHONY: run test ci lint check alerts install-promtool bench bench-approvals clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -32,8 +32,26 @@ check: $(VENV)/.installed-dev
 	SECRET_KEY="ci-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" DEBUG=false \
 		ALLOWED_HOSTS=opsdeck.example.com $(PY) manage.py check --deploy --fail-level WARNING
 
+# Prometheus alert rules: syntax, then their unit tests (each alert fires above its threshold and
+# not at it), then the scrape config. promtool comes from Debian's prometheus package when missing.
+PROMTOOL ?= promtool
+alerts:
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || $(MAKE) --no-print-directory install-promtool
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
+	$(PROMTOOL) check config --syntax-only deploy/prometheus/prometheus.yml
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+install-promtool:
+	@command -v apt-get >/dev/null 2>&1 || { echo "promtool is missing and there is no apt-get: install Prometheus' promtool"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus
+	@# The package also installs (and on systemd hosts starts) a Prometheus server: CI needs only promtool.
+	@if command -v systemctl >/dev/null 2>&1; then $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+	@command -v promtool >/dev/null 2>&1 || { echo "installing prometheus gave no promtool"; exit 1; }
+
 # What CI runs after `make test`.
-ci: test lint check
+ci: test lint check alerts
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py

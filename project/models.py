@@ -104,6 +104,7 @@ class MaterializedViewRefresh(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
+        verbose_name_plural = "materialized view refreshes"
         indexes = [
             # "last refresh of view X" (materialized_view_status, DISTINCT ON view_name).
             models.Index(fields=["view_name", "-started_at"], name="mvrefresh_view_started_idx"),
