@@ -45,7 +45,7 @@ from prometheus_client import Counter
 from project.activity import activity_record, activity_record_bulk
 from project.celery import app as celery_app
 from project.jobrunner import scheduled_job
-from reconciliation.exceptions import WebhookTargetRefused
+from reconciliation.exceptions import ReconciliationError, WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger("opsdeck.webhooks")
@@ -152,10 +152,14 @@ def webhook_endpoint_validate_url(url: str) -> None:
 # --- Endpoints -------------------------------------------------------------------------------------
 
 
+class WebhookEventsInvalid(ReconciliationError):
+    """The events of an endpoint are not a non-empty list of known events (a 400 in the API)."""
+
+
 def _checked_events(events) -> list[str]:
     unknown = sorted(set(events) - set(EVENTS))
     if unknown or not events:
-        raise WebhookTargetRefused(f"Events must be a non-empty list of {list(EVENTS)}; unknown: {unknown}.")
+        raise WebhookEventsInvalid(f"Events must be a non-empty list of {list(EVENTS)}; unknown: {unknown}.")
     return sorted(set(events))
 
 

@@ -223,12 +223,33 @@ def test_endpoint_create_checks_the_url_generates_a_secret_and_is_audited(tenant
         tenant=tenant, url="https://1.1.1.1/hook", events=[FAILED, COMPLETED, FAILED], user=user
     )
 
+    for events in ([], ["execution.started"]):
+        with pytest.raises(webhooks.WebhookEventsInvalid, match="non-empty list of"):
+            webhooks.webhook_endpoint_create(tenant=tenant, url="https://1.1.1.1/hook", events=events, user=user)
+
     assert WebhookEndpoint.objects.count() == 1
     assert endpoint.events == [COMPLETED, FAILED]
     assert len(endpoint.secret) == 64
     log = ActivityLog.objects.get(action="webhook_endpoint_create")
     assert (log.entity_id, log.user_id) == (str(endpoint.pk), user.pk)
     assert endpoint.secret not in json.dumps(log.metadata)
+
+
+def test_endpoint_update_checks_a_new_url_and_rotates_the_secret_without_logging_it(tenant, private_targets_refused):
+    user = get_user_model().objects.create_user(username="ops")
+    endpoint = make_endpoint(tenant, "https://1.1.1.1/hook")
+
+    with pytest.raises(WebhookTargetRefused, match="a private address"):
+        webhooks.webhook_endpoint_update(endpoint=endpoint, user=user, url="http://192.168.1.1/")
+    updated = webhooks.webhook_endpoint_update(
+        endpoint=endpoint, user=user, events=[FAILED], is_active=False, rotate_secret=True
+    )
+
+    updated.refresh_from_db()
+    assert (updated.url, updated.events, updated.is_active) == ("https://1.1.1.1/hook", [FAILED], False)
+    assert updated.secret != SECRET and len(updated.secret) == 64
+    log = ActivityLog.objects.get(action="webhook_endpoint_update")
+    assert log.metadata == {"events": [FAILED], "is_active": False, "secret_rotated": True}
 
 
 # --- Queueing with the execution -------------------------------------------------------------------
