@@ -21,6 +21,7 @@ Stats come from psycopg_pool's `get_stats()` (counters are cumulative since the 
   timeouts         requests_errors   requests so far that failed (PoolTimeout, too many waiting)
   max_size         pool_max
   usage_ratio      (size - available) / max_size: share of the pool's capacity in use
+  open             False until the process's first query opens the pool (size and available 0)
 """
 
 import atexit
@@ -61,12 +62,17 @@ def current_pool_stats(alias: str = POOL_ALIAS) -> dict | None:
         return None
     raw = pool.get_stats()
     size, available, max_size = raw.get("pool_size", 0), raw.get("pool_available", 0), raw.get("pool_max", 0)
+    if pool.closed:
+        # Not opened yet (Django opens it on the first query) or closed: psycopg_pool reports
+        # min_size as its size from construction on, which would read as connections in use.
+        size = available = 0
     return {
         "process": process_name(),
         "role": settings.OPSDECK_ROLE,
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
         "alias": alias,
+        "open": not pool.closed,
         "size": size,
         "available": available,
         "waiting": raw.get("requests_waiting", 0),

@@ -86,7 +86,7 @@ def test_two_processes_publish_and_both_appear_until_they_exit(prefix):
         for process in (worker, beat):
             entry = by_pid[process.pid]
             assert entry["process"] == f"{entry['hostname']}:{process.pid}"
-            assert entry["size"] >= 1  # the pool opened for the SELECT and keeps its connections
+            assert entry["open"] is True and entry["size"] >= 1  # opened for the SELECT, kept open
             assert 0 <= entry["available"] <= entry["size"] <= entry["max_size"]
             assert entry["requests"] >= 1 and entry["timeouts"] == 0 and entry["waiting"] == 0
             assert entry["usage_ratio"] == pytest.approx((entry["size"] - entry["available"]) / entry["max_size"])
@@ -114,6 +114,25 @@ def test_a_publication_expires_after_the_ttl_unless_refreshed(prefix, settings):
     [entry] = live_pool_stats()
     assert entry == published
     assert (entry["process"], entry["role"], entry["pid"]) == (process_name(), "web", os.getpid())
+
+
+def test_a_pool_not_opened_yet_reports_no_connections(monkeypatch):
+    from types import SimpleNamespace
+
+    from psycopg_pool import ConnectionPool
+
+    unopened = ConnectionPool("dbname=never_used", min_size=2, max_size=4, open=False)
+    monkeypatch.setattr(poolstats, "connections", {"default": SimpleNamespace(pool=unopened)})
+
+    stats = poolstats.current_pool_stats()
+
+    assert (stats["open"], stats["size"], stats["available"], stats["max_size"], stats["usage_ratio"]) == (
+        False,
+        0,
+        0,
+        4,
+        0.0,
+    )
 
 
 @pytest.mark.django_db
