@@ -151,11 +151,14 @@ def job_performance(*, tenant_ids) -> dict:
     """Per job (every job of the tenants, run or not), by job id.
 
     Rows: tenant_id, job_id, job_name, is_active, executions, succeeded, failed, cancelled,
-    success_rate, avg_duration_s, p95_duration_s, last_run_at, last_status, avg_match_rate.
+    success_rate, avg_duration_s, p95_duration_s, last_run_at, last_status, avg_match_rate,
+    last_match_rate (match rates: the share of the job's records matched when a run finished, as
+    its summary reports it).
     """
     columns = [
         "tenant_id", "job_id", "job_name", "is_active", "executions", "succeeded", "failed", "cancelled",
         "success_rate", "avg_duration_s", "p95_duration_s", "last_run_at", "last_status", "avg_match_rate",
+        "last_match_rate",
     ]  # fmt: skip
     rows_sql = f"""
         SELECT p.*, j.name AS job_name, j.is_active

@@ -86,6 +86,7 @@ class JobPerformanceRowSerializer(serializers.Serializer):
     last_run_at = serializers.DateTimeField(allow_null=True)
     last_status = serializers.CharField(allow_null=True)
     avg_match_rate = _rate()
+    last_match_rate = _rate()
 
 
 class TenantUsageHourlyRowSerializer(serializers.Serializer):

@@ -1,5 +1,7 @@
 """The four analytics materialized views of reconciliation (docs/reconciliation-analytics.md).
 
+mv_job_performance is re-created by 0003 (its match rate comes from the runs' summaries).
+
 Each has a unique index, which REFRESH MATERIALIZED VIEW CONCURRENTLY needs; tenant_id leads it
 because every read is tenant-scoped. The time-series views aggregate a bounded window (90 days
 daily, 30 days hourly) on the partition keys of Match and Unmatched, so a refresh reads only the

@@ -17,7 +17,8 @@ from project.jobs import refresh_materialized_view_job
 from project.matviews import materialized_view_status, refresh_materialized_view, registered_materialized_views
 from project.models import JobRun, MaterializedViewRefresh
 from project.schedules import SCHEDULES
-from reconciliation import analytics
+from reconciliation import analytics, services
+from reconciliation import jobs as reconciliation_jobs
 from reconciliation.analytics import (
     JOB_PERFORMANCE,
     MATCH_ACCURACY,
@@ -37,6 +38,7 @@ from reconciliation.analytics_serializers import (
     TenantUsageQuerySerializer,
 )
 from reconciliation.models import Execution, Match, ReconciliationJob, Record, Tenant, Unmatched
+from tests.reconciliation.factories import JobFactory, load
 
 VIEWS = [SUMMARY_DAILY, JOB_PERFORMANCE, TENANT_USAGE_HOURLY, MATCH_ACCURACY]
 S = datetime.timedelta(seconds=1)
@@ -50,9 +52,11 @@ def db_now() -> datetime.datetime:
         return cursor.fetchone()[0]
 
 
-def execution(job, status, created_at, *, duration_s=None, dry_run=False) -> Execution:
+def execution(job, status, created_at, *, duration_s=None, dry_run=False, summary=None) -> Execution:
     started = created_at + S if duration_s is not None else None
-    run = Execution.objects.create(tenant_id=job.tenant_id, job=job, status=status, dry_run=dry_run)
+    run = Execution.objects.create(
+        tenant_id=job.tenant_id, job=job, status=status, dry_run=dry_run, summary=summary or {}
+    )
     # created_at is auto_now_add: set the time under test afterwards.
     Execution.objects.filter(pk=run.pk).update(
         created_at=created_at,
@@ -121,15 +125,15 @@ def world(db):
     b1 = ReconciliationJob.objects.create(tenant=tenant_b, name="B's job")
 
     # Job a1. On day T: two runs that succeeded (10 s, 20 s), one that failed, one dry run.
-    e1 = execution(a1, "succeeded", t, duration_s=10)
-    e2 = execution(a1, "succeeded", t + 60 * S, duration_s=20)
-    execution(a1, "failed", t + 120 * S, duration_s=5)  # the latest run
-    execution(a1, "succeeded", t + 30 * S, duration_s=1000, dry_run=True)  # in no figure
-    # The day before: a run of 30 s that settled nothing, one cancelled before it started.
-    e3 = execution(a1, "succeeded", t - D, duration_s=30)
+    e1 = execution(a1, "succeeded", t, duration_s=10, summary={"match_rate": 0.5})
+    e2 = execution(a1, "succeeded", t + 60 * S, duration_s=20, summary={"match_rate": 0.8})
+    execution(a1, "failed", t + 120 * S, duration_s=5, summary={"match_rate": 0.1})  # the latest run
+    execution(a1, "succeeded", t + 30 * S, duration_s=1000, dry_run=True, summary={"match_rate": 1})  # in no figure
+    # The day before: a run of 30 s whose summary has no usable rate, one cancelled before it started.
+    execution(a1, "succeeded", t - D, duration_s=30, summary={"match_rate": "n/a"})
     execution(a1, "cancelled", t - D + S)
     # Outside the 90-day window.
-    old = execution(a1, "succeeded", t - 100 * D, duration_s=500)
+    old = execution(a1, "succeeded", t - 100 * D, duration_s=500, summary={"match_rate": 0})
 
     # e1 settled 8 records: three matches of 2 records, two exceptions (one since resolved).
     match(a1, e1, "exact", "auto", t)
@@ -157,7 +161,7 @@ def world(db):
     records(b1, 2, t, "b-now")
     records(a1, 4, t - 40 * D, "a-old")  # outside the 30-day usage window
 
-    return {"t": t, "a": tenant_a, "b": tenant_b, "a1": a1, "a2": a2, "b1": b1, "e3": e3}
+    return {"t": t, "a": tenant_a, "b": tenant_b, "a1": a1, "a2": a2, "b1": b1}
 
 
 def without_names(rows: list[dict], *names: str) -> list[dict]:
@@ -219,13 +223,14 @@ def test_job_performance_over_real_runs(world):
             "p95_duration_s": Decimal("29.000"),  # percentile_cont: 20 + 0.9 x (30 - 20)
             "last_run_at": t + 120 * S + S,
             "last_status": "failed",
-            "avg_match_rate": Decimal("0.8750"),  # e1 6/8, e2 7/7; e3 settled nothing
+            # From the succeeded runs' summaries: e1 0.5, e2 0.8 (e3 reports no number).
+            "avg_match_rate": Decimal("0.6500"), "last_match_rate": Decimal("0.8"),
         },
         {
             "tenant_id": a.pk, "job_id": a2.pk, "job_name": "Never run", "is_active": True,
             "executions": 0, "succeeded": 0, "failed": 0, "cancelled": 0,
             "success_rate": None, "avg_duration_s": None, "p95_duration_s": None,
-            "last_run_at": None, "last_status": None, "avg_match_rate": None,
+            "last_run_at": None, "last_status": None, "avg_match_rate": None, "last_match_rate": None,
         },
     ]  # fmt: skip
 
@@ -303,6 +308,45 @@ def test_accuracy_is_null_while_nothing_is_reviewed(world):
     (row,) = [row for row in match_accuracy(tenant_ids=[world["b"].pk])["rows"] if row["job_id"] == job.pk]
 
     assert (row["reviewed"], row["accuracy"], row["by_pass"]["exact"]["accuracy"]) == (0, None, None)
+
+
+def test_the_views_agree_with_what_the_matcher_and_a_reviewer_wrote(db):
+    """End to end: real ingest, a real run, a rejection; the views say what the tables say."""
+    job = JobFactory(rules={"passes": {"group": {"enabled": False}}})
+    load(
+        job,
+        "left",
+        [
+            ("L1", "10.00", "EUR", "2026-03-10", "INV-1"),
+            ("L2", "20.00", "EUR", "2026-03-10", "INV-2"),
+            ("L3", "99.00", "EUR", "2026-03-10", "INV-3"),
+        ],
+    )
+    load(job, "right", [("R1", "10.00", "EUR", "2026-03-10", "INV-1"), ("R2", "20.00", "EUR", "2026-03-10", "INV-2")])
+    run = Execution.objects.create(tenant_id=job.tenant_id, job=job)
+    reconciliation_jobs.run_execution.run_now({"execution_id": run.pk})
+    run.refresh_from_db()
+    first, second = Match.objects.filter(job_id=job.pk).order_by("id")
+    services.match_reject(match_id=second.id, tenant_ids=[job.tenant_id], note="different invoices")
+    refresh_all()
+    tenants = [job.tenant_id]
+
+    days = daily_summary(tenant_ids=tenants)["rows"]
+    performance = job_performance(tenant_ids=tenants)["rows"]
+    usage = tenant_usage_hourly(tenant_ids=tenants, since=run.created_at - H)["rows"]
+    accuracy = match_accuracy(tenant_ids=tenants)["rows"]
+
+    assert run.status == "succeeded" and run.summary["match_rate"] == 0.8  # 4 of 5 records, before the rejection
+    assert sum(day["executions"] for day in days) == 1
+    assert sum(day["matches"] for day in days) == 1  # the rejected one matched nothing
+    assert sum(day["matched_records"] for day in days) == Record.objects.filter(job=job, status="matched").count() == 2
+    # L3 by the run, L2 and R2 by the rejection.
+    assert sum(day["exceptions"] for day in days) == Unmatched.objects.filter(job_id=job.pk).count() == 3
+    assert (performance[0]["avg_match_rate"], performance[0]["last_match_rate"]) == (Decimal("0.8000"), Decimal("0.8"))
+    assert sum(hour["records_ingested"] for hour in usage) == 5
+    assert sum(hour["matches_created"] for hour in usage) == 2
+    assert (accuracy[0]["reviewed"], accuracy[0]["rejected"], accuracy[0]["accuracy"]) == (1, 1, Decimal("0.0000"))
+    assert first.status == "auto"
 
 
 # ---- tenant scoping ------------------------------------------------------------------------------
