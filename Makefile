@@ -59,5 +59,14 @@ bench: $(VENV)/.installed-dev
 bench-approvals: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py
 
+# Headless-Chromium smoke test of the monitoring cockpit: screenshots in var/e2e/. Not part of
+# `make test`/CI (it starts a browser and a server). Installs Debian's chromium if it is missing.
+.PHONY: e2e
+e2e: $(VENV)/.installed-dev
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium and chromium-driver"; \
+		$$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium chromium-driver; }
+	$(PY) -m project.devservices exec -- $(PY) tests/e2e/monitoring_smoke.py
+
 clean-venv:
 	rm -rf $(VENV)

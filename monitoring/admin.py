@@ -5,12 +5,15 @@ Reached from the admin index through the unmanaged Dashboard model. Viewing need
 `monitoring.maintenance_*` job on queue `maintenance` and is recorded in ActivityLog.
 """
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import OperationalError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -158,10 +161,14 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         def page(name, view):
-            return path(f"{name}/", self.admin_site.admin_view(view), name=f"monitoring_{name}")
+            return path(f"{name}/", self.admin_site.admin_view(self._degrading(view)), name=f"monitoring_{name}")
 
         return [
-            path("", self.admin_site.admin_view(self.overview_view), name="monitoring_dashboard_changelist"),
+            path(
+                "",
+                self.admin_site.admin_view(self._degrading(self.overview_view)),
+                name="monitoring_dashboard_changelist",
+            ),
             page("indexes", self.indexes_view),
             page("pool", self.pool_view),
             page("backlog", self.backlog_view),
@@ -173,6 +180,27 @@ class DashboardAdmin(admin.ModelAdmin):
         ]
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _degrading(self, view):
+        """A catalog read cut off by its statement timeout (a database in trouble) shows a page
+        saying so, with status 503, instead of a server error."""
+
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except OperationalError as exc:
+                self._require_view(request)
+                response = self._render(
+                    request,
+                    "unavailable.html",
+                    "unavailable",
+                    {"error": str(exc).splitlines()[0][:300], "timeout": settings.MONITORING_STATEMENT_TIMEOUT},
+                )
+                response.status_code = 503
+                return response
+
+        return wrapper
 
     def _require_view(self, request):
         if not request.user.has_perm(VIEW_PERMISSION):

@@ -244,23 +244,33 @@ def snapshot_counters(now: datetime | None = None) -> dict:
 
 
 def index_scans_since(since: datetime) -> dict[tuple[str, str], dict]:
-    """Per index: scans gained since `since` (from the snapshots) and when its counter last grew."""
+    """Per index: scans gained since `since` (from the snapshots), when its counter was last seen
+    growing, and when it was first snapshotted: each an index probe on idxsnap_index_taken_idx."""
     table = IndexUsageSnapshot._meta.db_table
     with catalog_cursor() as cursor:
         rows = fetch_all(
             cursor,
             f"""
-            SELECT s.schemaname AS schema, s.indexrelname AS index, s.idx_scan,
-                   (SELECT b.idx_scan FROM {table} b WHERE b.schema = s.schemaname AND b.index = s.indexrelname
+            WITH current AS (
+                -- The catalog's names compare in collation "C"; the snapshot's index is in the
+                -- database's default collation and serves only comparisons in that one.
+                SELECT schemaname::text COLLATE "default" AS schema, indexrelname::text COLLATE "default" AS index,
+                       idx_scan
+                FROM pg_stat_user_indexes
+            )
+            SELECT c.schema, c.index, c.idx_scan,
+                   (SELECT b.idx_scan FROM {table} b WHERE b.schema = c.schema AND b.index = c.index
                       AND b.taken_at <= %s ORDER BY b.taken_at DESC LIMIT 1) AS baseline,
+                   first.taken_at AS first_seen_at,
                    -- rows are written only when the counter moved: the newest one after the
                    -- first snapshot is when scans were last seen
-                   (SELECT max(g.taken_at) FROM {table} g WHERE g.schema = s.schemaname AND g.index = s.indexrelname
-                      AND g.taken_at > (SELECT min(f.taken_at) FROM {table} f WHERE f.schema = s.schemaname
-                                        AND f.index = s.indexrelname)) AS last_growth_seen_at,
-                   (SELECT min(f.taken_at) FROM {table} f WHERE f.schema = s.schemaname
-                      AND f.index = s.indexrelname) AS first_seen_at
-            FROM pg_stat_user_indexes s
+                   (SELECT max(g.taken_at) FROM {table} g WHERE g.schema = c.schema AND g.index = c.index
+                      AND g.taken_at > first.taken_at) AS last_growth_seen_at
+            FROM current c
+            LEFT JOIN LATERAL (
+                SELECT f.taken_at FROM {table} f WHERE f.schema = c.schema AND f.index = c.index
+                ORDER BY f.taken_at LIMIT 1
+            ) AS first ON true
             """,
             [since],
         )
@@ -276,15 +286,26 @@ def index_scans_since(since: datetime) -> dict[tuple[str, str], dict]:
     }
 
 
+CHART_POINTS = 288  # per series: one every 5 minutes over 24 h, one every 70 minutes over 14 days
+
+
 def series(names: list[str], *, hours: int = 24, now: datetime | None = None) -> dict[str, dict[str, list]]:
-    """{name: {key: [[epoch_ms, value], ...]}} for charts, from the minute samples."""
+    """{name: {key: [[epoch_ms, value], ...]}} for charts, from the minute samples, averaged into
+    at most CHART_POINTS buckets per series (date_bin), so a 14-day chart is no heavier than a day's."""
     now = now or timezone.now()
+    bucket_s = max(60, hours * 3600 // CHART_POINTS)
     result: dict[str, dict[str, list]] = {name: {} for name in names}
-    rows = (
-        MetricSample.objects.filter(name__in=names, taken_at__gte=now - timedelta(hours=hours))
-        .order_by("taken_at")
-        .values_list("name", "key", "taken_at", "value")
-    )
-    for name, key, taken_at, value in rows:
-        result[name].setdefault(key, []).append([int(taken_at.timestamp() * 1000), value])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT name, key, date_bin(make_interval(secs => %s), taken_at, '2000-01-01') AS bucket, avg(value)
+            FROM {MetricSample._meta.db_table}
+            WHERE name = ANY(%s) AND taken_at >= %s
+            GROUP BY 1, 2, 3
+            ORDER BY 3
+            """,
+            [bucket_s, names, now - timedelta(hours=hours)],
+        )
+        for name, key, bucket, value in cursor.fetchall():
+            result[name].setdefault(key, []).append([int(bucket.timestamp() * 1000), value])
     return result

@@ -49,3 +49,11 @@ def count(value):
     if value.get("estimated"):
         text = "≈" + text
     return text
+
+
+@register.filter
+def index_using(definition: str) -> str:
+    """`CREATE INDEX x ON t USING btree (a, b) WHERE c` -> `btree (a, b) WHERE c` (the table and
+    name are in their own column; the full text is the cell's title)."""
+    _, found, rest = (definition or "").partition(" USING ")
+    return rest if found else definition

@@ -124,3 +124,10 @@ def test_queries_page_refuses_unknown_order_gracefully(viewer, login):
     response = login(viewer).get(PAGES["queries"], {"order": "bogus", "window": "99y"})
     assert response.status_code == 200
     assert response.context["data"]["order"] == "total"
+
+
+def test_a_page_whose_catalog_read_times_out_says_so_with_503(viewer, login, settings):
+    settings.MONITORING_STATEMENT_TIMEOUT = "1ms"
+    response = login(viewer).get(PAGES["indexes"])
+    assert response.status_code == 503
+    assert "could not be read in time" in response.content.decode()
