@@ -1,0 +1,62 @@
+"""History: minute samples (pruned after 14 days), counter snapshots written only on change, and
+the p95 and error rate of the last minute from the Prometheus histograms every process records."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from monitoring import history
+from monitoring.models import IndexUsageSnapshot, MetricSample, StatementSnapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sampling_stores_the_key_figures_and_prunes_old_samples(settings):
+    old = MetricSample.objects.create(
+        taken_at=timezone.now() - timedelta(days=settings.MONITORING_HISTORY_DAYS, minutes=1), name="x", value=1
+    )
+    result = history.sample_metrics()
+    names = set(MetricSample.objects.values_list("name", flat=True))
+    assert {"db.cache_hit", "db.connections", "celery.queue_depth", "backlog.approvals_pending"} <= names
+    assert {"system.cpu_percent", "recon.executions", "db.size_bytes"} <= names
+    assert result["pruned"] == 1
+    assert not MetricSample.objects.filter(pk=old.pk).exists()
+
+
+def test_counter_snapshots_are_written_only_when_counters_move():
+    first = history.snapshot_counters()
+    assert first["indexes"] == IndexUsageSnapshot.objects.count() > 0
+    assert first["statements"] == StatementSnapshot.objects.count() > 0
+    again = history.snapshot_counters()
+    assert again["indexes"] == 0  # nothing scanned an index in between
+
+
+def test_quantile_from_cumulative_buckets_interpolates_like_prometheus():
+    buckets = {0.01: 50.0, 0.1: 90.0, 1.0: 100.0, float("inf"): 100.0}
+    assert history.quantile_from_buckets(buckets, 0.5) == pytest.approx(0.01)
+    assert history.quantile_from_buckets(buckets, 0.95) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert history.quantile_from_buckets({0.1: 0.0, float("inf"): 0.0}, 0.95) is None
+
+
+def test_request_figures_are_the_last_minute_not_the_lifetime(monkeypatch):
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    registry = CollectorRegistry()
+    queries = Histogram("django_db_query_duration_seconds", "q", buckets=(0.01, 0.1, 1.0), registry=registry)
+    responses = Counter(
+        "django_http_responses_total_by_status_view_method", "r", ["status", "view", "method"], registry=registry
+    )
+    monkeypatch.setattr("project.metrics.metrics_registry", lambda: registry)
+    for _ in range(100):
+        queries.observe(0.5)  # a slow past, before the previous sample
+    responses.labels("500", "v", "GET").inc(100)
+    assert history.request_figures() == {}  # the first sample only sets the baseline
+    for _ in range(100):
+        queries.observe(0.005)
+    responses.labels("200", "v", "GET").inc(99)
+    responses.labels("500", "v", "GET").inc(1)
+    figures = history.request_figures()
+    assert figures["db.query_p95_ms"] < 10
+    assert figures["http.requests"] == 100
+    assert figures["http.error_rate"] == pytest.approx(0.01)
