@@ -21,7 +21,6 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from monitoring import actions, history, jobs, report
-from monitoring.figures import cached_figures
 from monitoring.models import Dashboard
 from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
 from project.activity import activity_record
@@ -240,17 +239,17 @@ class DashboardAdmin(admin.ModelAdmin):
         return self.overview_view(request)
 
     def overview_view(self, request):
-        figures = cached_figures()
+        full = report.full_report()
         return self._render(
             request,
             "overview.html",
             "overview",
             {
-                "services": report.service_status(),
-                "figures": report.key_figures(figures),
-                "recommendations": report.recommendations(figures),
-                "taken_at": figures["taken_at"],
-                "figure_errors": figures["errors"],
+                "services": report.service_status(),  # live: cheap, and the first thing to trust
+                "figures": full["figures"],
+                "recommendations": full["recommendations"],
+                "taken_at": full["timestamp"],
+                "figure_errors": full["data"]["errors"],
                 "full_report_url": "/api/v1/database/performance/full-report",
             },
         )

@@ -143,6 +143,9 @@ def sample_metrics(now: datetime | None = None) -> dict:
     figures["requests"] = request_figures()
     samples = samples_from_figures(figures, now)
     MetricSample.objects.bulk_create(samples)
+    from monitoring.report import full_report
+
+    full_report(refresh=True)  # the overview and the JSON report read this copy for the next minute
     pruned, _ = MetricSample.objects.filter(
         taken_at__lt=now - timedelta(days=settings.MONITORING_HISTORY_DAYS)
     ).delete()

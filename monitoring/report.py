@@ -377,9 +377,13 @@ _FIGURE_ACTIONS = {
 }
 
 
-def full_report() -> dict:
-    """Everything, with recommendations: what GET .../full-report returns (cached a minute)."""
-    cached = cache.get(REPORT_CACHE_KEY)
+def full_report(*, refresh: bool = False) -> dict:
+    """Everything, with recommendations: what the overview shows and GET .../full-report returns.
+
+    The minute sampler refreshes it (refresh=True, right after the figures); readers get that
+    copy, or compute one if the sampler has not run in the last MONITORING_METRICS_CACHE_S.
+    """
+    cached = None if refresh else cache.get(REPORT_CACHE_KEY)
     if cached is not None:
         return cached
     from monitoring.selectors import indexes, statements, system

@@ -6,8 +6,10 @@ fixes them, written by Django's own migration writer so it can be pasted as is.
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.apps import apps
+from django.conf import settings
 from django.db import models
 from django.db.migrations.operations import AlterField
 from django.db.migrations.writer import OperationWriter
@@ -19,6 +21,12 @@ class Trace:
     source: str  # "Meta.indexes: name" / "field assignee (ForeignKey)" / "Meta.constraints: name"
     index: models.Index | None = None
     field: models.Field | None = None
+    ours: bool = True  # the model is Opsdeck's own (not Django's or a package's): its migrations can change it
+
+
+def _is_ours(model) -> bool:
+    app_path = Path(model._meta.app_config.path).resolve()
+    return not model._meta.auto_created and app_path.is_relative_to(settings.BASE_DIR) and ".venv" not in app_path.parts
 
 
 def _operation_code(operation) -> str:
@@ -45,23 +53,25 @@ def trace_index(table: str, index_name: str, key_columns: list[str]) -> Trace | 
     if model is None:
         return None
     opts = model._meta
+    ours = _is_ours(model)
     for index in opts.indexes:
         if index.name == index_name:
-            return Trace(model=opts.label, source=f"Meta.indexes: {index.name}", index=index)
+            return Trace(model=opts.label, source=f"Meta.indexes: {index.name}", index=index, ours=ours)
     for constraint in opts.constraints:
         if constraint.name == index_name:
-            return Trace(model=opts.label, source=f"Meta.constraints: {constraint.name}")
+            return Trace(model=opts.label, source=f"Meta.constraints: {constraint.name}", ours=ours)
     if len(key_columns) == 1:
         for field in opts.local_fields:
             if field.column == key_columns[0] and (field.db_index or field.unique or field.primary_key):
                 kind = "primary key" if field.primary_key else type(field).__name__
-                return Trace(model=opts.label, source=f"field {field.name} ({kind})", field=field)
-    return Trace(model=opts.label, source="no index of the model: created outside its migrations")
+                return Trace(model=opts.label, source=f"field {field.name} ({kind})", field=field, ours=ours)
+    return Trace(model=opts.label, source="no index of the model: created outside its migrations", ours=ours)
 
 
 def removal_code(trace: Trace | None) -> str:
-    """The migration operation that drops the index behind `trace`, or "" when there is none."""
-    if trace is None:
+    """The migration operation that drops the index behind `trace`, or "" when there is none (or
+    the model is Django's or a package's, whose migrations Opsdeck does not write)."""
+    if trace is None or not trace.ours:
         return ""
     model_name = trace.model.split(".")[1].lower()
     if trace.index is not None:
@@ -80,7 +90,7 @@ def removal_code(trace: Trace | None) -> str:
 
 def rebuild_code(trace: Trace | None) -> str:
     """Drop and re-create a broken `Meta.indexes` entry without locking writes."""
-    if trace is None or trace.index is None:
+    if trace is None or trace.index is None or not trace.ours:
         return ""
     from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 
