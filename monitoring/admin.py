@@ -261,7 +261,11 @@ class DashboardAdmin(admin.ModelAdmin):
         for row in data["indexes"]:
             row["history"] = since.get((row["schema"], row["index"]), {})
         flag = request.GET.get("flag", "")
-        rows = [row for row in data["indexes"] if not flag or flag in row["flags"]]
+        # Findings first (biggest first), then every other index by size.
+        rows = sorted(
+            (row for row in data["indexes"] if not flag or flag in row["flags"]),
+            key=lambda row: (not row["flags"], -row["size_bytes"]),
+        )
         exact = None
         if request.GET.get("exact") and request.user.is_superuser:
             exact = indexes.index_bloat_exact(_int(request.GET["exact"], "exact"))
