@@ -37,10 +37,12 @@ def estimated_count(queryset) -> dict:
 
 
 def stuck_after_s() -> int:
-    return getattr(settings, "RECONCILIATION_STUCK_AFTER_S", 600)
+    return settings.RECONCILIATION_STUCK_AFTER_S
 
 
 def stuck_executions():
+    """Running with no heartbeat for RECONCILIATION_STUCK_AFTER_S (the sweeper's definition), or
+    never a heartbeat since a start that long ago."""
     cutoff = timezone.now() - timedelta(seconds=stuck_after_s())
     return Execution.objects.filter(status=Execution.Status.RUNNING).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
