@@ -11,6 +11,7 @@ drops those cached figures before every request, so each figure is the uncached 
 
 import argparse
 import os
+import platform
 import statistics
 import sys
 import time
@@ -59,7 +60,14 @@ def biggest_tables() -> list[tuple[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--save", action="store_true", help="also write the table to bench/results/")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def emit(line: str) -> None:
+        print(line)
+        lines.append(line)
+
     user, _ = get_user_model().objects.get_or_create(
         username="bench-monitoring", defaults={"is_staff": True, "is_superuser": True}
     )
@@ -69,11 +77,12 @@ def main() -> None:
     PerformanceView.throttle_classes = []
     client = Client()
     client.force_login(user)
-    print("biggest tables (estimated rows):", ", ".join(f"{name} {rows:,}" for name, rows in biggest_tables()))
+    emit(f"{platform.platform()}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}")
+    emit("biggest tables (estimated rows): " + ", ".join(f"{name} {rows:,}" for name, rows in biggest_tables()))
     urls = [f"/admin/monitoring/dashboard/{page}" for page in PAGES]
     urls += [f"/api/v1/database/performance/{endpoint}" for endpoint in API]
-    print(f"{'':58s} {'uncached':>26s} {'cached':>10s}")
-    print(f"{'url':58s} {'median ms':>9s} {'max ms':>7s} {'queries':>7s} {'median ms':>10s}")
+    emit(f"{'':58s} {'uncached':>26s} {'cached':>10s}")
+    emit(f"{'url':58s} {'median ms':>9s} {'max ms':>7s} {'queries':>7s} {'median ms':>10s}")
     for url in urls:
         uncached, cached, queries = [], [], 0
         for run in range(args.runs + 1):
@@ -88,10 +97,16 @@ def main() -> None:
                 queries = len(captured)
                 # Cached: the steady state, with the minute sampler's figures in the cache.
                 cached.append(timed_get(client, url))
-        print(
+        emit(
             f"{url:58s} {statistics.median(uncached):9.1f} {max(uncached):7.1f} {queries:7d} "
             f"{statistics.median(cached):10.1f}"
         )
+    emit(f"load average at end {os.getloadavg()[0]:.2f}")
+    if args.save:
+        target = Path(__file__).resolve().parent / "results" / f"monitoring-pages-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("\n".join(lines) + "\n")
+        print(f"saved {target}")
 
 
 def timed_get(client, url: str) -> float:

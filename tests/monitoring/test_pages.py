@@ -131,3 +131,43 @@ def test_a_page_whose_catalog_read_times_out_says_so_with_503(viewer, login, set
     response = login(viewer).get(PAGES["indexes"])
     assert response.status_code == 503
     assert "could not be read in time" in response.content.decode()
+
+
+def _queries_of(client, url) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_page_query_counts_do_not_grow_with_the_data(viewer, login):
+    """No query per row: more indexes, beat jobs and job runs, the same number of queries."""
+    from django.db import models
+    from django.utils import timezone
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    from project.models import JobRun
+    from tasks.models import Task
+
+    client = login(viewer)
+    crontab = CrontabSchedule.objects.create(minute="7")
+
+    def add_beat_job_with_a_run(n):
+        PeriodicTask.objects.create(name=f"extra {n}", task=f"monitoring.extra_{n}", crontab=crontab)
+        JobRun.objects.create(name=f"monitoring.extra_{n}", status="succeeded", started_at=timezone.now())
+
+    add_beat_job_with_a_run(0)  # one of each before counting: an empty list would skip its query
+    client.get(PAGES["backlog"])  # warm caches (pending count, content types) before counting
+    client.get(PAGES["indexes"])
+    before = {page: _queries_of(client, PAGES[page]) for page in ("indexes", "backlog", "tables", "pool")}
+    from django.db import connection
+
+    with connection.schema_editor() as editor:
+        for n in range(3):
+            editor.add_index(Task, models.Index(fields=["title", "deadline"], name=f"mon_nplus1_{n}_idx"))
+    for n in range(1, 4):
+        add_beat_job_with_a_run(n)
+    after = {page: _queries_of(client, PAGES[page]) for page in before}
+    assert after == before, (before, after)
