@@ -92,10 +92,14 @@ def celery_inspect_live(timeout_s: float | None = None) -> dict:
     active, reserved and scheduled jobs. Cached for the pages, which never wait on workers."""
     timeout_s = timeout_s if timeout_s is not None else settings.MONITORING_INSPECT_TIMEOUT_S
     started = time.monotonic()
-    inspect = celery_app.control.inspect(timeout=timeout_s)
     result = {"taken_at": timezone.now().isoformat(), "workers": {}, "error": None}
     try:
-        replies = {name: getattr(inspect, name)() or {} for name in ("ping", "active", "reserved", "scheduled")}
+        # A broadcast waits its whole timeout for workers that might still answer; once the ping
+        # has counted them, the other questions stop as soon as that many replied.
+        replies = {"ping": celery_app.control.inspect(timeout=timeout_s).ping() or {}}
+        inspect = celery_app.control.inspect(timeout=timeout_s, limit=len(replies["ping"]) or None)
+        for name in ("active", "reserved", "scheduled"):
+            replies[name] = (getattr(inspect, name)() or {}) if replies["ping"] else {}
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         replies = {}
