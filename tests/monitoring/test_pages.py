@@ -171,3 +171,36 @@ def test_page_query_counts_do_not_grow_with_the_data(viewer, login):
         add_beat_job_with_a_run(n)
     after = {page: _queries_of(client, PAGES[page]) for page in before}
     assert after == before, (before, after)
+
+
+def test_worker_inspection_asks_the_answering_workers_and_is_cached_for_the_pages(viewer, login, monkeypatch):
+    import project.celery
+    from monitoring.selectors import backlog
+
+    asked = []
+
+    class Inspect:
+        def __init__(self, timeout, limit=None):
+            asked.append(limit)
+
+        def ping(self):
+            return {"worker@a": {"ok": "pong"}}
+
+        def active(self):
+            return {"worker@a": [{"id": "j1", "name": "approvals.run_automation", "kwargs": {}}]}
+
+        def reserved(self):
+            return {}
+
+        def scheduled(self):
+            return {"worker@a": [{"eta": "2026-11-23T21:00:00", "request": {"id": "j2", "name": "webhooks.send"}}]}
+
+    monkeypatch.setattr(project.celery.app.control, "inspect", Inspect)
+    result = backlog.celery_inspect_live(timeout_s=0.1)
+    assert asked == [None, 1]  # the ping counts the workers; the rest stop at that many replies
+    worker = result["workers"]["worker@a"]
+    assert worker["ok"] and worker["active"][0]["name"] == "approvals.run_automation"
+    assert worker["scheduled"][0] == {"id": "j2", "name": "webhooks.send", "args": "", "eta": "2026-11-23T21:00:00"}
+    body = login(viewer).get(PAGES["backlog"]).content.decode()
+    assert "worker@a" in body and "approvals.run_automation" in body
+    assert "1 answering" in login(viewer).get(PAGES["overview"]).content.decode()
