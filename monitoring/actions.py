@@ -247,11 +247,14 @@ def refresh_view(*, name: str, requested_by: int | None = None) -> dict:
 
 
 def reset_statements(*, requested_by: int | None = None) -> dict:
-    """pg_stat_statements_reset(): lifetime totals start again (the snapshots keep the history)."""
+    """pg_stat_statements_reset() for this database only (other databases on the server are not
+    Opsdeck's): lifetime totals start again; the snapshots keep the history."""
 
     def work():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_stat_statements_reset()")
+            cursor.execute(
+                "SELECT pg_stat_statements_reset(0, d.oid, 0) FROM pg_database d WHERE d.datname = current_database()"
+            )
         return {}
 
     return _with_audit("reset_statements", "pg_stat_statements", "", requested_by, {}, work)

@@ -168,3 +168,84 @@ def test_run_now_sends_the_beat_job_to_its_queue_and_is_audited(superuser, login
     assert sent == [("project.maintain_partitions", {}, "maintenance")]
     act = ActivityLog.objects.get(category="monitoring", action="run_job_requested")
     assert act.user_id == superuser.pk and act.entity_id == "run-now-test"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_index_left_invalid_by_a_failed_concurrent_build_is_found_and_dropped(superuser, login, eager_celery):
+    from monitoring.selectors import indexes
+    from tests.factories import TaskFactory
+
+    TaskFactory.create_batch(2, title="same title")
+    with pytest.raises(Exception, match="could not create unique index"), connection.cursor() as cursor:
+        cursor.execute("CREATE UNIQUE INDEX CONCURRENTLY mon_test_invalid_idx ON tasks_task (title)")
+    try:
+        row = next(r for r in indexes.index_usage()["indexes"] if r["index"] == "mon_test_invalid_idx")
+        assert row["flags"] == ["invalid"]
+        response = login(superuser).post(action_url("drop_invalid_index"), {"oid": row["oid"]})
+        assert response.status_code == 302
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('mon_test_invalid_idx')")
+            assert cursor.fetchone()[0] is None
+        act = ActivityLog.objects.get(category="monitoring", action="drop_invalid_index")
+        assert act.metadata["outcome"] == "done" and act.user_id == superuser.pk
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX IF EXISTS mon_test_invalid_idx")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reindex_concurrently_rebuilds_the_index(superuser, login, eager_celery):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_filenode('task_priority_idx')")
+        (before,) = cursor.fetchone()
+    response = login(superuser).post(action_url("reindex"), {"oid": table_oid("task_priority_idx")})
+    assert response.status_code == 302
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_filenode('task_priority_idx')")
+        assert cursor.fetchone()[0] != before  # a new copy was built and swapped in
+    assert JobRun.objects.get(name="monitoring.maintenance_reindex").status == JobRun.Status.SUCCEEDED
+
+
+def test_create_partitions_brings_back_a_missing_month(superuser, login, eager_celery):
+    from datetime import UTC, datetime
+
+    from dateutil.relativedelta import relativedelta
+
+    from monitoring.selectors import tables
+
+    next_month = datetime.now(UTC) + relativedelta(months=1)
+    name = f"project_activitylog_{next_month:%Y_%m}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP TABLE "{name}"')
+    table = next(t for t in tables.partitions() if t["table"] == "project_activitylog")
+    assert table["months_ahead"] == 0 and table["status"] == "red"
+    response = login(superuser).post(action_url("create_partitions"), {"oid": table["oid"]})
+    assert response.status_code == 302
+    table = next(t for t in tables.partitions() if t["table"] == "project_activitylog")
+    assert table["months_ahead"] >= 2 and table["status"] == "green"
+    act = ActivityLog.objects.get(category="monitoring", action="create_partitions")
+    assert act.metadata["created"] == [name]
+
+
+def test_refresh_view_refreshes_a_registered_view_and_records_it(superuser, login, eager_celery):
+    from project.models import MaterializedViewRefresh
+
+    response = login(superuser).post(action_url("refresh_view"), {"name": "mv_job_performance"})
+    assert response.status_code == 302
+    refresh = MaterializedViewRefresh.objects.get(view_name="mv_job_performance")
+    assert refresh.status == MaterializedViewRefresh.Status.OK
+    assert login(superuser).get(action_url("refresh_view"), {"name": "pg_class"}).status_code == 404
+
+
+def test_reset_statements_empties_this_databases_statistics_only(superuser, login, eager_celery):
+    _a_statement_queryid()
+    response = login(superuser).post(action_url("reset_statements"))
+    assert response.status_code == 302
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE %s "
+            "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ["SELECT count(*) FROM tasks_task WHERE priority = $1%"],
+        )
+        assert cursor.fetchone()[0] == 0
+    assert ActivityLog.objects.filter(category="monitoring", action="reset_statements").exists()
