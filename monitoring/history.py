@@ -310,5 +310,10 @@ def series(names: list[str], *, hours: int = 24, now: datetime | None = None) ->
             [bucket_s, names, now - timedelta(hours=hours)],
         )
         for name, key, bucket, value in cursor.fetchall():
-            result[name].setdefault(key, []).append([int(bucket.timestamp() * 1000), value])
+            points = result[name].setdefault(key, [])
+            moment = int(bucket.timestamp() * 1000)
+            if points and moment - points[-1][0] > 2 * bucket_s * 1000:
+                # No samples (the sampler was not running): a gap in the line, not a slope.
+                points.append([points[-1][0] + bucket_s * 1000, None])
+            points.append([moment, value])
     return result

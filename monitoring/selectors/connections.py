@@ -35,7 +35,7 @@ def connections(*, limit: int = 20) -> dict:
                    coalesce(state, backend_type) AS state,
                    count(*) AS connections,
                    count(*) FILTER (WHERE cardinality(pg_blocking_pids(pid)) > 0) AS waiting_on_lock,
-                   max(extract(epoch FROM now() - state_change))::float AS longest_in_state_s
+                   GREATEST(max(extract(epoch FROM now() - state_change)), 0)::float AS longest_in_state_s
             FROM pg_stat_activity
             WHERE backend_type = 'client backend'
             GROUP BY 1, 2

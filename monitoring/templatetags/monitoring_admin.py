@@ -57,3 +57,9 @@ def index_using(definition: str) -> str:
     name are in their own column; the full text is the cell's title)."""
     _, found, rest = (definition or "").partition(" USING ")
     return rest if found else definition
+
+
+@register.filter
+def squash(text: str) -> str:
+    """SQL on one line: runs of whitespace (indentation, newlines) as one space."""
+    return " ".join((text or "").split())

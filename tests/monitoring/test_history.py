@@ -60,3 +60,16 @@ def test_request_figures_are_the_last_minute_not_the_lifetime(monkeypatch):
     assert figures["db.query_p95_ms"] < 10
     assert figures["http.requests"] == 100
     assert figures["http.error_rate"] == pytest.approx(0.01)
+
+
+def test_chart_series_are_bucketed_and_show_gaps_where_no_sample_was_taken():
+    now = timezone.now().replace(second=0, microsecond=0)
+    for minutes_ago in (180, 179, 178, 2, 1):  # the sampler stopped for almost three hours
+        MetricSample.objects.create(
+            taken_at=now - timedelta(minutes=minutes_ago), name="pool.usage_ratio", key="a", value=0.5
+        )
+    points = history.series(["pool.usage_ratio"], hours=24, now=now)["pool.usage_ratio"]["a"]
+    assert len(points) <= history.CHART_POINTS
+    values = [value for _, value in points]
+    assert None in values  # the line breaks over the gap
+    assert values[0] == 0.5 and values[-1] == 0.5

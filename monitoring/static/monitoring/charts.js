@@ -13,7 +13,10 @@
         datasets: spec.datasets.map(function (set, i) {
           return {
             label: set.label,
-            data: set.data.map(function (p) { return { x: p[0], y: spec.percent ? p[1] * 100 : p[1] }; }),
+            data: set.data.map(function (p) {
+              return { x: p[0], y: p[1] === null ? null : (spec.percent ? p[1] * 100 : p[1]) };
+            }),
+            spanGaps: false,
             borderColor: palette[i % palette.length],
             backgroundColor: palette[i % palette.length],
             pointRadius: 0,
