@@ -140,8 +140,6 @@ def main() -> int:
         "u, _ = get_user_model().objects.get_or_create(username='e2e-admin', defaults={'is_staff': True, "
         "'is_superuser': True})\n"
         f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()\n"
-        "from monitoring.history import sample_metrics, snapshot_counters\n"
-        "sample_metrics(); snapshot_counters()\n"
     )
     subprocess.run([python, "-c", setup], cwd=BASE_DIR, env=env, check=True)
 
@@ -162,6 +160,10 @@ def main() -> int:
     failures = []
     try:
         wait_for(lambda: httpx.get(f"{base}/health").status_code == 200, timeout_s=30, what="gunicorn")
+        # History for the charts, taken now that the web processes publish their pool stats.
+        sample = "import django; django.setup(); from monitoring import history; "
+        sample += "history.sample_metrics(); history.snapshot_counters()"
+        subprocess.run([python, "-c", sample], cwd=BASE_DIR, env=env, check=True, stdout=subprocess.DEVNULL)
         wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{driver_port}/status").json()["value"]["ready"],
             timeout_s=30,
