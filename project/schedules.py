@@ -41,6 +41,14 @@ SCHEDULES = [
         description="Decide pending versions with the active approval rule.",
         expires_s=55,
     ),
+    Schedule(
+        name="Reconciliation: requeue stuck executions",
+        job="reconciliation.requeue_stuck_executions",
+        queue="reconciliation",
+        crontab={"minute": "*/5"},
+        description="Queue again executions whose worker died (no heartbeat); fail those out of attempts.",
+        expires_s=240,
+    ),
     # The cockpit's history (monitoring/history.py): figures every minute, counters every 5.
     Schedule(
         name="Monitoring: sample figures",

@@ -114,6 +114,10 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class RecordSerializer(serializers.ModelSerializer):
+    # Annotated by selectors.record_list (a LEFT JOIN to MatchedRecord).
+    match_id = serializers.IntegerField(allow_null=True, read_only=True)
+    status = serializers.ChoiceField(choices=Record.Status.choices, read_only=True)
+
     class Meta:
         model = Record
         fields = [
@@ -262,9 +266,14 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
 
 
 class RecordFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Record.Status.choices, method="filter_status")
+
     class Meta:
         model = Record
-        fields = ["job", "side", "status"]
+        fields = ["side"]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.filter(matched__isnull=value == Record.Status.OPEN)
 
 
 class ExecutionFilter(django_filters.FilterSet):
@@ -384,9 +393,7 @@ class JobViewSet(
     @extend_schema(
         methods=["POST"],
         parameters=[
-            OpenApiParameter(
-                "side", str, enum=["left", "right"], description="Side of rows with no side"
-            ),
+            OpenApiParameter("side", str, enum=["left", "right"], description="Side of rows with no side"),
             OpenApiParameter("on_error", str, enum=["reject", "skip"], description="reject (default): all or nothing"),
         ],
         request={
@@ -428,7 +435,7 @@ class JobViewSet(
         queryset = RecordFilter(
             request.query_params, queryset=selectors.record_list(tenant_ids=[job.tenant_id]).filter(job=job)
         ).qs
-        self.cursor_ordering = ("id",)
+        self.cursor_ordering = ("side", "external_id")  # the unique (job, side, external_id) index
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(RecordSerializer(page, many=True).data)
 

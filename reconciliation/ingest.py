@@ -188,10 +188,11 @@ def _optional(columns: list[str], name: str) -> sql.Composable:
 
 
 def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], default_side: str | None):
-    """Create the staging and checked tables (dropped at commit); return the checked table's SQL name."""
+    """Create the staging table (dropped at commit); return the statements that find the bad rows and
+    insert the good ones."""
     # ON COMMIT DROP cleans up after the usual call; an earlier upload in the same outer
     # transaction (a caller's atomic block) may have left them.
-    cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_checked")
+    cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_bad")
     cursor.execute(
         sql.SQL(
             "CREATE TEMP TABLE recon_staging (row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
@@ -225,38 +226,47 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         currency_re=sql.Literal(CURRENCY_PATTERN),
         date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
     )
-    return sql.SQL(
+    # Only the bad rows are written down (usually none): checking costs one pass over the
+    # staging table, and the good rows go from staging to the records table once.
+    find_bad_rows = sql.SQL(
         """
-        CREATE TEMP TABLE recon_checked ON COMMIT DROP AS
-        SELECT s.row_no,
-               btrim(s.external_id) AS external_id,
-               {side} AS side,
-               btrim(s.amount) AS amount,
-               upper(btrim(s.currency)) AS currency,
-               btrim(s.booked_on) AS booked_on,
-               {reference} AS reference,
-               {counterparty} AS counterparty,
-               {description} AS description,
-               jsonb_strip_nulls({raw}) AS raw,
-               existing.id IS NOT NULL AS already_there,
-               {problems} AS problems
-        FROM (
-            SELECT s.*, min(s.row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS first_row_no
-            FROM recon_staging s
-        ) s
-        LEFT JOIN reconciliation_record existing
-               ON existing.job_id = {job_id} AND existing.side = {side}
-              AND existing.external_id = btrim(s.external_id)
+        CREATE TEMP TABLE recon_bad ON COMMIT DROP AS
+        SELECT row_no, problems FROM (
+            SELECT s.row_no, {problems} AS problems
+            FROM (
+                SELECT s.*, min(s.row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS first_row_no
+                FROM recon_staging s
+            ) s
+            LEFT JOIN reconciliation_record existing
+                   ON existing.job_id = {job_id} AND existing.side = {side}
+                  AND existing.external_id = btrim(s.external_id)
+        ) checked
+        WHERE cardinality(problems) > 0
+        """
+    ).format(side=side, problems=problems, job_id=sql.Literal(job.pk))
+    insert_good_rows = sql.SQL(
+        """
+        INSERT INTO reconciliation_record
+            (tenant_id, job_id, side, external_id, amount, currency, booked_on,
+             reference, counterparty, description, raw, created_at)
+        SELECT {tenant_id}, {job_id}, {side}, btrim(s.external_id), btrim(s.amount)::numeric,
+               upper(btrim(s.currency)), btrim(s.booked_on)::date, {reference}, {counterparty}, {description},
+               jsonb_strip_nulls({raw}), now()
+        FROM recon_staging s
+        WHERE NOT EXISTS (SELECT 1 FROM recon_bad b WHERE b.row_no = s.row_no)
+        ORDER BY s.row_no
+        ON CONFLICT (job_id, side, external_id) DO NOTHING
         """
     ).format(
+        tenant_id=sql.Literal(job.tenant_id),
+        job_id=sql.Literal(job.pk),
         side=side,
         reference=reference,
         counterparty=counterparty,
         description=description,
         raw=raw,
-        problems=problems,
-        job_id=sql.Literal(job.pk),
     )
+    return find_bad_rows, insert_good_rows
 
 
 def records_ingest(
@@ -292,7 +302,7 @@ def records_ingest(
     result = IngestResult()
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
-        create_checked = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
+        find_bad_rows, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
         # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
         copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
@@ -309,21 +319,11 @@ def records_ingest(
             if not _is_data_error(error):
                 raise
             raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
-        cursor.execute(create_checked)
-        cursor.execute(
-            """
-            SELECT count(*),
-                   count(*) FILTER (WHERE cardinality(problems) > 0),
-                   count(*) FILTER (WHERE cardinality(problems) = 0 AND already_there)
-            FROM recon_checked
-            """
-        )
-        result.received, result.rejected, result.unchanged = cursor.fetchone()
+        cursor.execute(find_bad_rows)
+        cursor.execute("SELECT (SELECT count(*) FROM recon_staging), (SELECT count(*) FROM recon_bad)")
+        result.received, result.rejected = cursor.fetchone()
         if result.rejected:
-            cursor.execute(
-                "SELECT row_no, problems FROM recon_checked WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
-                [ERRORS_REPORTED],
-            )
+            cursor.execute("SELECT row_no, problems FROM recon_bad ORDER BY row_no LIMIT %s", [ERRORS_REPORTED])
             result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
             if on_error == "reject":
                 raise InvalidUpload(
@@ -331,22 +331,10 @@ def records_ingest(
                     row_errors=result.errors,
                     bad_rows=result.rejected,
                 )
-        cursor.execute(
-            """
-            INSERT INTO reconciliation_record
-                (tenant_id, job_id, side, external_id, amount, currency, booked_on,
-                 reference, counterparty, description, raw, status, created_at)
-            SELECT %(tenant_id)s, %(job_id)s, side, external_id, amount::numeric, currency, booked_on::date,
-                   reference, counterparty, description, raw, 'open', now()
-            FROM recon_checked
-            WHERE cardinality(problems) = 0 AND NOT already_there
-            ORDER BY row_no
-            ON CONFLICT (job_id, side, external_id) DO NOTHING
-            """,
-            {"tenant_id": job.tenant_id, "job_id": job.pk},
-        )
+        cursor.execute(insert_good_rows)
         result.inserted = cursor.rowcount
-        # A concurrent upload of the same records got there first: they are unchanged, not lost.
+        # Rows already there with the same values (or put there by a concurrent upload of the
+        # same records) are unchanged, not lost.
         result.unchanged = result.received - result.rejected - result.inserted
         activity_record(
             category="reconciliation",

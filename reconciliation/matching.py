@@ -9,7 +9,7 @@ Per execution the open records of each side are copied once into session temp ta
    day distance, left id, right id). With a strict order this gives exactly the matching of the
    textbook greedy algorithm ("take the best remaining pair"), in a few set-based rounds instead
    of one query per record,
-3. and commits, in one transaction, its matches, the records' new status and the execution's
+3. and commits, in one transaction, its matches, their MatchedRecord rows and the execution's
    progress (`passes_done`). A retry after a crash skips the passes already committed, and a pass
    re-run finds nothing left to match, so a killed run finishes with the same result.
 
@@ -26,11 +26,17 @@ from reconciliation.exceptions import ReconciliationError
 from reconciliation.models import Execution, Match
 from reconciliation.rules import MatchingRules
 
-PASSES = ("exact", "tolerance", "group_one_to_many", "group_many_to_one")
+# Groups before tolerance: an exact sum of records sharing a reference is stronger evidence than
+# one drifted pair, and a tolerance pair must not take a part of a split payment.
+PASSES = ("exact", "group_one_to_many", "group_many_to_one", "tolerance")
 # Two candidates closer than this in confidence are "as good" as each other: a person decides.
 AMBIGUITY_MARGIN = 0.02
 GROUP_CONFIDENCE = {"reference": 1.0, "counterparty": 0.85}
 MAX_GREEDY_ROUNDS = 50
+# Trigram similarity of unrelated texts of one format ("INV-2026-…", "… Holdings Ltd") reaches
+# about this much; only what lies above it counts as evidence (measured on bench/recon_data.py
+# sets: 90% of wrong pairs score below 0.27 on references and 0.12 on counterparties).
+SIMILARITY_FLOOR = 0.3
 # Amount and date alone (no reference or counterparty on one side) suggest at most.
 NO_TEXT_EVIDENCE_CAP = 0.75
 
@@ -87,8 +93,9 @@ def load_working_set(job_id: int) -> None:
                 CREATE TEMP TABLE {table} AS
                 SELECT id, currency, amount, booked_on, reference_norm AS ref,
                        lower(btrim(counterparty)) AS cp, lower(btrim(description)) AS descr
-                FROM reconciliation_record
-                WHERE job_id = %s AND side = %s AND status = 'open'
+                FROM reconciliation_record r
+                WHERE job_id = %s AND side = %s
+                  AND NOT EXISTS (SELECT 1 FROM reconciliation_matchedrecord m WHERE m.record_id = r.id)
                 """,
                 [job_id, side],
             )
@@ -120,6 +127,14 @@ def _similarity(a: str, b: str, has_trigram: bool) -> str:
                       WHERE word <> '' GROUP BY word) overlap)"""
 
 
+def _evidence(a: str, b: str, has_trigram: bool) -> str:
+    """0..1 evidence that two texts name the same thing: 1 when equal, else their similarity
+    above SIMILARITY_FLOOR rescaled to 0..1 (unrelated texts of one format share some trigrams)."""
+    return f"""CASE WHEN {a} = {b} THEN 1
+                    ELSE greatest(0, ({_similarity(a, b, has_trigram)} - {SIMILARITY_FLOOR}) / (1 - {SIMILARITY_FLOOR}))
+               END"""
+
+
 def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
     """The allowed amount drift around `amount`: the larger of the absolute and the percentage."""
     drift = rules.tolerance
@@ -130,7 +145,7 @@ def _candidates_exact(ctx: MatchingContext) -> str:
     return f"""
         CREATE TEMP TABLE cand AS
         SELECT l.id AS left_id, r.id AS right_id, 1.0::float8 AS confidence,
-               abs(l.booked_on - r.booked_on) AS days
+               abs(l.booked_on - r.booked_on) AS days, l.amount AS left_amount, r.amount AS right_amount
         FROM rl l
         JOIN rr r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
         WHERE l.ref <> '' AND abs(l.booked_on - r.booked_on) <= {int(ctx.rules.date_window_days)}
@@ -150,23 +165,24 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
     tolerance = _tolerance_sql(ctx.rules, "l.amount")
     return f"""
         CREATE TEMP TABLE cand AS
-        SELECT left_id, right_id, days,
+        SELECT left_id, right_id, days, left_amount, right_amount,
                round(CASE WHEN text_weight = 0 THEN least(score, {NO_TEXT_EVIDENCE_CAP}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
         FROM (
-            SELECT left_id, right_id, days, text_weight,
+            SELECT left_id, right_id, days, left_amount, right_amount, text_weight,
                    ({weights["amount"]} * amount_score + {weights["date"]} * date_score
                     + {weights["reference"]} * reference_score + {weights["counterparty"]} * counterparty_score)
                    / nullif({weights["amount"]} + {weights["date"]} + text_weight, 0) AS score
             FROM (
                 SELECT l.id AS left_id, r.id AS right_id, abs(l.booked_on - r.booked_on) AS days,
+                       l.amount AS left_amount, r.amount AS right_amount,
                        CASE WHEN {tolerance} = 0 THEN 1
                             ELSE 1 - abs(l.amount - r.amount) / (2 * {tolerance}) END AS amount_score,
                        1 - abs(l.booked_on - r.booked_on)::numeric / (2 * ({window} + 1)) AS date_score,
-                       CASE WHEN l.ref = '' OR r.ref = '' THEN 0 WHEN l.ref = r.ref THEN 1
-                            ELSE {_similarity("l.ref", "r.ref", ctx.has_trigram)} END AS reference_score,
+                       CASE WHEN l.ref = '' OR r.ref = '' THEN 0
+                            ELSE {_evidence("l.ref", "r.ref", ctx.has_trigram)} END AS reference_score,
                        CASE WHEN l.cp = '' OR r.cp = '' THEN 0
-                            ELSE {_similarity("l.cp", "r.cp", ctx.has_trigram)} END AS counterparty_score,
+                            ELSE {_evidence("l.cp", "r.cp", ctx.has_trigram)} END AS counterparty_score,
                        CASE WHEN l.ref = '' OR r.ref = '' THEN 0 ELSE {weights["reference"]} END
                        + CASE WHEN l.cp = '' OR r.cp = '' THEN 0 ELSE {weights["counterparty"]} END AS text_weight
                 FROM rl l
@@ -193,6 +209,7 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
     window = int(ctx.rules.date_window_days)
     confidence = GROUP_CONFIDENCE[rules.key]
     left_ids, right_ids = ("ARRAY[o.id]", "g.member_ids") if one_side == "left" else ("g.member_ids", "ARRAY[o.id]")
+    left_amount, right_amount = ("o.amount", "g.total") if one_side == "left" else ("g.total", "o.amount")
     return f"""
         CREATE TEMP TABLE chosen AS
         WITH groups AS (
@@ -212,8 +229,8 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
             SELECT member_id FROM fitting, unnest(member_ids) AS member_id
             GROUP BY member_id HAVING count(*) > 1
         )
-        SELECT {left_ids} AS left_ids, {right_ids} AS right_ids, {confidence}::float8 AS confidence,
-               false AS ambiguous
+        SELECT {left_ids} AS left_ids, {right_ids} AS right_ids, {left_amount} AS left_amount,
+               {right_amount} AS right_amount, {confidence}::float8 AS confidence, false AS ambiguous
         FROM fitting g JOIN {one} o ON o.id = g.one_id
         WHERE NOT EXISTS (SELECT 1 FROM contested c WHERE c.member_id = ANY (g.member_ids))
     """
@@ -227,7 +244,8 @@ def _assign_greedy(cursor) -> None:
     cursor.execute(
         """
         CREATE TEMP TABLE chosen (
-            left_ids bigint[], right_ids bigint[], confidence float8, ambiguous boolean, round int
+            left_ids bigint[], right_ids bigint[], left_amount numeric, right_amount numeric,
+            confidence float8, ambiguous boolean, round int
         )
         """
     )
@@ -247,9 +265,9 @@ def _assign_greedy(cursor) -> None:
     for round_number in range(1, MAX_GREEDY_ROUNDS + 1):
         cursor.execute(
             """
-            INSERT INTO chosen (left_ids, right_ids, confidence, ambiguous, round)
-            SELECT ARRAY[b.left_id], ARRAY[b.right_id], b.confidence, false, %s
-            FROM (SELECT DISTINCT ON (left_id) left_id, right_id, confidence
+            INSERT INTO chosen (left_ids, right_ids, left_amount, right_amount, confidence, ambiguous, round)
+            SELECT ARRAY[b.left_id], ARRAY[b.right_id], b.left_amount, b.right_amount, b.confidence, false, %s
+            FROM (SELECT DISTINCT ON (left_id) left_id, right_id, left_amount, right_amount, confidence
                   FROM cand ORDER BY left_id, confidence DESC, days, right_id) b
             JOIN (SELECT DISTINCT ON (right_id) right_id, left_id
                   FROM cand ORDER BY right_id, confidence DESC, days, left_id) r
@@ -313,8 +331,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
                 SELECT c.left_ids, c.right_ids, c.confidence,
                        CASE WHEN c.confidence >= %(auto)s AND NOT c.ambiguous THEN 'auto' ELSE 'suggested' END
                            AS status,
-                       (SELECT sum(amount) FROM rl WHERE id = ANY (c.left_ids)) AS left_amount,
-                       (SELECT sum(amount) FROM rr WHERE id = ANY (c.right_ids)) AS right_amount
+                       c.left_amount, c.right_amount
                 FROM chosen c
                 WHERE c.confidence >= %(review)s
             ),
@@ -329,10 +346,12 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
                 RETURNING id, status, left_ids, right_ids
             ),
             marked AS (
-                UPDATE reconciliation_record record SET status = 'matched', match_id = member.match_id
-                FROM (SELECT id AS match_id, unnest(left_ids || right_ids) AS record_id FROM inserted) member
-                WHERE record.id = member.record_id AND record.status = 'open'
-                RETURNING record.id
+                -- A record already matched (by a person, meanwhile) is not taken twice: its row
+                -- is skipped, the counts below differ, and the pass is undone and redone.
+                INSERT INTO reconciliation_matchedrecord (record_id, match_id)
+                SELECT unnest(left_ids || right_ids), id FROM inserted
+                ON CONFLICT (record_id) DO NOTHING
+                RETURNING record_id
             )
             SELECT (SELECT count(*) FROM inserted WHERE status = 'auto'),
                    (SELECT count(*) FROM inserted WHERE status = 'suggested'),
@@ -355,7 +374,8 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
         result.records = marked_records
         for table, column in (("rl", "left_ids"), ("rr", "right_ids")):
             cursor.execute(
-                f"DELETE FROM {table} WHERE id IN (SELECT unnest({column}) FROM chosen WHERE confidence >= %s)",
+                f"""DELETE FROM {table} USING (SELECT unnest({column}) AS id FROM chosen WHERE confidence >= %s) taken
+                    WHERE {table}.id = taken.id""",
                 [rules.review_threshold],
             )
         cursor.execute("DROP TABLE cand, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
@@ -366,28 +386,59 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
 # --- After the passes ----------------------------------------------------------------------------
 
 
-def _open_reason_sql(rules: MatchingRules) -> str:
-    """Why an open record (alias r) stayed open, from the records of the other side of its job."""
+def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
+    """SELECT id, side, amount, reason of every open record of the working set (rl, rr).
+
+    Reasons, from the records of the other side: a record within the amount drift and date
+    window that is still open -> low_confidence (the pair scored below review_threshold); only
+    matched ones -> ambiguous (its candidates went to other records); none, but one with the same
+    reference in the window -> amount_outside_drift; else no_candidate. Open candidates are
+    probed in the working set's (currency, amount) index; matched ones, only for records with no
+    open candidate, in recon_record_candidate_idx; the reference check is one hash join.
+    """
     window = int(rules.date_window_days)
     tolerance = _tolerance_sql(rules, "r.amount")
-    other_side = "CASE r.side WHEN 'left' THEN 'right' ELSE 'left' END"
-    in_drift = f"""
-        FROM reconciliation_record o
-        WHERE o.job_id = r.job_id AND o.side = {other_side} AND o.currency = r.currency
-          AND o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}
-          AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}
-    """
+    in_window = f"""o.currency = r.currency AND o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}
+                    AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}"""
+
+    def open_records(table: str, side: str, other_table: str, other_side: str) -> str:
+        return f"""
+            SELECT r.id, '{side}' AS side, r.currency, r.amount, r.booked_on, r.ref,
+                   EXISTS (SELECT 1 FROM {other_table} o WHERE {in_window}) AS open_candidate,
+                   '{other_side}' AS other_side
+            FROM {table} r
+            {exception_filter}
+        """
+
+    exception_filter = (
+        """WHERE NOT EXISTS (SELECT 1 FROM reconciliation_unmatched u
+                             WHERE u.record_id = r.id AND u.resolved_at IS NULL)"""
+        if without_open_exception
+        else ""
+    )
     return f"""
-        CASE
-            WHEN EXISTS (SELECT 1 {in_drift} AND o.status = 'open') THEN 'low_confidence'
-            WHEN EXISTS (SELECT 1 {in_drift}) THEN 'ambiguous'
-            WHEN r.reference_norm <> '' AND EXISTS (
-                SELECT 1 FROM reconciliation_record o
-                WHERE o.job_id = r.job_id AND o.side = {other_side} AND o.reference_norm = r.reference_norm
-                  AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window})
-            THEN 'amount_outside_drift'
-            ELSE 'no_candidate'
-        END
+        WITH open_records AS MATERIALIZED (
+            {open_records("rl", "left", "rr", "right")}
+            UNION ALL
+            {open_records("rr", "right", "rl", "left")}
+        ),
+        same_reference AS (
+            SELECT DISTINCT r.id
+            FROM open_records r
+            JOIN reconciliation_record o
+              ON o.job_id = %(job)s AND o.reference_norm = r.ref AND o.side = r.other_side
+             AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}
+            WHERE r.ref <> '' AND NOT r.open_candidate
+        )
+        SELECT r.id, r.side, r.amount,
+               CASE WHEN r.open_candidate THEN 'low_confidence'
+                    WHEN EXISTS (SELECT 1 FROM reconciliation_record o
+                                 WHERE o.job_id = %(job)s AND o.side = r.other_side AND {in_window})
+                    THEN 'ambiguous'
+                    WHEN EXISTS (SELECT 1 FROM same_reference s WHERE s.id = r.id) THEN 'amount_outside_drift'
+                    ELSE 'no_candidate'
+               END AS reason
+        FROM open_records r
     """
 
 
@@ -400,9 +451,9 @@ def record_exceptions(ctx: MatchingContext) -> None:
             """
             UPDATE reconciliation_unmatched u
             SET resolved_at = now(), resolution = 'matched by execution ' || %(execution)s
-            FROM reconciliation_record r
+            FROM reconciliation_matchedrecord m
             WHERE u.tenant_id = %(tenant)s AND u.job_id = %(job)s AND u.resolved_at IS NULL
-              AND r.id = u.record_id AND r.status = 'matched'
+              AND m.record_id = u.record_id
             """,
             {"execution": execution.pk, "tenant": execution.tenant_id, "job": execution.job_id},
         )
@@ -410,28 +461,23 @@ def record_exceptions(ctx: MatchingContext) -> None:
             f"""
             INSERT INTO reconciliation_unmatched
                 (created_at, tenant_id, job_id, execution_id, record_id, side, amount, reason, resolution)
-            SELECT now(), r.tenant_id, r.job_id, %(execution)s, r.id, r.side, r.amount,
-                   {_open_reason_sql(ctx.rules)}, ''
-            FROM reconciliation_record r
-            WHERE r.job_id = %(job)s AND r.status = 'open'
-              AND NOT EXISTS (SELECT 1 FROM reconciliation_unmatched u
-                              WHERE u.record_id = r.id AND u.resolved_at IS NULL)
+            SELECT now(), %(tenant)s, %(job)s, %(execution)s, id, side, amount, reason, ''
+            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=True)}) open_with_reason
             """,
-            {"execution": execution.pk, "job": execution.job_id},
+            {"execution": execution.pk, "job": execution.job_id, "tenant": execution.tenant_id},
         )
 
 
 def open_reasons_preview(ctx: MatchingContext) -> dict[str, int]:
-    """What record_exceptions would file, without writing (dry runs)."""
+    """Open records by the reason record_exceptions would file (dry runs)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT reason, count(*) FROM (
-                SELECT {_open_reason_sql(ctx.rules)} AS reason
-                FROM reconciliation_record r WHERE r.job_id = %s AND r.status = 'open'
-            ) reasons GROUP BY reason ORDER BY reason
+            SELECT reason, count(*)
+            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=False)}) open_with_reason
+            GROUP BY reason ORDER BY reason
             """,
-            [ctx.execution.job_id],
+            {"job": ctx.execution.job_id},
         )
         return dict(cursor.fetchall())
 
@@ -441,10 +487,12 @@ def job_totals(job_id: int, tenant_id: int) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT side, count(*), count(*) FILTER (WHERE status = 'matched'),
-                   coalesce(sum(amount) FILTER (WHERE status = 'matched'), 0),
-                   coalesce(sum(amount) FILTER (WHERE status = 'open'), 0)
-            FROM reconciliation_record WHERE job_id = %s GROUP BY side
+            SELECT r.side, count(*), count(m.record_id),
+                   coalesce(sum(r.amount) FILTER (WHERE m.record_id IS NOT NULL), 0),
+                   coalesce(sum(r.amount) FILTER (WHERE m.record_id IS NULL), 0)
+            FROM reconciliation_record r
+            LEFT JOIN reconciliation_matchedrecord m ON m.record_id = r.id
+            WHERE r.job_id = %s GROUP BY r.side
             """,
             [job_id],
         )

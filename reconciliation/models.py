@@ -6,7 +6,7 @@ tenant isolation is a WHERE clause the planner can use, not a post-filter.
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import BrinIndex, GinIndex
 from django.db import models
 from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Upper
@@ -99,13 +99,17 @@ class Record(models.Model):
         RIGHT = "right"
 
     class Status(models.TextChoices):
+        """Not a column: a record is matched when it has a MatchedRecord row (selectors annotate it)."""
+
         OPEN = "open"
         MATCHED = "matched"  # part of an auto, suggested or confirmed match
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
     job = models.ForeignKey(ReconciliationJob, on_delete=models.CASCADE, db_index=False, related_name="records")
     side = models.CharField(max_length=5, choices=Side.choices)
-    external_id = models.CharField(max_length=128)
+    # Byte order ("C"): ids are compared for equality only, and a locale-aware comparison on
+    # every index step of a million-row upload is wasted time.
+    external_id = models.CharField(max_length=128, db_collation="C")
     amount = models.DecimalField(max_digits=18, decimal_places=4)
     currency = models.CharField(max_length=3)
     booked_on = models.DateField()
@@ -118,35 +122,45 @@ class Record(models.Model):
     counterparty = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
     raw = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
-    # The one match this record belongs to (a Match id; no foreign key to a partitioned table).
-    # A single column: a record cannot be in two matches.
-    match_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            # Its (job, side) prefix also serves the matcher's load of one side of a job.
+            # Its (job, side) prefix also serves the matcher's load of one side of a job, and the
+            # whole of it the record list of a job (keyset on side, external_id). Every index
+            # costs about a quarter of the ingest time; a record has no other.
             models.UniqueConstraint(fields=["job", "side", "external_id"], name="recon_record_job_side_extid_uniq"),
-            models.CheckConstraint(
-                condition=Q(status="open", match_id__isnull=True) | Q(status="matched", match_id__isnull=False),
-                name="recon_record_matched_has_match",
-            ),
             models.CheckConstraint(condition=Q(side__in=["left", "right"]), name="recon_record_side_valid"),
         ]
         indexes = [
-            # Candidate lookup for one record (manual matching, the tolerance pass on small
-            # remainders): same job, other side, same currency, amount in a range. Neither
-            # status nor match_id is indexed, so marking 1M records matched stays HOT updates.
+            # Candidate lookup for one record (manual matching, the reasons of exceptions): same
+            # job, other side, same currency, amount in a range.
             models.Index(
                 fields=["job", "side", "currency", "amount"], include=["booked_on"], name="recon_record_candidate_idx"
             ),
-            # The record list of a tenant (keyset on id).
-            models.Index(fields=["tenant", "id"], name="recon_record_tenant_idx"),
+            # mv_tenant_usage_hourly reads records by created_at range; rows arrive in created_at
+            # order, so a BRIN index (a few kB) narrows it for almost no ingest cost.
+            BrinIndex(fields=["created_at"], name="recon_record_created_brin"),
         ]
 
     def __str__(self) -> str:
         return f"{self.side} {self.external_id} {self.amount} {self.currency}"
+
+
+class MatchedRecord(models.Model):
+    """A record's place in a match. Its primary key is the record: a record is matched at most once.
+
+    Matching a million records inserts a million of these narrow rows; updating a status column
+    on the records themselves cost 16x more (every non-HOT update rewrites the row and all its
+    index entries; measured 2.7 s against 0.17 s for 140,000 records).
+    """
+
+    record = models.OneToOneField(Record, primary_key=True, on_delete=models.CASCADE, related_name="matched")
+    # A Match id; no foreign key to a partitioned table (its key is (id, matched_at)).
+    match_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"record {self.record_id} in match {self.match_id}"
 
 
 class Execution(models.Model):

@@ -4,12 +4,12 @@ Every key is optional; what is missing takes the default below (docs/reconciliat
 
     {
       "date_window_days": 3,            # booked_on may differ by this many days, both sides
-      "auto_threshold": 0.9,            # confidence >= this: matched automatically
-      "review_threshold": 0.6,          # confidence >= this (and below auto): suggested to a person
+      "auto_threshold": 0.6,            # confidence >= this: matched automatically
+      "review_threshold": 0.4,          # confidence >= this (and below auto): suggested to a person
       "passes": {
         "exact":     {"enabled": true},
         "tolerance": {"enabled": true, "amount_abs": "1.00", "amount_pct": 0.5,
-                      "weights": {"amount": 0.3, "date": 0.1, "reference": 0.35, "counterparty": 0.25}},
+                      "weights": {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3}},
         "group":     {"enabled": true, "key": "reference", "max_group_size": 5}
       }
     }
@@ -82,7 +82,7 @@ class ToleranceRules:
     enabled: bool = True
     amount_abs: Decimal = Decimal("1.00")
     amount_pct: float = 0.5
-    weights: dict = field(default_factory=lambda: {"amount": 0.3, "date": 0.1, "reference": 0.35, "counterparty": 0.25})
+    weights: dict = field(default_factory=lambda: {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3})
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ class GroupRules:
 @dataclass(frozen=True)
 class MatchingRules:
     date_window_days: int = 3
-    auto_threshold: float = 0.9
-    review_threshold: float = 0.6
+    # Measured on bench/recon_data.py sets (docs/reconciliation.md): no wrong pair scores 0.55.
+    auto_threshold: float = 0.6
+    review_threshold: float = 0.4
     exact_enabled: bool = True
     tolerance: ToleranceRules = field(default_factory=ToleranceRules)
     group: GroupRules = field(default_factory=GroupRules)
@@ -139,8 +140,8 @@ def parse_rules(raw) -> MatchingRules:
         raise InvalidRules({"passes.tolerance.weights": "at least one weight must be above 0"})
     rules = MatchingRules(
         date_window_days=raw.get("date_window_days", 3),
-        auto_threshold=float(raw.get("auto_threshold", 0.9)),
-        review_threshold=float(raw.get("review_threshold", 0.6)),
+        auto_threshold=float(raw.get("auto_threshold", MatchingRules.auto_threshold)),
+        review_threshold=float(raw.get("review_threshold", MatchingRules.review_threshold)),
         exact_enabled=passes.get("exact", {}).get("enabled", True),
         tolerance=ToleranceRules(
             enabled=tolerance_raw.get("enabled", True),

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import Case, F, QuerySet, Value, When
 
 from reconciliation.models import (
     Execution,
@@ -51,7 +51,17 @@ def job_list_invalidate(tenant_id: int) -> None:
 
 
 def record_list(*, tenant_ids: list[int]) -> QuerySet[Record]:
-    return Record.objects.filter(tenant_id__in=tenant_ids).defer("raw")
+    """Records with their match (LEFT JOIN MatchedRecord): `match_id`, and `status` open/matched."""
+    return (
+        Record.objects.filter(tenant_id__in=tenant_ids)
+        .defer("raw")
+        .annotate(
+            match_id=F("matched__match_id"),
+            status=Case(
+                When(matched__isnull=False, then=Value(Record.Status.MATCHED)), default=Value(Record.Status.OPEN)
+            ),
+        )
+    )
 
 
 def execution_list(*, tenant_ids: list[int]) -> QuerySet[Execution]:

@@ -38,7 +38,16 @@ from reconciliation.matching import (
     record_exceptions,
     run_pass,
 )
-from reconciliation.models import Execution, Match, ReconciliationJob, Record, Report, Tenant, Unmatched
+from reconciliation.models import (
+    Execution,
+    Match,
+    MatchedRecord,
+    ReconciliationJob,
+    Record,
+    Report,
+    Tenant,
+    Unmatched,
+)
 from reconciliation.rules import parse_rules
 from reconciliation.selectors import job_list_invalidate
 from reconciliation.webhooks import webhook_event_queue
@@ -362,7 +371,7 @@ def _review(match: Match, *, status: str, user, note: str) -> None:
 
 
 def _release_records(match: Match) -> None:
-    Record.objects.filter(match_id=match.id).update(status=Record.Status.OPEN, match_id=None)
+    MatchedRecord.objects.filter(record_id__in=[*match.left_ids, *match.right_ids], match_id=match.id).delete()
 
 
 @transaction.atomic
@@ -459,7 +468,8 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
     ]
     if wrong_side:
         raise ReconciliationError(f"Records on the wrong side: {wrong_side}.")
-    not_open = [record_id for record_id, record in records.items() if record.status != Record.Status.OPEN]
+    # The records are locked; a matcher pass that wants one of them meanwhile is redone.
+    not_open = sorted(MatchedRecord.objects.filter(record_id__in=ids).values_list("record_id", flat=True))
     if not_open:
         raise RecordsNotOpen(not_open)
     first = records[ids[0]]
@@ -478,7 +488,7 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
         reviewed_at=timezone.now(),
         note=note,
     )
-    Record.objects.filter(pk__in=ids).update(status=Record.Status.MATCHED, match_id=match.id)
+    MatchedRecord.objects.bulk_create([MatchedRecord(record_id=record_id, match_id=match.id) for record_id in ids])
     Unmatched.objects.filter(record_id__in=ids, resolved_at__isnull=True).update(
         resolved_at=Now(), resolved_by_id=getattr(user, "pk", None), resolution=f"matched by hand (match {match.id})"
     )

@@ -1,6 +1,7 @@
 from rest_framework.routers import DefaultRouter
 
 from reconciliation import api
+from reconciliation.analytics_api import AnalyticsViewSet
 
 router = DefaultRouter()
 router.register("tenants", api.TenantViewSet, basename="recon-tenant")
@@ -10,5 +11,6 @@ router.register("matches", api.MatchViewSet, basename="recon-match")
 router.register("unmatched", api.UnmatchedViewSet, basename="recon-unmatched")
 router.register("webhook-endpoints", api.WebhookEndpointViewSet, basename="recon-webhook-endpoint")
 router.register("webhook-deliveries", api.WebhookDeliveryViewSet, basename="recon-webhook-delivery")
+router.register("analytics", AnalyticsViewSet, basename="recon-analytics")
 
 urlpatterns = router.urls

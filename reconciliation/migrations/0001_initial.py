@@ -100,7 +100,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('side', models.CharField(choices=[('left', 'Left'), ('right', 'Right')], max_length=5)),
-                ('external_id', models.CharField(max_length=128)),
+                ('external_id', models.CharField(db_collation='C', max_length=128)),
                 ('amount', models.DecimalField(decimal_places=4, max_digits=18)),
                 ('currency', models.CharField(max_length=3)),
                 ('booked_on', models.DateField()),
@@ -294,10 +294,6 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='record',
             index=models.Index(fields=['job', 'side', 'currency', 'amount'], include=('booked_on',), name='recon_record_candidate_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='record',
-            index=models.Index(fields=['tenant', 'id'], name='recon_record_tenant_idx'),
         ),
         migrations.AddConstraint(
             model_name='record',

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from reconciliation import jobs, matching, services
-from reconciliation.models import Execution, Match, Record, Report, Unmatched
+from reconciliation.models import Execution, Match, MatchedRecord, Record, Report, Unmatched
 from tests.reconciliation.factories import JobFactory, load
 
 pytestmark = pytest.mark.django_db
@@ -40,12 +40,24 @@ def pairs(job) -> set[tuple]:
 
 def test_exact_pass_matches_same_amount_currency_and_normalized_reference_within_the_window():
     job = JobFactory(rules={"date_window_days": 2})
-    load(job, "left", [("L1", "100.00", "EUR", "2026-03-01", "INV-2026-001"),
-                       ("L2", "100.00", "EUR", "2026-03-01", "INV-2026-002"),
-                       ("L3", "100.00", "EUR", "2026-03-01", "INV-2026-003")])
-    load(job, "right", [("R1", "100.0000", "EUR", "2026-03-03", "ref: inv 2026/001"),  # 2 days: inside
-                        ("R2", "100.00", "EUR", "2026-03-04", "INV2026002"),  # 3 days: outside
-                        ("R3", "100.00", "USD", "2026-03-01", "INV-2026-003")])  # other currency
+    load(
+        job,
+        "left",
+        [
+            ("L1", "100.00", "EUR", "2026-03-01", "INV-2026-001"),
+            ("L2", "100.00", "EUR", "2026-03-01", "INV-2026-002"),
+            ("L3", "100.00", "EUR", "2026-03-01", "INV-2026-003"),
+        ],
+    )
+    load(
+        job,
+        "right",
+        [
+            ("R1", "100.0000", "EUR", "2026-03-03", "ref: inv 2026/001"),  # 2 days: inside
+            ("R2", "100.00", "EUR", "2026-03-04", "INV2026002"),  # 3 days: outside
+            ("R3", "100.00", "USD", "2026-03-01", "INV-2026-003"),
+        ],
+    )  # other currency
 
     execution = run(job)
 
@@ -55,18 +67,32 @@ def test_exact_pass_matches_same_amount_currency_and_normalized_reference_within
 
 
 def test_tolerance_pass_scores_drift_and_text_and_applies_the_thresholds():
-    job = JobFactory(rules={"auto_threshold": 0.8, "review_threshold": 0.6, "passes": {"group": {"enabled": False}}})
-    load(job, "left", [("L1", "1000.00", "EUR", "2026-03-10", "INV-77120", "Acme Industries GmbH"),
-                       ("L2", "500.00", "EUR", "2026-03-10", "", "Northwind Traders"),
-                       ("L3", "80.00", "EUR", "2026-03-10", "", "")])
-    load(job, "right", [("R1", "1000.80", "EUR", "2026-03-11", "INV-77121", "ACME INDUSTRIES GMBH"),  # typo
-                        ("R2", "502.00", "EUR", "2026-03-12", "", "Northwind Trading"),
-                        ("R3", "80.00", "EUR", "2026-03-10", "", "")])  # amount alone: capped
+    job = JobFactory(rules={"auto_threshold": 0.76, "review_threshold": 0.5, "passes": {"group": {"enabled": False}}})
+    load(
+        job,
+        "left",
+        [
+            ("L1", "1000.00", "EUR", "2026-03-10", "INV-77120", "Acme Industries GmbH"),
+            ("L2", "500.00", "EUR", "2026-03-10", "", "Northwind Traders"),
+            ("L3", "80.00", "EUR", "2026-03-10", "", ""),
+        ],
+    )
+    load(
+        job,
+        "right",
+        [
+            ("R1", "1000.80", "EUR", "2026-03-11", "INV-77121", "ACME INDUSTRIES GMBH"),  # typo
+            ("R2", "502.00", "EUR", "2026-03-12", "", "Northwind Trading"),
+            ("R3", "80.00", "EUR", "2026-03-10", "", ""),
+        ],
+    )  # amount alone: capped
 
     run(job)
 
-    found = {(left, right): (pass_name, status, confidence)
-             for left, right, pass_name, status, confidence in matches_by_external_ids(job)}
+    found = {
+        (left, right): (pass_name, status, confidence)
+        for left, right, pass_name, status, confidence in matches_by_external_ids(job)
+    }
     assert found[("L1",), ("R1",)][:2] == ("tolerance", "auto")
     assert found[("L2",), ("R2",)][:2] == ("tolerance", "suggested")
     assert found[("L3",), ("R3",)] == ("tolerance", "suggested", Decimal(str(matching.NO_TEXT_EVIDENCE_CAP)))
@@ -87,8 +113,14 @@ def test_amount_outside_the_drift_is_not_matched_and_says_why():
 
 def test_unmatched_reasons_tell_no_candidate_from_low_confidence():
     job = JobFactory(rules={"review_threshold": 0.8, "auto_threshold": 0.9})
-    load(job, "left", [("L1", "42.00", "EUR", "2026-03-10", "", ""),  # amount-only pair: capped at 0.75
-                       ("L2", "999.00", "EUR", "2026-03-10", "INV-9", "X")])
+    load(
+        job,
+        "left",
+        [
+            ("L1", "42.00", "EUR", "2026-03-10", "", ""),  # amount-only pair: capped at 0.75
+            ("L2", "999.00", "EUR", "2026-03-10", "INV-9", "X"),
+        ],
+    )
     load(job, "right", [("R1", "42.50", "EUR", "2026-03-13", "", "")])
 
     run(job)
@@ -100,13 +132,25 @@ def test_unmatched_reasons_tell_no_candidate_from_low_confidence():
 
 def test_group_pass_matches_one_left_to_the_right_records_that_sum_to_it():
     job = JobFactory()
-    load(job, "left", [("L1", "300.00", "EUR", "2026-03-10", "INV-300", "Delta"),
-                       ("L2", "50.00", "EUR", "2026-03-10", "PAY-9", "Echo"),
-                       ("L3", "70.00", "EUR", "2026-03-11", "PAY-9", "Echo")])
-    load(job, "right", [("R1", "100.00", "EUR", "2026-03-10", "INV-300", "Delta"),
-                        ("R2", "150.00", "EUR", "2026-03-11", "inv 300", "Delta"),
-                        ("R3", "50.00", "EUR", "2026-03-12", "INV300", "Delta"),
-                        ("R4", "120.00", "EUR", "2026-03-10", "PAY-9", "Echo")])
+    load(
+        job,
+        "left",
+        [
+            ("L1", "300.00", "EUR", "2026-03-10", "INV-300", "Delta"),
+            ("L2", "50.00", "EUR", "2026-03-10", "PAY-9", "Echo"),
+            ("L3", "70.00", "EUR", "2026-03-11", "PAY-9", "Echo"),
+        ],
+    )
+    load(
+        job,
+        "right",
+        [
+            ("R1", "100.00", "EUR", "2026-03-10", "INV-300", "Delta"),
+            ("R2", "150.00", "EUR", "2026-03-11", "inv 300", "Delta"),
+            ("R3", "50.00", "EUR", "2026-03-12", "INV300", "Delta"),
+            ("R4", "120.00", "EUR", "2026-03-10", "PAY-9", "Echo"),
+        ],
+    )
 
     execution = run(job)
 
@@ -132,8 +176,14 @@ def test_a_group_whose_members_another_group_wants_too_is_ambiguous_and_left_ope
 def test_two_equally_good_candidates_make_a_suggestion_never_an_automatic_match():
     job = JobFactory()
     load(job, "left", [("L1", "250.00", "EUR", "2026-03-10", "INV-5", "Beta")])
-    load(job, "right", [("R1", "250.00", "EUR", "2026-03-10", "INV-5", "Beta"),
-                        ("R2", "250.00", "EUR", "2026-03-10", "INV-5", "Beta")])
+    load(
+        job,
+        "right",
+        [
+            ("R1", "250.00", "EUR", "2026-03-10", "INV-5", "Beta"),
+            ("R2", "250.00", "EUR", "2026-03-10", "INV-5", "Beta"),
+        ],
+    )
 
     run(job)
 
@@ -143,13 +193,30 @@ def test_two_equally_good_candidates_make_a_suggestion_never_an_automatic_match(
 
 
 def test_greedy_assignment_gives_each_record_its_best_available_partner():
-    job = JobFactory(rules={"auto_threshold": 0.5, "review_threshold": 0.1, "passes": {"exact": {"enabled": False},
-                                                                                         "group": {"enabled": False}}})
+    job = JobFactory(
+        rules={
+            "auto_threshold": 0.5,
+            "review_threshold": 0.1,
+            "passes": {"exact": {"enabled": False}, "group": {"enabled": False}},
+        }
+    )
     # L1 is best for both R1 and R2; R1 prefers L1 most; L2 can only have R2.
-    load(job, "left", [("L1", "100.00", "EUR", "2026-03-10", "AAA111", "Acme"),
-                       ("L2", "100.40", "EUR", "2026-03-12", "AAA112", "Acme")])
-    load(job, "right", [("R1", "100.00", "EUR", "2026-03-10", "AAA111", "Acme"),
-                        ("R2", "100.30", "EUR", "2026-03-11", "AAA112", "Acme")])
+    load(
+        job,
+        "left",
+        [
+            ("L1", "100.00", "EUR", "2026-03-10", "AAA111", "Acme"),
+            ("L2", "100.40", "EUR", "2026-03-12", "AAA112", "Acme"),
+        ],
+    )
+    load(
+        job,
+        "right",
+        [
+            ("R1", "100.00", "EUR", "2026-03-10", "AAA111", "Acme"),
+            ("R2", "100.30", "EUR", "2026-03-11", "AAA112", "Acme"),
+        ],
+    )
 
     run(job)
 
@@ -158,19 +225,23 @@ def test_greedy_assignment_gives_each_record_its_best_available_partner():
 
 def test_no_record_is_ever_in_two_live_matches():
     job = JobFactory(rules={"review_threshold": 0.1})
-    rows = [(f"E{i}", f"{100 + i % 3}.00", "EUR", f"2026-03-{10 + i % 4:02d}", f"R-{i % 5}", "Same Co")
-            for i in range(30)]
+    rows = [
+        (f"E{i}", f"{100 + i % 3}.00", "EUR", f"2026-03-{10 + i % 4:02d}", f"R-{i % 5}", "Same Co") for i in range(30)
+    ]
     load(job, "left", rows)
-    load(job, "right", [(f"F{i}", amount, currency, day, ref, cp) for i, (_, amount, currency, day, ref, cp)
-                        in enumerate(rows)])
+    load(
+        job,
+        "right",
+        [(f"F{i}", amount, currency, day, ref, cp) for i, (_, amount, currency, day, ref, cp) in enumerate(rows)],
+    )
 
     run(job)
 
     live = Match.objects.filter(job_id=job.pk).exclude(status=Match.Status.REJECTED)
     record_ids = [record_id for m in live for record_id in [*m.left_ids, *m.right_ids]]
     assert len(record_ids) == len(set(record_ids))
-    matched = Record.objects.filter(job=job, status=Record.Status.MATCHED)
-    assert {(r.pk, r.match_id) for r in matched} == {(i, m.id) for m in live for i in [*m.left_ids, *m.right_ids]}
+    links = MatchedRecord.objects.filter(record__job=job).values_list("record_id", "match_id")
+    assert set(links) == {(i, m.id) for m in live for i in [*m.left_ids, *m.right_ids]}
 
 
 def test_a_rerun_matches_nothing_twice_and_records_no_duplicate_exceptions():
@@ -200,7 +271,7 @@ def test_dry_run_reports_what_would_match_and_writes_nothing():
     assert execution.summary["open_by_reason"] == {"no_candidate": 1}  # what would be left: L2
     assert not Match.objects.filter(job_id=job.pk).exists()
     assert not Unmatched.objects.filter(job_id=job.pk).exists()
-    assert Record.objects.filter(job=job, status=Record.Status.MATCHED).count() == 0
+    assert not MatchedRecord.objects.filter(record__job=job).exists()
     assert not Report.objects.filter(execution=execution).exists()
 
 
@@ -209,14 +280,18 @@ class SimulatedWorkerDeath(BaseException):
 
 
 def test_an_execution_killed_between_passes_resumes_to_the_same_result(monkeypatch):
-    rows_left = [("L1", "100.00", "EUR", "2026-03-10", "INV-1", "Acme"),
-                 ("L2", "200.00", "EUR", "2026-03-10", "INV-2", "Beta"),
-                 ("L3", "300.00", "EUR", "2026-03-10", "INV-3", "Gamma"),
-                 ("L4", "99.00", "EUR", "2026-03-10", "ZZ", "Nobody")]
-    rows_right = [("R1", "100.00", "EUR", "2026-03-11", "INV-1", "Acme"),
-                  ("R2", "200.50", "EUR", "2026-03-10", "INV-2", "Beta"),
-                  ("R3a", "100.00", "EUR", "2026-03-10", "INV-3", "Gamma"),
-                  ("R3b", "200.00", "EUR", "2026-03-10", "INV-3", "Gamma")]
+    rows_left = [
+        ("L1", "100.00", "EUR", "2026-03-10", "INV-1", "Acme"),
+        ("L2", "200.00", "EUR", "2026-03-10", "INV-2", "Beta"),
+        ("L3", "300.00", "EUR", "2026-03-10", "INV-3", "Gamma"),
+        ("L4", "99.00", "EUR", "2026-03-10", "ZZ", "Nobody"),
+    ]
+    rows_right = [
+        ("R1", "100.00", "EUR", "2026-03-11", "INV-1", "Acme"),
+        ("R2", "200.50", "EUR", "2026-03-10", "INV-2", "Beta"),
+        ("R3a", "100.00", "EUR", "2026-03-10", "INV-3", "Gamma"),
+        ("R3b", "200.00", "EUR", "2026-03-10", "INV-3", "Gamma"),
+    ]
     uninterrupted, interrupted = JobFactory(), JobFactory()
     for job in (uninterrupted, interrupted):
         load(job, "left", rows_left)

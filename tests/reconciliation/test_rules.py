@@ -14,8 +14,15 @@ def test_an_empty_document_takes_every_default():
 
 
 def test_given_values_override_the_defaults():
-    rules = parse_rules({"date_window_days": 5, "passes": {"tolerance": {"amount_abs": "0.05", "weights": {"date": 0}},
-                                                          "group": {"key": "counterparty", "max_group_size": 3}}})
+    rules = parse_rules(
+        {
+            "date_window_days": 5,
+            "passes": {
+                "tolerance": {"amount_abs": "0.05", "weights": {"date": 0}},
+                "group": {"key": "counterparty", "max_group_size": 3},
+            },
+        }
+    )
     assert rules.date_window_days == 5
     assert rules.tolerance.amount_abs == Decimal("0.05")
     assert rules.tolerance.weights["date"] == 0 and rules.tolerance.weights["reference"] == 0.35
@@ -32,8 +39,10 @@ def test_given_values_override_the_defaults():
         ({"passes": {"group": {"max_group_size": 1}}}, "passes.group.max_group_size"),
         ({"passes": {"group": {"key": "amount"}}}, "passes.group.key"),
         ({"passes": {"fuzzy": {}}}, "passes"),
-        ({"passes": {"tolerance": {"weights": {"amount": 0, "date": 0, "reference": 0, "counterparty": 0}}}},
-         "passes.tolerance.weights"),
+        (
+            {"passes": {"tolerance": {"weights": {"amount": 0, "date": 0, "reference": 0, "counterparty": 0}}}},
+            "passes.tolerance.weights",
+        ),
         ({"auto_threshold": 0.5, "review_threshold": 0.7}, "review_threshold"),
         ([], "rules"),
     ],
