@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool bench bench-approvals clean-venv
+.PHONY: run test ci lint check alerts install-promtool bench bench-approvals bench-reconciliation clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -58,6 +58,9 @@ bench: $(VENV)/.installed-dev
 
 bench-approvals: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py
+
+bench-reconciliation: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/reconciliation.py
 
 # Headless-Chromium smoke test of the monitoring cockpit: screenshots in var/e2e/. Not part of
 # `make test`/CI (it starts a browser and a server). Installs Debian's chromium if it is missing.
