@@ -249,3 +249,18 @@ def test_reset_statements_empties_this_databases_statistics_only(superuser, logi
         )
         assert cursor.fetchone()[0] == 0
     assert ActivityLog.objects.filter(category="monitoring", action="reset_statements").exists()
+
+
+def test_explain_analyze_from_the_queries_page_asks_for_the_parameters_and_shows_the_plan(
+    superuser, login, eager_celery
+):
+    queryid = _a_statement_queryid()
+    client = login(superuser)
+    confirm = client.get(action_url("explain_analyze"), {"queryid": queryid}).content.decode()
+    assert 'name="p1"' in confirm and "READ ONLY" in confirm
+    response = client.post(action_url("explain_analyze"), {"queryid": queryid, "p1": "high"})
+    assert response.status_code == 302
+    run_page = client.get(response["Location"]).content.decode()
+    assert "Execution Time" in run_page and "succeeded" in run_page
+    act = ActivityLog.objects.get(category="monitoring", action="explain_analyze")
+    assert act.metadata["queryid"] == queryid and act.user_id == superuser.pk

@@ -135,3 +135,30 @@ def test_duplicate_rules():
     assert find_duplicates([a, _index(2, columns=[1, 2], pred="(x > 0)")]) == {}
     assert find_duplicates([a, _index(2, columns=[1, 2], method="hash")]) == {}
     assert find_duplicates([a, _index(2, columns=[1, 2], valid=False)]) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_table_read_by_sequential_scans_is_missing_an_index(settings):
+    """A throwaway table with no index, scanned sequentially (statistics count committed work)."""
+    settings.MONITORING_MISSING_INDEX_MIN_ROWS = 500
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE mon_test_heap AS SELECT n AS id, md5(n::text) AS label FROM generate_series(1, 600) n"
+        )
+    try:
+        with connection.cursor() as cursor:
+            for _ in range(3):
+                cursor.execute("SELECT count(*) FROM mon_test_heap WHERE label = 'x'")
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+        deadline = time.monotonic() + 10
+        while True:
+            missing = {row["table"]: row for row in indexes.index_usage()["missing_index_tables"]}
+            if "mon_test_heap" in missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        row = missing["mon_test_heap"]
+        assert row["live_rows"] == 600 and row["seq_scan"] >= 3 and row["index_use"] == 0
+        assert row["model"] is None  # no Django model stands behind it
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE mon_test_heap")
