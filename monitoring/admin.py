@@ -225,13 +225,13 @@ class DashboardAdmin(admin.ModelAdmin):
         )
 
     @staticmethod
-    def _chart(series_by_name: dict, *, title: str, percent: bool = False, element_id: str) -> dict:
+    def _chart(series_by_name: dict, *, title: str, percent: bool = False, unit: str = "", element_id: str) -> dict:
         datasets = [
             {"label": (key if len(series_by_name) == 1 else f"{name} {key}") if key else name, "data": points}
             for name, by_key in series_by_name.items()
             for key, points in by_key.items()
         ]
-        return {"id": element_id, "title": title, "percent": percent, "datasets": datasets}
+        return {"id": element_id, "title": title, "percent": percent, "unit": unit, "datasets": datasets}
 
     # --- pages ------------------------------------------------------------------------------
 
@@ -386,7 +386,8 @@ class DashboardAdmin(admin.ModelAdmin):
             ),
             self._chart(
                 history.series(["db.size_bytes"], hours=24 * 14),
-                title="Database size, bytes (14 days)",
+                title="Database size (14 days)",
+                unit="bytes",
                 element_id="chart-dbsize",
             ),
         ]

@@ -5,6 +5,14 @@
   var palette = ["#417690", "#c62828", "#2e8540", "#e8a300", "#6a1b9a", "#00838f", "#5d4037", "#ad1457"];
   function two(n) { return (n < 10 ? "0" : "") + n; }
   function clock(ms) { var d = new Date(ms); return two(d.getHours()) + ":" + two(d.getMinutes()); }
+  function bytes(v) {
+    var units = ["B", "kB", "MB", "GB", "TB"], i = 0;
+    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    return (Math.round(v * 10) / 10) + " " + units[i];
+  }
+  function tick(spec) {
+    return function (v) { return spec.unit === "bytes" ? bytes(v) : (spec.percent ? v + "%" : v); };
+  }
   document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
     var spec = JSON.parse(document.getElementById(canvas.dataset.chart).textContent);
     new Chart(canvas, {
@@ -21,7 +29,7 @@
             backgroundColor: palette[i % palette.length],
             pointRadius: 0,
             borderWidth: 1.5,
-            tension: 0.2
+            tension: 0
           };
         })
       },
@@ -32,7 +40,7 @@
         interaction: { mode: "nearest", intersect: false },
         scales: {
           x: { type: "linear", ticks: { callback: clock, maxTicksLimit: 8 } },
-          y: { beginAtZero: true, ticks: { callback: function (v) { return spec.percent ? v + "%" : v; } } }
+          y: { beginAtZero: true, ticks: { callback: tick(spec) } }
         },
         plugins: {
           legend: { display: spec.datasets.length > 1, labels: { boxWidth: 10 } },
