@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from project.api.errors import Conflict, error_body
 from reconciliation import selectors, services, webhooks
 from reconciliation.exceptions import (
+    ConcurrentUpload,
     ExecutionActive,
     InvalidRules,
     InvalidUpload,
@@ -63,7 +64,7 @@ def domain_errors_to_http(view):
         except InvalidUpload as error:
             body = error_body("invalid_upload", str(error), rows=error.row_errors, bad_rows=error.bad_rows)
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        except ExecutionActive as error:
+        except (ExecutionActive, ConcurrentUpload) as error:
             raise Conflict(str(error)) from None
         except (NotReviewable, RecordsNotOpen) as error:
             raise Conflict(str(error)) from None

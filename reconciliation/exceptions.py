@@ -17,6 +17,13 @@ class InvalidUpload(ReconciliationError):
         super().__init__(message)
 
 
+class ConcurrentUpload(ReconciliationError):
+    def __init__(self):
+        super().__init__(
+            "Another upload of some of these records finished meanwhile; send it again (it is idempotent)."
+        )
+
+
 class ExecutionActive(ReconciliationError):
     def __init__(self, execution_id: int):
         self.execution_id = execution_id

@@ -15,12 +15,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+import psycopg
+from django.db import IntegrityError, connection, transaction
 from psycopg import sql
 
 from project.activity import activity_record
 from reconciliation import metrics
-from reconciliation.exceptions import InvalidUpload
+from reconciliation.exceptions import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
@@ -192,7 +193,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
     insert the good ones."""
     # ON COMMIT DROP cleans up after the usual call; an earlier upload in the same outer
     # transaction (a caller's atomic block) may have left them.
-    cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_bad")
+    cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_skip")
     cursor.execute(
         sql.SQL(
             "CREATE TEMP TABLE recon_staging (row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
@@ -226,13 +227,14 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         currency_re=sql.Literal(CURRENCY_PATTERN),
         date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
     )
-    # Only the bad rows are written down (usually none): checking costs one pass over the
-    # staging table, and the good rows go from staging to the records table once.
-    find_bad_rows = sql.SQL(
+    # Only the rows not to insert are written down (bad ones, and those already there: usually
+    # none): checking costs one pass over the staging table, and the good rows go from staging
+    # to the records table once, without ON CONFLICT's second probe of the unique index.
+    find_rows_to_skip = sql.SQL(
         """
-        CREATE TEMP TABLE recon_bad ON COMMIT DROP AS
+        CREATE TEMP TABLE recon_skip ON COMMIT DROP AS
         SELECT row_no, problems FROM (
-            SELECT s.row_no, {problems} AS problems
+            SELECT s.row_no, {problems} AS problems, existing.id AS existing_id
             FROM (
                 SELECT s.*, min(s.row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS first_row_no
                 FROM recon_staging s
@@ -241,7 +243,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
                    ON existing.job_id = {job_id} AND existing.side = {side}
                   AND existing.external_id = btrim(s.external_id)
         ) checked
-        WHERE cardinality(problems) > 0
+        WHERE cardinality(problems) > 0 OR existing_id IS NOT NULL
         """
     ).format(side=side, problems=problems, job_id=sql.Literal(job.pk))
     insert_good_rows = sql.SQL(
@@ -253,9 +255,8 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
                upper(btrim(s.currency)), btrim(s.booked_on)::date, {reference}, {counterparty}, {description},
                jsonb_strip_nulls({raw}), now()
         FROM recon_staging s
-        WHERE NOT EXISTS (SELECT 1 FROM recon_bad b WHERE b.row_no = s.row_no)
+        WHERE NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s.row_no)
         ORDER BY s.row_no
-        ON CONFLICT (job_id, side, external_id) DO NOTHING
         """
     ).format(
         tenant_id=sql.Literal(job.tenant_id),
@@ -266,7 +267,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         description=description,
         raw=raw,
     )
-    return find_bad_rows, insert_good_rows
+    return find_rows_to_skip, insert_good_rows
 
 
 def records_ingest(
@@ -302,7 +303,7 @@ def records_ingest(
     result = IngestResult()
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
-        find_bad_rows, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
+        find_rows_to_skip, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
         # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
         copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
@@ -319,11 +320,18 @@ def records_ingest(
             if not _is_data_error(error):
                 raise
             raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
-        cursor.execute(find_bad_rows)
-        cursor.execute("SELECT (SELECT count(*) FROM recon_staging), (SELECT count(*) FROM recon_bad)")
-        result.received, result.rejected = cursor.fetchone()
+        cursor.execute(find_rows_to_skip)
+        cursor.execute(
+            """SELECT (SELECT count(*) FROM recon_staging),
+                      (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
+                      (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
+        )
+        result.received, result.rejected, result.unchanged = cursor.fetchone()
         if result.rejected:
-            cursor.execute("SELECT row_no, problems FROM recon_bad ORDER BY row_no LIMIT %s", [ERRORS_REPORTED])
+            cursor.execute(
+                "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
+                [ERRORS_REPORTED],
+            )
             result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
             if on_error == "reject":
                 raise InvalidUpload(
@@ -331,11 +339,14 @@ def records_ingest(
                     row_errors=result.errors,
                     bad_rows=result.rejected,
                 )
-        cursor.execute(insert_good_rows)
+        try:
+            with transaction.atomic():
+                cursor.execute(insert_good_rows)
+        except (IntegrityError, psycopg.errors.UniqueViolation):
+            # Another upload inserted some of these records after our check: retrying finds
+            # them there (unchanged), so the client is told to retry.
+            raise ConcurrentUpload() from None
         result.inserted = cursor.rowcount
-        # Rows already there with the same values (or put there by a concurrent upload of the
-        # same records) are unchanged, not lost.
-        result.unchanged = result.received - result.rejected - result.inserted
         activity_record(
             category="reconciliation",
             action="records_ingest",
@@ -349,8 +360,6 @@ def records_ingest(
 
 
 def _is_data_error(error: Exception) -> bool:
-    import psycopg
-
     return isinstance(error, (psycopg.errors.DataError, psycopg.errors.BadCopyFileFormat)) or (
         "COPY" in str(error) and isinstance(error, psycopg.Error)
     )

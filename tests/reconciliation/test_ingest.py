@@ -155,3 +155,32 @@ def test_a_json_array_goes_through_the_same_checks():
 def test_json_that_is_not_an_array_of_objects_is_refused(rows, message):
     with pytest.raises(InvalidUpload, match=message):
         records_ingest(job=JobFactory(), json_rows=rows, side="left")
+
+
+def test_an_upload_that_loses_a_race_to_another_upload_of_the_same_records_asks_for_a_retry(monkeypatch):
+    from psycopg import sql
+
+    from reconciliation import ingest
+    from reconciliation.exceptions import ConcurrentUpload
+
+    job = JobFactory()
+    text = f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\nL2,20,EUR,2026-01-31,B,,\n"
+    check_then_insert = ingest._stage_and_check
+
+    def another_upload_commits_after_our_check(cursor, **kwargs):
+        find_rows_to_skip, insert_good_rows = check_then_insert(cursor, **kwargs)
+        meanwhile = sql.SQL(
+            "; INSERT INTO reconciliation_record (tenant_id, job_id, side, external_id, amount, currency, booked_on,"
+            " reference, counterparty, description, raw, created_at)"
+            " VALUES ({tenant}, {job}, 'left', 'L2', 20, 'EUR', '2026-01-31', 'B', '', '', '{{}}', now())"
+        ).format(tenant=sql.Literal(job.tenant_id), job=sql.Literal(job.pk))
+        return sql.Composed([find_rows_to_skip, meanwhile]), insert_good_rows
+
+    monkeypatch.setattr(ingest, "_stage_and_check", another_upload_commits_after_our_check)
+    with pytest.raises(ConcurrentUpload):
+        ingest_csv(job, text, side="left")
+    monkeypatch.undo()
+
+    # The simulated other upload rolled back with ours here; the retry goes through whole.
+    retried = ingest_csv(job, text, side="left")
+    assert (retried.inserted, retried.unchanged) == (2, 0)
