@@ -291,6 +291,7 @@ def index_bloat_exact(oid: int) -> dict:
             FROM (SELECT p.relid FROM pg_partition_tree(%s::oid::regclass) AS p WHERE p.isleaf
                   UNION SELECT %s::oid::regclass) AS t
             JOIN pg_class leaf ON leaf.oid = t.relid AND leaf.relkind = 'i'
+                 AND leaf.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')  -- pgstatindex reads btrees only
             CROSS JOIN LATERAL pgstatindex(t.relid) AS s
             """,
             [oid, oid],

@@ -162,3 +162,23 @@ def test_a_big_table_read_by_sequential_scans_is_missing_an_index(settings):
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE mon_test_heap")
+
+
+def _oid(name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::regclass::oid", [name])
+        return cursor.fetchone()[0]
+
+
+def test_exact_bloat_is_measured_on_demand_for_superusers(superuser, viewer, login):
+    url = reverse("admin:monitoring_indexes")
+    body = login(superuser).get(url, {"exact": _oid("task_priority_idx")}).content.decode()
+    assert "Exact (pgstatindex)" in body and "task_priority_idx" in body
+    # Not a btree (GIN), no such index, not a number: an answer, never a server error.
+    assert login(superuser).get(url, {"exact": _oid("task_tags_gin")}).status_code == 200
+    assert login(superuser).get(url, {"exact": 1}).status_code == 200
+    assert login(superuser).get(url, {"exact": "x"}).status_code == 404
+    # A viewer's page never runs it.
+    assert "Exact (pgstatindex)" not in login(viewer).get(url, {"exact": _oid("task_priority_idx")}).content.decode()
+    tables_body = login(superuser).get(reverse("admin:monitoring_tables"), {"exact": _oid("tasks_task")}).content
+    assert "Exact bloat (pgstattuple_approx)" in tables_body.decode()
