@@ -204,3 +204,11 @@ def test_worker_inspection_asks_the_answering_workers_and_is_cached_for_the_page
     body = login(viewer).get(PAGES["backlog"]).content.decode()
     assert "worker@a" in body and "approvals.run_automation" in body
     assert "1 answering" in login(viewer).get(PAGES["overview"]).content.decode()
+
+
+def test_queries_page_says_how_to_enable_pg_stat_statements_when_it_is_missing(viewer, login, monkeypatch):
+    from monitoring.selectors import statements
+
+    monkeypatch.setattr(statements, "statements_available", lambda cursor: False)
+    body = login(viewer).get(PAGES["queries"]).content.decode()
+    assert "shared_preload_libraries" in body and "CREATE EXTENSION pg_stat_statements" in body
