@@ -186,10 +186,10 @@ class DashboardAdmin(admin.ModelAdmin):
 
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
+            self._require_view(request)  # before any catalog is read
             try:
                 return view(request, *args, **kwargs)
             except OperationalError as exc:
-                self._require_view(request)
                 response = self._render(
                     request,
                     "unavailable.html",

@@ -212,3 +212,10 @@ def test_queries_page_says_how_to_enable_pg_stat_statements_when_it_is_missing(v
     monkeypatch.setattr(statements, "statements_available", lambda cursor: False)
     body = login(viewer).get(PAGES["queries"]).content.decode()
     assert "shared_preload_libraries" in body and "CREATE EXTENSION pg_stat_statements" in body
+
+
+def test_a_refused_user_costs_no_catalog_read(login, django_assert_max_num_queries):
+    client = login(UserFactory(is_staff=True))
+    client.get(PAGES["overview"])  # the session and user are loaded on every request; count after
+    with django_assert_max_num_queries(4):  # session, user, permissions: no pg_catalog read
+        assert client.get(PAGES["indexes"]).status_code == 403
