@@ -219,3 +219,21 @@ def test_a_refused_user_costs_no_catalog_read(login, django_assert_max_num_queri
     client.get(PAGES["overview"])  # the session and user are loaded on every request; count after
     with django_assert_max_num_queries(4):  # session, user, permissions: no pg_catalog read
         assert client.get(PAGES["indexes"]).status_code == 403
+
+
+def test_pending_ages_are_the_oldest_the_median_and_the_95th_percentile():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.selectors.backlog import approvals_pending
+
+    now = timezone.now()
+    versions = VersionFactory.create_batch(20)
+    for minutes, version in enumerate(versions, start=1):  # ages 1..20 hours
+        Version.objects.filter(pk=version.pk).update(created_at=now - timedelta(hours=minutes))
+    pending = approvals_pending()
+    assert pending["count"] == 20
+    assert round(pending["oldest_age_s"] / 3600) == 20
+    assert round(pending["p50_age_s"] / 3600) == 10  # 10 of 20 are older
+    assert round(pending["p95_age_s"] / 3600) == 19  # 1 of 20 (5%) is older
