@@ -15,3 +15,10 @@ class ReconciliationConfig(AppConfig):
         from reconciliation.analytics import register_analytics_views
 
         register_analytics_views()
+
+        from project.seeding import register_seeder
+        from reconciliation.seed import seed_reconciliation
+
+        register_seeder(
+            "reconciliation", seed_reconciliation, help="demo bank-vs-ledger records (both sides), matched once"
+        )

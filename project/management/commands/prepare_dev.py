@@ -11,6 +11,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("sync_schedules")
-        call_command("seed_demo", tasks=2000, versions=300, verbosity=options["verbosity"])
-        call_command("ensure_admin")
+        call_command("ensure_admin")  # first: the reconciliation demo makes superusers members of its tenant
+        call_command("seed_demo", tasks=2000, versions=300, reconciliation=2000, verbosity=options["verbosity"])
         call_command("collectstatic", interactive=False, verbosity=0)
