@@ -237,3 +237,15 @@ def test_pending_ages_are_the_oldest_the_median_and_the_95th_percentile():
     assert round(pending["oldest_age_s"] / 3600) == 20
     assert round(pending["p50_age_s"] / 3600) == 10  # 10 of 20 are older
     assert round(pending["p95_age_s"] / 3600) == 19  # 1 of 20 (5%) is older
+
+
+def test_pool_page_reports_an_unreachable_pgbouncer_instead_of_failing(viewer, login, settings):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.PGBOUNCER_ADMIN_URL = f"postgres://pgbouncer@127.0.0.1:{port}/pgbouncer"
+    response = login(viewer).get(PAGES["pool"])
+    assert response.status_code == 200
+    assert response.context["pgbouncer"]["configured"] and "OperationalError" in response.context["pgbouncer"]["error"]
