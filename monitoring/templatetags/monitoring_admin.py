@@ -63,3 +63,38 @@ def index_using(definition: str) -> str:
 def squash(text: str) -> str:
     """SQL on one line: runs of whitespace (indentation, newlines) as one space."""
     return " ".join((text or "").split())
+
+
+_PLAN_DETAILS = ("Index Name", "Index Cond", "Filter", "Hash Cond", "Join Filter", "Sort Key")
+
+
+def _plan_lines(node: dict, depth: int, lines: list[str]) -> None:
+    label = node.get("Node Type", "?")
+    if "Relation Name" in node:
+        label += f" on {node['Relation Name']}"
+    figures = f"cost={node.get('Startup Cost')}..{node.get('Total Cost')} rows={node.get('Plan Rows')}"
+    if "Actual Total Time" in node:
+        figures += (
+            f" | actual {node['Actual Startup Time']}..{node['Actual Total Time']} ms"
+            f" rows={node.get('Actual Rows')} loops={node.get('Actual Loops')}"
+        )
+    indent = "  " * depth
+    lines.append(f"{indent}{'-> ' if depth else ''}{label}  ({figures})")
+    for key in _PLAN_DETAILS:
+        if key in node:
+            lines.append(f"{indent}     {key}: {node[key]}")
+    for child in node.get("Plans", []):
+        _plan_lines(child, depth + 1, lines)
+
+
+@register.filter
+def plan_text(plan) -> str:
+    """EXPLAIN's JSON as the indented tree people read (the JSON stays on the page too)."""
+    if not isinstance(plan, list) or not plan or "Plan" not in plan[0]:
+        return ""
+    lines: list[str] = []
+    _plan_lines(plan[0]["Plan"], 0, lines)
+    for key in ("Planning Time", "Execution Time"):
+        if key in plan[0]:
+            lines.append(f"{key}: {plan[0][key]} ms")
+    return "\n".join(lines)
