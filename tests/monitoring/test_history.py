@@ -73,3 +73,85 @@ def test_chart_series_are_bucketed_and_show_gaps_where_no_sample_was_taken():
     values = [value for _, value in points]
     assert None in values  # the line breaks over the gap
     assert values[0] == 0.5 and values[-1] == 0.5
+
+
+def _statement(sql_text: str, like: str, times: int) -> dict:
+    """Run a statement and read its pg_stat_statements row (run again if the server's shared,
+    full statistics evicted the fresh entry in between)."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while True:
+            for _ in range(times):
+                cursor.execute(sql_text)
+            cursor.execute(
+                "SELECT queryid, userid::bigint, dbid::bigint, calls, total_exec_time, rows, shared_blks_hit, "
+                "shared_blks_read FROM pg_stat_statements WHERE query LIKE %s "
+                "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                [like],
+            )
+            row = cursor.fetchone()
+            if row is not None or time.monotonic() > deadline:
+                assert row is not None
+                return dict(zip([c.name for c in cursor.description], row, strict=True))
+
+
+def test_a_window_shows_what_a_statement_did_since_its_start_not_its_lifetime():
+    from monitoring.selectors.statements import slow_queries
+
+    live = _statement(
+        "SELECT count(*) FROM tasks_project WHERE id > -77", "SELECT count(*) FROM tasks_project WHERE id > %", 6
+    )
+    StatementSnapshot.objects.create(
+        taken_at=timezone.now() - timedelta(hours=2),
+        queryid=live["queryid"],
+        userid=live["userid"],
+        dbid=live["dbid"],
+        calls=live["calls"] - 2,
+        total_exec_ms=live["total_exec_time"] - 1.0,
+        rows=0,
+        shared_blks_hit=0,
+        shared_blks_read=0,
+    )
+    rows = {s["queryid"]: s for s in slow_queries(order="calls", window="1h", limit=500)["statements"]}
+    row = rows[live["queryid"]]
+    assert row["calls"] == 2 and row["total_exec_ms"] == pytest.approx(1.0, abs=0.01)
+    assert row["mean_exec_ms"] == pytest.approx(0.5, abs=0.01) and row["new_in_window"] is False
+    lifetime = {s["queryid"]: s for s in slow_queries(order="calls", limit=500)["statements"]}[live["queryid"]]
+    assert lifetime["calls"] == live["calls"]
+
+
+def test_counters_below_their_snapshot_mean_statistics_were_reset():
+    from monitoring.selectors.statements import window_deltas
+
+    since = timezone.now() - timedelta(hours=1)
+    live = _statement(
+        "SELECT count(*) FROM tasks_project WHERE id > -78", "SELECT count(*) FROM tasks_project WHERE id > %", 3
+    )
+    StatementSnapshot.objects.create(
+        taken_at=since - timedelta(minutes=5),
+        queryid=live["queryid"],
+        userid=live["userid"],
+        dbid=live["dbid"],
+        calls=live["calls"] + 100,
+        total_exec_ms=live["total_exec_time"] + 100,
+        rows=0,
+        shared_blks_hit=0,
+        shared_blks_read=0,
+    )
+    row = {
+        "queryid": live["queryid"],
+        "userid": live["userid"],
+        "dbid": live["dbid"],
+        "calls": live["calls"],
+        "total_exec_ms": live["total_exec_time"],
+        "mean_exec_ms": 0.0,
+        "rows": 0,
+        "shared_blks_hit": 0,
+        "shared_blks_read": 0,
+    }
+    (delta,) = window_deltas([row], since)
+    assert delta["calls"] == live["calls"]  # counted from zero, not negative
