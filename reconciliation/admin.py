@@ -299,7 +299,7 @@ def _queue_links(request, **params) -> dict:
 # --- Executions ---------------------------------------------------------------------------------
 
 
-def _summary_table(summary: dict, *, job_id: int | None = None):
+def _summary_table(summary: dict, *, job_id: int | None = None, pass_order: list[str] = ()):
     """The summary JSON as tables: totals, per side, per pass, open exceptions by reason."""
     if not summary:
         return "No summary yet: it is written when the execution finishes."
@@ -340,7 +340,11 @@ def _summary_table(summary: dict, *, job_id: int | None = None):
                 figures.get("candidates", 0),
                 f"{figures.get('duration_ms', 0)} ms",
             )
-            for name, figures in summary.get("passes", {}).items()
+            for name, figures in sorted(
+                summary.get("passes", {}).items(),
+                # The order they ran in (JSONB keeps its own key order); a dry run records none.
+                key=lambda item: list(pass_order).index(item[0]) if item[0] in pass_order else len(pass_order),
+            )
         ),
     )
     reasons = summary.get("open_by_reason", {})
@@ -424,7 +428,7 @@ class ExecutionAdmin(BigTableAdmin):
 
     @admin.display(description="Summary")
     def summary_table(self, obj: Execution):
-        return _summary_table(obj.summary, job_id=obj.job_id)
+        return _summary_table(obj.summary, job_id=obj.job_id, pass_order=obj.passes_done)
 
     @admin.action(description="Cancel selected executions (queued or running)", permissions=["cancel"])
     def cancel_selected(self, request, queryset):

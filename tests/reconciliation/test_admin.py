@@ -180,6 +180,25 @@ def test_execution_summary_is_rendered_as_tables(world, logged_in):
     assert "Per pass" in page and "tolerance" in page
     assert "Open exceptions by reason no_candidate 1" in page
     assert "left 2 1" in page  # records, matched on the left side
+    assert page.index("exact 0 0") < page.index("tolerance 0 1")  # passes in the order they ran
+
+
+def test_cancel_action_cancels_a_queued_execution_through_the_service(logged_in):
+    job = JobFactory()
+    queued = Execution.objects.create(tenant_id=job.tenant_id, job=job)
+    user = staff(VIEW, ACT)
+
+    response = logged_in(user).post(
+        reverse("admin:reconciliation_execution_changelist"),
+        {"action": "cancel_selected", "_selected_action": [queued.pk]},
+        follow=True,
+    )
+
+    assert Execution.objects.get(pk=queued.pk).status == Execution.Status.CANCELLED
+    assert ActivityLog.objects.filter(action="execution_cancel", user=user, entity_id=str(queued.pk)).exists()
+    assert any("1 execution(s) cancelled" in message for message in messages_of(response))
+    viewer_page = logged_in(staff(VIEW)).get(reverse("admin:reconciliation_execution_changelist"))
+    assert "cancel_selected" not in viewer_page.content.decode()
 
 
 # --- Jobs: rules editor, run now ---------------------------------------------------------------------
@@ -243,6 +262,20 @@ def test_invalid_rules_are_refused_with_their_json_path_and_valid_ones_saved_thr
     job = ReconciliationJob.objects.get(tenant=tenant)
     assert job.rules == {"date_window_days": 5}
     assert ActivityLog.objects.filter(action="job_create", entity_id=str(job.pk)).exists()
+
+
+def test_a_job_change_goes_through_the_service(logged_in):
+    job = JobFactory(name="Old name")
+    user = staff("reconciliation.view_reconciliationjob", "reconciliation.change_reconciliationjob")
+    url = reverse("admin:reconciliation_reconciliationjob_change", args=[job.pk])
+
+    response = logged_in(user).post(url, {"name": "New name", "rules": "{}"})
+
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert (job.name, job.is_active) == ("New name", False)
+    entry = ActivityLog.objects.get(action="job_update", user=user, entity_id=str(job.pk))
+    assert entry.metadata == {"fields": ["is_active", "name"]}
 
 
 # --- The review queue --------------------------------------------------------------------------------
