@@ -35,14 +35,11 @@ def statements_available(cursor) -> bool:
     return cursor.fetchone()[0]
 
 
-def _origin(query: str) -> str:
-    from project.db.attribution import origin_of
-
-    return origin_of(query) or "unattributed"
-
-
 def _decorate(row: dict) -> dict:
-    row["origin"] = _origin(row["query"])
+    from project.db.attribution import origin_of, strip_origin
+
+    row["origin"] = origin_of(row["query"]) or "unattributed"
+    row["query"] = strip_origin(row["query"])  # the origin has its own column
     blocks = (row["shared_blks_hit"] or 0) + (row["shared_blks_read"] or 0)
     row["cache_hit_ratio"] = ratio(row["shared_blks_hit"], blocks)
     row["rows_per_call"] = row["rows"] / row["calls"] if row["calls"] else None

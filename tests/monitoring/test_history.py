@@ -155,3 +155,23 @@ def test_counters_below_their_snapshot_mean_statistics_were_reset():
     }
     (delta,) = window_deltas([row], since)
     assert delta["calls"] == live["calls"]  # counted from zero, not negative
+
+
+def test_statements_are_grouped_by_the_view_or_job_that_issued_them():
+    from monitoring.selectors.statements import slow_queries
+    from project.db.attribution import sql_origin
+
+    with sql_origin(view="tests.MonitoringProbe.get"):
+        # A statement shape no other test runs: pg_stat_statements keeps the text (and so the
+        # origin) of a statement's first execution.
+        live = _statement(
+            "SELECT min(id), max(name) FROM tasks_project WHERE name <> 'probe'",
+            "%SELECT min(id), max(name) FROM tasks_project WHERE name <> %",
+            4,
+        )
+    data = slow_queries(order="calls", limit=500)
+    row = next(s for s in data["statements"] if s["queryid"] == live["queryid"])
+    assert row["origin"] == "view=tests.MonitoringProbe.get"
+    assert "opsdeck:" not in row["query"]  # the comment is parsed out, not shown twice
+    group = next(g for g in data["by_origin"] if g["origin"] == "view=tests.MonitoringProbe.get")
+    assert group["calls"] >= 4 and group["statements"] >= 1
