@@ -248,7 +248,11 @@ def snapshot_counters(now: datetime | None = None) -> dict:
 
 def index_scans_since(since: datetime) -> dict[tuple[str, str], dict]:
     """Per index: scans gained since `since` (from the snapshots), when its counter was last seen
-    growing, and when it was first snapshotted: each an index probe on idxsnap_index_taken_idx."""
+    growing, and when it was first snapshotted: each an index probe on idxsnap_index_taken_idx.
+
+    Statistics (and so snapshots) exist per partition: a partitioned index gets the sum of its
+    partitions' scans, the latest growth and the earliest snapshot among them, under its own name.
+    """
     table = IndexUsageSnapshot._meta.db_table
     with catalog_cursor() as cursor:
         rows = fetch_all(
@@ -257,11 +261,13 @@ def index_scans_since(since: datetime) -> dict[tuple[str, str], dict]:
             WITH current AS (
                 -- The catalog's names compare in collation "C"; the snapshot's index is in the
                 -- database's default collation and serves only comparisons in that one.
-                SELECT schemaname::text COLLATE "default" AS schema, indexrelname::text COLLATE "default" AS index,
-                       idx_scan
-                FROM pg_stat_user_indexes
+                SELECT s.schemaname::text COLLATE "default" AS schema, s.indexrelname::text COLLATE "default" AS index,
+                       s.idx_scan, rn.nspname AS root_schema, r.relname AS root_index
+                FROM pg_stat_user_indexes s
+                JOIN pg_class r ON r.oid = coalesce(pg_partition_root(s.indexrelid), s.indexrelid)
+                JOIN pg_namespace rn ON rn.oid = r.relnamespace
             )
-            SELECT c.schema, c.index, c.idx_scan,
+            SELECT c.root_schema, c.root_index, c.idx_scan,
                    (SELECT b.idx_scan FROM {table} b WHERE b.schema = c.schema AND b.index = c.index
                       AND b.taken_at <= %s ORDER BY b.taken_at DESC LIMIT 1) AS baseline,
                    first.taken_at AS first_seen_at,
@@ -277,16 +283,23 @@ def index_scans_since(since: datetime) -> dict[tuple[str, str], dict]:
             """,
             [since],
         )
-    return {
-        (row["schema"], row["index"]): {
-            "scans_in_window": row["idx_scan"] - row["baseline"]
-            if row["baseline"] is not None and row["idx_scan"] >= row["baseline"]
-            else None,
-            "last_growth_seen_at": row["last_growth_seen_at"],
-            "first_seen_at": row["first_seen_at"],
-        }
-        for row in rows
-    }
+    result: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        entry = result.setdefault(
+            (row["root_schema"], row["root_index"]),
+            {"scans_in_window": 0, "last_growth_seen_at": None, "first_seen_at": None, "_complete": True},
+        )
+        if row["baseline"] is None or row["idx_scan"] < row["baseline"]:
+            entry["_complete"] = False  # no snapshot before the window (or a reset): no exact count
+        else:
+            entry["scans_in_window"] += row["idx_scan"] - row["baseline"]
+        for key, pick in (("last_growth_seen_at", max), ("first_seen_at", min)):
+            if row[key] is not None:
+                entry[key] = row[key] if entry[key] is None else pick(entry[key], row[key])
+    for entry in result.values():
+        if not entry.pop("_complete"):
+            entry["scans_in_window"] = None
+    return result
 
 
 CHART_POINTS = 288  # per series: one every 5 minutes over 24 h, one every 70 minutes over 14 days

@@ -175,3 +175,21 @@ def test_statements_are_grouped_by_the_view_or_job_that_issued_them():
     assert "opsdeck:" not in row["query"]  # the comment is parsed out, not shown twice
     group = next(g for g in data["by_origin"] if g["origin"] == "view=tests.MonitoringProbe.get")
     assert group["calls"] >= 4 and group["statements"] >= 1
+
+
+def test_index_history_of_a_partitioned_index_adds_up_its_partitions():
+    from django.db import connection
+
+    history.snapshot_counters(now=timezone.now() - timedelta(days=8))  # baselines before the window
+    with connection.cursor() as cursor:  # pretend two partitions' indexes were scanned since
+        cursor.execute(
+            f"UPDATE {IndexUsageSnapshot._meta.db_table} SET idx_scan = idx_scan - 5 "
+            "WHERE index ~ '^project_activitylog_[0-9]{4}_[0-9]{2}_created_at_idx$'"
+        )
+    since = history.index_scans_since(timezone.now() - timedelta(days=7))
+    parts = IndexUsageSnapshot.objects.filter(
+        index__regex=r"^project_activitylog_[0-9]{4}_[0-9]{2}_created_at_idx$"
+    ).count()
+    assert parts >= 2
+    assert since[("public", "activity_created_desc_idx")]["scans_in_window"] == 5 * parts
+    assert since[("public", "activity_created_desc_idx")]["first_seen_at"] is not None
