@@ -35,10 +35,11 @@ from django.db.models.functions import Abs
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from project.activity import activity_record
-from project.admin import BigTableAdmin
+from project.admin import BigTableAdmin, EstimatedCountPaginator
 from project.api.pagination import InvalidCursor, KeysetPaginator
 from reconciliation import services, webhooks
 from reconciliation.exceptions import InvalidRules, ReconciliationError
@@ -63,6 +64,35 @@ QUEUE_ORDERING = ("tenant_id", "id")  # a tenant's oldest first
 MAX_BULK = 100  # one service call (one transaction) per item: bounded per POST
 MAX_CANDIDATES = 50
 MAX_RUN_JOBS = 20
+FILTERED_COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(EstimatedCountPaginator):
+    """Unfiltered: the table's estimate. Filtered: counted only up to FILTERED_COUNT_CAP.
+
+    A filter does not keep these lists small: one job's records are millions, and counting them
+    exactly took 0.7 s (2.3 s for its open ones) on a 2-million-record job; capped, 4 ms (89 ms
+    for the open ones). Past the cap the page says "more than 10000"
+    (templates/admin/reconciliation/pagination.html).
+    """
+
+    cap = FILTERED_COUNT_CAP
+    capped = False
+
+    @cached_property
+    def count(self) -> int:
+        if not self.object_list.query.where:
+            return super().count
+        # The list's own ordering stays in the LIMITed subquery: it walks the index the page
+        # reads (a job's records by (job, side, external_id)); without it the planner chose a
+        # merge anti-join over the whole primary key (0.8 s instead of 89 ms for open records).
+        counted = self.object_list[: self.cap + 1].count()
+        self.capped = counted > self.cap
+        return min(counted, self.cap)
+
+
+class ReconciliationBigTableAdmin(BigTableAdmin):
+    paginator = CappedCountPaginator
 
 
 def _all_tenants():
@@ -371,7 +401,7 @@ def _summary_table(summary: dict, *, job_id: int | None = None, pass_order: list
 
 
 @admin.register(Execution)
-class ExecutionAdmin(BigTableAdmin):
+class ExecutionAdmin(ReconciliationBigTableAdmin):
     """Executions, read-only (they are written by the matcher); cancel is an action. Also hosts the
     review queue and the exceptions queue (get_urls)."""
 
@@ -868,7 +898,7 @@ class RecordStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Record)
-class RecordAdmin(BigTableAdmin):
+class RecordAdmin(ReconciliationBigTableAdmin):
     """Millions of rows: estimated count, no date hierarchy, search by exact external id (an index
     skip scan of the unique (job, side, external_id) index; PostgreSQL 18), filter by job id."""
 
@@ -1006,7 +1036,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(BigTableAdmin):
+class WebhookDeliveryAdmin(ReconciliationBigTableAdmin):
     list_display = ["id", "event", "endpoint", "tenant", "status", "attempts", "last_status_code", "next_attempt_at"]
     list_filter = ["status", "event", TenantIdFilter]
     list_select_related = ["endpoint", "tenant"]

@@ -560,6 +560,21 @@ def test_records_are_searched_by_exact_external_id_and_filtered_by_job_and_statu
     assert bad.status_code == 302  # Django's "?e=1" for a bad filter value
 
 
+def test_filtered_record_lists_are_counted_only_up_to_the_cap(world, logged_in, monkeypatch):
+    monkeypatch.setattr("reconciliation.admin.CappedCountPaginator.cap", 2)
+    client = logged_in(staff("reconciliation.view_record"))
+    changelist = reverse("admin:reconciliation_record_changelist")
+
+    with CaptureQueriesContext(connection) as queries:
+        many = client.get(changelist, {"job": world["job"].pk})  # 3 records
+    counts = [query["sql"] for query in queries if "COUNT(" in query["sql"].upper()]
+    few = client.get(changelist, {"job": world["job"].pk, "side": "right"})  # 1 record
+
+    assert "more than 2 records" in text(many)
+    assert len(counts) == 1 and "LIMIT 3" in counts[0]
+    assert "1 record" in text(few) and "more than" not in text(few)
+
+
 # --- No N+1 ------------------------------------------------------------------------------------------
 
 
