@@ -28,7 +28,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import F
 from django.db.models.fields.json import KT
 from django.db.models.functions import Abs
@@ -135,6 +135,51 @@ def _get_app_list(request, app_label=None):
 
 
 admin.site.get_app_list = _get_app_list
+
+
+# --- Filters -----------------------------------------------------------------------------------
+
+
+class _IdInputFilter(admin.SimpleListFilter):
+    """A filter typed as an id (a box, not a list of every job or tenant)."""
+
+    template = "admin/reconciliation/id_input_filter.html"
+    column = ""
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self):
+        return True
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in (None, ""):
+            return queryset
+        try:
+            return queryset.filter(**{self.column: int(value)})
+        except ValueError:
+            raise IncorrectLookupParameters(f"{self.parameter_name} must be a number") from None
+
+    def choices(self, changelist):
+        yield {
+            "parameter_name": self.parameter_name,
+            "value": self.value() or "",
+            "others": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
+            "clear_url": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+
+class JobIdFilter(_IdInputFilter):
+    title = "job id"
+    parameter_name = "job"
+    column = "job_id"
+
+
+class TenantIdFilter(_IdInputFilter):
+    title = "tenant id"
+    parameter_name = "tenant"
+    column = "tenant_id"
 
 
 # --- Tenants ------------------------------------------------------------------------------------
@@ -279,7 +324,7 @@ def _run_action(dry_run: bool):
 class ReconciliationJobAdmin(admin.ModelAdmin):
     form = ReconciliationJobForm
     list_display = ["name", "tenant", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_filter = ["is_active", TenantIdFilter]
     list_select_related = ["tenant"]
     search_fields = ["name", "=id"]
     ordering = ["-created_at", "-id"]
@@ -406,7 +451,7 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
     review queue and the exceptions queue (get_urls)."""
 
     list_display = ["id", "job", "tenant", "status", "dry_run", "match_rate", "created_at", "finished_at"]
-    list_filter = ["status", "dry_run"]
+    list_filter = ["status", "dry_run", TenantIdFilter, JobIdFilter]
     list_select_related = ["job", "tenant"]
     search_fields = ["=id", "=job__id"]
     search_help_text = "Execution id or job id."
@@ -811,11 +856,11 @@ def _posted_action(request, *, allowed: tuple[str, ...]) -> tuple[str, list[int]
         ids = request.POST.getlist("ids")
         note = request.POST.get("note", "")
     if action not in allowed:
-        raise PermissionDenied(f"Unknown action {action!r}.")
+        raise BadRequest(f"Unknown action {action!r}.")
     try:
         parsed = sorted({int(value) for value in ids})
     except ValueError:
-        raise PermissionDenied("Malformed ids.") from None
+        raise BadRequest("Malformed ids.") from None
     if not parsed:
         messages.warning(request, "Tick at least one row first.")
     if len(parsed) > MAX_BULK:
@@ -838,48 +883,6 @@ def _url_without(request, name: str) -> str:
 
 
 # --- Records ------------------------------------------------------------------------------------
-
-
-class _IdInputFilter(admin.SimpleListFilter):
-    """A filter typed as an id (a box, not a list of every job or tenant)."""
-
-    template = "admin/reconciliation/id_input_filter.html"
-    column = ""
-
-    def lookups(self, request, model_admin):
-        return ()
-
-    def has_output(self):
-        return True
-
-    def queryset(self, request, queryset):
-        value = self.value()
-        if value in (None, ""):
-            return queryset
-        try:
-            return queryset.filter(**{self.column: int(value)})
-        except ValueError:
-            raise IncorrectLookupParameters(f"{self.parameter_name} must be a number") from None
-
-    def choices(self, changelist):
-        yield {
-            "parameter_name": self.parameter_name,
-            "value": self.value() or "",
-            "others": [(name, value) for name, value in changelist.params.items() if name != self.parameter_name],
-            "clear_url": changelist.get_query_string(remove=[self.parameter_name]),
-        }
-
-
-class JobIdFilter(_IdInputFilter):
-    title = "job id"
-    parameter_name = "job"
-    column = "job_id"
-
-
-class TenantIdFilter(_IdInputFilter):
-    title = "tenant id"
-    parameter_name = "tenant"
-    column = "tenant_id"
 
 
 class RecordStatusFilter(admin.SimpleListFilter):
@@ -970,6 +973,8 @@ class WebhookEndpointForm(forms.ModelForm):
 
     def clean_url(self):
         url = self.cleaned_data["url"]
+        if self.instance.pk and url == self.instance.url:
+            return url  # unchanged: an endpoint whose host is down can still be deactivated
         try:
             webhooks.webhook_endpoint_validate_url(url)  # the services check it again on save
         except ReconciliationError as exc:

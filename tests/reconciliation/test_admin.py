@@ -491,6 +491,25 @@ def test_matching_with_a_record_already_matched_is_refused_with_a_message(low_co
     assert any("not open" in message for message in messages_of(response))
 
 
+def test_a_malformed_queue_post_is_a_400(world, logged_in):
+    client = logged_in(staff(VIEW, ACT))
+
+    assert client.post(REVIEW, {"row": "explode:1"}).status_code == 400
+    assert client.post(EXCEPTIONS, {"bulk": "resolve", "ids": ["x"], "note": "n"}).status_code == 400
+
+
+def test_executions_are_filtered_by_job_and_tenant_id(world, logged_in):
+    other = run(JobFactory())
+    client = logged_in(staff(VIEW))
+    changelist = reverse("admin:reconciliation_execution_changelist")
+
+    by_job = client.get(changelist, {"job": world["job"].pk}).context["cl"].result_list
+    by_tenant = client.get(changelist, {"tenant": other.tenant_id}).context["cl"].result_list
+
+    assert [e.pk for e in by_job] == [world["execution"].pk]
+    assert [e.pk for e in by_tenant] == [other.pk]
+
+
 def test_an_exception_page_for_an_unknown_id_is_404(logged_in):
     assert (
         logged_in(staff(VIEW)).get(reverse("admin:reconciliation_exception_detail", args=[999_999])).status_code == 404
@@ -521,6 +540,32 @@ def test_webhook_endpoint_is_created_through_the_service_its_secret_shown_once_a
         not in client.get(reverse("admin:reconciliation_webhookendpoint_change", args=[endpoint.pk])).content.decode()
     )
     assert ActivityLog.objects.filter(action="webhook_endpoint_create", entity_id=str(endpoint.pk)).exists()
+
+
+def test_webhook_endpoint_changes_go_through_the_service_and_a_rotated_secret_is_shown_once(world, logged_in):
+    endpoint = world["endpoint"]
+    user = staff("reconciliation.view_webhookendpoint", "reconciliation.change_webhookendpoint")
+    url = reverse("admin:reconciliation_webhookendpoint_change", args=[endpoint.pk])
+    form = {"url": "https://93.184.215.14/b", "events": ["execution.failed"], "rotate_secret": "on"}
+
+    response = logged_in(user).post(url, form, follow=True)
+
+    endpoint.refresh_from_db()
+    assert (endpoint.url, endpoint.events, endpoint.is_active) == (form["url"], ["execution.failed"], False)
+    assert endpoint.secret != "s" and any(endpoint.secret in message for message in messages_of(response))
+    entry = ActivityLog.objects.get(action="webhook_endpoint_update", user=user)
+    assert entry.metadata["secret_rotated"] is True and endpoint.secret not in str(entry.metadata)
+
+
+def test_an_endpoint_whose_host_does_not_resolve_can_still_be_deactivated(world, logged_in):
+    endpoint = world["endpoint"]  # hooks.example.com: no DNS here
+    url = reverse("admin:reconciliation_webhookendpoint_change", args=[endpoint.pk])
+    client = logged_in(staff("reconciliation.view_webhookendpoint", "reconciliation.change_webhookendpoint"))
+
+    response = client.post(url, {"url": endpoint.url, "events": endpoint.events})
+
+    assert response.status_code == 302
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).is_active is False
 
 
 def test_redeliver_action_requeues_the_deliveries(world, logged_in, django_capture_on_commit_callbacks):
