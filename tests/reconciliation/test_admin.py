@@ -510,6 +510,17 @@ def test_executions_are_filtered_by_job_and_tenant_id(world, logged_in):
     assert [e.pk for e in by_tenant] == [other.pk]
 
 
+def test_searching_executions_and_deliveries_by_id_ignores_words(world, logged_in):
+    client = logged_in(staff(VIEW, "reconciliation.view_webhookdelivery"))
+    executions = reverse("admin:reconciliation_execution_changelist")
+    deliveries = reverse("admin:reconciliation_webhookdelivery_changelist")
+
+    assert list(client.get(executions, {"q": "abc"}).context["cl"].result_list) == []
+    found = client.get(executions, {"q": str(world["execution"].pk)}).context["cl"].result_list
+    assert [e.pk for e in found] == [world["execution"].pk]
+    assert client.get(deliveries, {"q": "abc"}).status_code == 200
+
+
 def test_an_exception_page_for_an_unknown_id_is_404(logged_in):
     assert (
         logged_in(staff(VIEW)).get(reverse("admin:reconciliation_exception_detail", args=[999_999])).status_code == 404
