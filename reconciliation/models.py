@@ -41,7 +41,8 @@ class TenantMembership(models.Model):
         OPERATOR = "operator"
         ADMIN = "admin"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    # No index of its own: membership_tenant_user_uniq starts with tenant.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -57,7 +58,8 @@ class TenantMembership(models.Model):
 class ReconciliationJob(models.Model):
     """What to reconcile and how: the rules JSON configures the matcher's passes."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="jobs")
+    # No index of its own: recon_jobs_list_covering starts with tenant.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="jobs", db_index=False)
     name = models.CharField(max_length=200)
     rules = models.JSONField(default=dict, blank=True, help_text="See docs/reconciliation.md")
     is_active = models.BooleanField(default=True)

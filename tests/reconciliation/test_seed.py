@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import call_command
 
-from reconciliation.models import Execution, Match, Record, ReconciliationJob, TenantMembership, Unmatched
+from reconciliation.models import Execution, Match, ReconciliationJob, Record, TenantMembership, Unmatched
 from reconciliation.seed import DEMO_JOB_NAME
 from tests.factories import UserFactory
 
