@@ -104,6 +104,11 @@ def drop_job(job: ReconciliationJob) -> None:
             [job.pk],
         )
         cursor.execute("DELETE FROM reconciliation_execution WHERE job_id = %s", [job.pk])
+        cursor.execute(
+            "DELETE FROM reconciliation_matchedrecord WHERE record_id IN "
+            "(SELECT id FROM reconciliation_record WHERE job_id = %s)",
+            [job.pk],
+        )
         cursor.execute("DELETE FROM reconciliation_record WHERE job_id = %s", [job.pk])
     job.delete()
     with connection.cursor() as cursor:
