@@ -4,12 +4,13 @@ Every function that changes data is atomic and records who did what in ActivityL
 in `ingest.py`, the matcher's SQL in `matching.py`; this module runs an execution end to end.
 """
 
+import json
 import logging
 import time
 from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -109,15 +110,15 @@ def execution_start(*, job: ReconciliationJob, dry_run: bool = False, user=None)
     active = Execution.objects.filter(job=job, status__in=[Execution.Status.QUEUED, Execution.Status.RUNNING]).first()
     if active is not None:
         raise ExecutionActive(active.pk)
-    with transaction.atomic():  # a concurrent start loses on the partial unique index
-        try:
+    try:
+        with transaction.atomic():  # a concurrent start loses on the partial unique index
             execution = Execution.objects.create(
                 tenant_id=job.tenant_id, job=job, dry_run=dry_run, requested_by=_user_or_none(user)
             )
-        except Exception as error:
-            if "recon_exec_one_active_per_job" in str(error):
-                raise ExecutionActive(Execution.objects.filter(job=job).latest("id").pk) from None
+    except IntegrityError as error:
+        if "recon_exec_one_active_per_job" not in str(error):
             raise
+        raise ExecutionActive(Execution.objects.filter(job=job).latest("id").pk) from None
     activity_record(
         category=CATEGORY,
         action="execution_start",
@@ -215,22 +216,11 @@ def _run_for_real(execution: Execution) -> dict:
         _check_not_cancelled(execution)
         for attempt in range(1, PASS_ATTEMPTS + 1):
             try:
+                # The pass and the note that it is done commit together: after a crash the
+                # retry starts with the next pass, and never half of this one.
                 with transaction.atomic():
                     result = run_pass(ctx, name)
-                    # The pass and the note that it is done commit together: a crash after
-                    # this point resumes with the next pass, before it redoes this one.
-                    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=Now())
-                    with connection.cursor() as cursor:
-                        cursor.execute(
-                            """
-                            UPDATE reconciliation_execution
-                            SET passes_done = array_append(passes_done, %s),
-                                summary = jsonb_set(coalesce(summary, '{}') || jsonb_build_object(
-                                    'passes', coalesce(summary -> 'passes', '{}')), ARRAY['passes', %s], %s::jsonb)
-                            WHERE id = %s
-                            """,
-                            [name, name, _json(result.as_dict()), execution.pk],
-                        )
+                    _record_pass_done(execution.pk, name, result.as_dict())
                 break
             except ConcurrentChange:
                 if attempt == PASS_ATTEMPTS:
@@ -278,6 +268,22 @@ def _run_dry(execution: Execution) -> dict:
     return summary
 
 
+def _record_pass_done(execution_id: int, name: str, figures: dict) -> None:
+    """Add `name` to passes_done, its figures to summary.passes, and beat the heartbeat."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE reconciliation_execution
+            SET passes_done = array_append(passes_done, %s),
+                summary = jsonb_set(coalesce(summary, '{}') || jsonb_build_object(
+                    'passes', coalesce(summary -> 'passes', '{}')), ARRAY['passes', %s], %s::jsonb),
+                heartbeat_at = now()
+            WHERE id = %s
+            """,
+            [name, name, json.dumps(figures), execution_id],
+        )
+
+
 def after_pass(execution: Execution, name: str) -> None:
     """Called after each committed pass (a progress log line; tests interrupt a run here)."""
     logger.info("reconciliation pass committed", extra={"execution": execution.pk, "pass": name})
@@ -312,12 +318,6 @@ def _is_transient(error: Exception) -> bool:
     from project.jobrunner import TRANSIENT_ERRORS
 
     return isinstance(error, TRANSIENT_ERRORS)
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _user_or_none(user):
