@@ -125,18 +125,6 @@ def _json_rows(rows) -> tuple[list[str], list[list[str | None]]]:
 
 # --- Checking and inserting in SQL -------------------------------------------------------------
 
-# A real calendar date, checked without raising (pg_input_is_valid needs PostgreSQL 16): CASE
-# guarantees the order, so make_date only ever sees a valid year and month.
-_DATE_OK = """
-    CASE WHEN s.booked_on IS NULL OR btrim(s.booked_on) !~ {date_re} THEN false
-         WHEN substr(btrim(s.booked_on), 1, 4)::int < 1 OR substr(btrim(s.booked_on), 6, 2)::int NOT BETWEEN 1 AND 12
-         THEN false
-         ELSE substr(btrim(s.booked_on), 9, 2)::int BETWEEN 1 AND extract(day FROM
-              make_date(substr(btrim(s.booked_on), 1, 4)::int, substr(btrim(s.booked_on), 6, 2)::int, 1)
-              + interval '1 month' - interval '1 day')::int
-    END
-"""
-
 # Each CASE yields one problem or NULL; array_remove keeps the problems. Values are trimmed text.
 AMOUNT_PATTERN = r"^[+-]?[0-9]{1,14}(\.[0-9]{1,4})?$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"

@@ -374,62 +374,49 @@ def _release_records(match: Match) -> None:
     MatchedRecord.objects.filter(record_id__in=[*match.left_ids, *match.right_ids], match_id=match.id).delete()
 
 
-@transaction.atomic
-def match_confirm(*, match_id: int, tenant_ids, user=None, note: str = "") -> Match:
+def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed: tuple, status: str) -> Match:
+    """Lock the match, check its state, record the decision (and, unless confirming, reopen its
+    records into the exceptions queue), audit it."""
     match = _locked_match(match_id, tenant_ids)
-    if match.status not in (Match.Status.SUGGESTED, Match.Status.AUTO):
-        raise NotReviewable(f"Match {match_id} is {match.status}; only suggested or auto matches can be confirmed.")
-    _review(match, status=Match.Status.CONFIRMED, user=user, note=note)
+    if match.status not in allowed:
+        raise NotReviewable(f"Match {match_id} is {match.status}; {action} needs one that is {' or '.join(allowed)}.")
+    _review(match, status=status, user=user, note=note)
+    if status == Match.Status.REJECTED:
+        _release_records(match)
+        _open_exceptions(match, reason=Unmatched.Reason.REJECTED)
     activity_record(
         category=CATEGORY,
-        action="match_confirm",
+        action=action,
         user=user,
         entity_type="reconciliation.match",
         entity_id=match_id,
         metadata={"job_id": match.job_id, "was": match.status},
     )
     return Match.objects.get(id=match_id)
+
+
+UNDECIDED = (Match.Status.SUGGESTED, Match.Status.AUTO)
+
+
+@transaction.atomic
+def match_confirm(*, match_id: int, tenant_ids, user=None, note: str = "") -> Match:
+    return _decide(match_id, tenant_ids, user=user, note=note, action="match_confirm", allowed=UNDECIDED,
+                   status=Match.Status.CONFIRMED)  # fmt: skip
 
 
 @transaction.atomic
 def match_reject(*, match_id: int, tenant_ids, user=None, note: str = "") -> Match:
     """A person says these records do not belong together: the match is kept as rejected (it
     counts in the accuracy figures), its records reopen and enter the exceptions queue."""
-    match = _locked_match(match_id, tenant_ids)
-    if match.status not in (Match.Status.SUGGESTED, Match.Status.AUTO):
-        raise NotReviewable(f"Match {match_id} is {match.status}; only suggested or auto matches can be rejected.")
-    _review(match, status=Match.Status.REJECTED, user=user, note=note)
-    _release_records(match)
-    _open_exceptions(match, reason=Unmatched.Reason.REJECTED)
-    activity_record(
-        category=CATEGORY,
-        action="match_reject",
-        user=user,
-        entity_type="reconciliation.match",
-        entity_id=match_id,
-        metadata={"job_id": match.job_id, "was": match.status},
-    )
-    return Match.objects.get(id=match_id)
+    return _decide(match_id, tenant_ids, user=user, note=note, action="match_reject", allowed=UNDECIDED,
+                   status=Match.Status.REJECTED)  # fmt: skip
 
 
 @transaction.atomic
 def match_unmatch(*, match_id: int, tenant_ids, user=None, note: str = "") -> Match:
-    """Undo a confirmed (or any live) match: same as a rejection, for a match already accepted."""
-    match = _locked_match(match_id, tenant_ids)
-    if match.status == Match.Status.REJECTED:
-        raise NotReviewable(f"Match {match_id} is already rejected.")
-    _review(match, status=Match.Status.REJECTED, user=user, note=note or "unmatched")
-    _release_records(match)
-    _open_exceptions(match, reason=Unmatched.Reason.REJECTED)
-    activity_record(
-        category=CATEGORY,
-        action="match_unmatch",
-        user=user,
-        entity_type="reconciliation.match",
-        entity_id=match_id,
-        metadata={"job_id": match.job_id, "was": match.status},
-    )
-    return Match.objects.get(id=match_id)
+    """Undo a live match, confirmed ones included: a rejection of a match already accepted."""
+    return _decide(match_id, tenant_ids, user=user, note=note or "unmatched", action="match_unmatch",
+                   allowed=(*UNDECIDED, Match.Status.CONFIRMED), status=Match.Status.REJECTED)  # fmt: skip
 
 
 def _open_exceptions(match: Match, *, reason: str) -> None:
