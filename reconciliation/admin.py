@@ -44,10 +44,12 @@ from project.api.pagination import InvalidCursor, KeysetPaginator
 from reconciliation import services, webhooks
 from reconciliation.exceptions import InvalidRules, ReconciliationError
 from reconciliation.models import (
+    ExceptionsQueue,
     Execution,
     Match,
     ReconciliationJob,
     Record,
+    ReviewQueue,
     Tenant,
     TenantMembership,
     Unmatched,
@@ -102,39 +104,42 @@ def _all_tenants():
 
 # --- Admin index and sidebar: the two queues listed with the app's models ----------------------
 
-QUEUE_ENTRIES = (
-    ("Review queue (suggested matches)", "ReviewQueue", "admin:reconciliation_review_queue"),
-    ("Exceptions queue (unmatched records)", "ExceptionsQueue", "admin:reconciliation_exceptions_queue"),
-)
-_site_get_app_list = admin.site.get_app_list
+
+class _QueueEntryAdmin(admin.ModelAdmin):
+    """Lists a queue in the admin index and sidebar (through a table-less model, as the
+    monitoring cockpit does) for users who may view executions; its page is the queue view."""
+
+    queue_url_name = ""
+
+    def has_module_permission(self, request):
+        return request.user.has_perm(VIEW_QUEUES)
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(VIEW_QUEUES)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse(self.queue_url_name))
 
 
-def _get_app_list(request, app_label=None):
-    """Django's app list (index page, app page, sidebar) plus the queues under Reconciliation, for
-    users with view_execution: they are views, not registered models, and would otherwise be
-    reachable only through links on the execution pages."""
-    app_list = _site_get_app_list(request, app_label)
-    if not request.user.has_perm(VIEW_QUEUES):
-        return app_list
-    for app in app_list:
-        if app["app_label"] == "reconciliation":
-            for name, object_name, url_name in QUEUE_ENTRIES:
-                app["models"].append(
-                    {
-                        "model": None,
-                        "name": name,
-                        "object_name": object_name,
-                        "perms": {"view": True},
-                        "admin_url": reverse(url_name),
-                        "add_url": None,
-                        "view_only": True,
-                    }
-                )
-            app["models"].sort(key=lambda entry: entry["name"])
-    return app_list
+@admin.register(ReviewQueue)
+class ReviewQueueEntryAdmin(_QueueEntryAdmin):
+    queue_url_name = "admin:reconciliation_review_queue"
 
 
-admin.site.get_app_list = _get_app_list
+@admin.register(ExceptionsQueue)
+class ExceptionsQueueEntryAdmin(_QueueEntryAdmin):
+    queue_url_name = "admin:reconciliation_exceptions_queue"
 
 
 # --- Filters -----------------------------------------------------------------------------------

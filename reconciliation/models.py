@@ -323,6 +323,30 @@ class Unmatched(PostgresPartitionedModel):
         return f"unmatched record {self.record_id} ({self.reason})"
 
 
+class ReviewQueue(models.Model):
+    """No table: the admin index lists the review queue (suggested matches) through it."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()  # the queue's permission is reconciliation.view_execution
+        verbose_name = verbose_name_plural = "review queue (suggested matches)"
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+
+class ExceptionsQueue(models.Model):
+    """No table: the admin index lists the exceptions queue (unmatched records) through it."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        verbose_name = verbose_name_plural = "exceptions queue (unmatched records)"
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+
 class Report(models.Model):
     """The final figures of a finished execution, kept when its matches are long archived."""
 

@@ -149,10 +149,19 @@ def test_every_page_renders_for_staff_with_its_permission_and_is_refused_without
 
 
 def test_the_queues_are_listed_in_the_admin_index_and_sidebar_for_viewers_only(world, logged_in):
-    viewer = logged_in(staff(VIEW)).get(reverse("admin:index")).content.decode()
-    assert f'href="{REVIEW}"' in viewer and f'href="{EXCEPTIONS}"' in viewer
-    other = logged_in(staff("reconciliation.view_tenant")).get(reverse("admin:index")).content.decode()
-    assert REVIEW not in other and EXCEPTIONS not in other
+    entries = {
+        reverse("admin:reconciliation_reviewqueue_changelist"): REVIEW,
+        reverse("admin:reconciliation_exceptionsqueue_changelist"): EXCEPTIONS,
+    }
+    client = logged_in(staff(VIEW))
+    viewer = client.get(reverse("admin:index")).content.decode()
+    for entry, queue in entries.items():
+        assert f'href="{entry}"' in viewer
+        assert client.get(entry).url == queue
+    other_client = logged_in(staff("reconciliation.view_tenant"))
+    other = other_client.get(reverse("admin:index")).content.decode()
+    assert not any(entry in other for entry in entries)
+    assert all(other_client.get(entry).status_code == 403 for entry in entries)
     execution_page = logged_in(staff(VIEW)).get(
         reverse("admin:reconciliation_execution_change", args=[world["execution"].pk])
     )
