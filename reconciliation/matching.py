@@ -443,12 +443,12 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
 def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
     """SELECT id, side, amount, reason of every open record of the working set (rl, rr).
 
-    Reasons, from the records of the other side: a record within the amount drift and date
-    window that is still open -> low_confidence (the pair scored below review_threshold); only
-    matched ones -> ambiguous (its candidates went to other records); none, but one with the same
-    reference in the window -> amount_outside_drift; else no_candidate. Open candidates are
-    probed in the working set's (currency, amount) index; matched ones, only for records with no
-    open candidate, in recon_record_candidate_idx; the reference check is one hash join.
+    Reasons, from the records of the other side: one within the amount drift and date window
+    that is still open -> low_confidence (the pair scored below review_threshold); else one with
+    the same reference within drift and window, matched to another record -> ambiguous (it was
+    as good a partner, and went elsewhere); else one with the same reference in the window but
+    the amount outside the drift -> amount_outside_drift; else no_candidate. Open candidates are
+    probed in the working set's GiST index; the reference checks are one hash join.
     """
     window = int(rules.date_window_days)
     tolerance = _tolerance_sql(rules, "r.amount")
@@ -479,22 +479,22 @@ def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exceptio
             {open_records("rr", "right", "rl", "left")}
         ),
         same_reference AS (
-            SELECT DISTINCT r.id
+            SELECT r.id, bool_or({in_window}) AS in_drift
             FROM open_records r
             JOIN reconciliation_record o
               ON o.job_id = %(job)s AND o.reference_norm = r.ref AND o.side = r.other_side
              AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}
             WHERE r.ref <> '' AND NOT r.open_candidate
+            GROUP BY r.id
         )
         SELECT r.id, r.side, r.amount,
                CASE WHEN r.open_candidate THEN 'low_confidence'
-                    WHEN EXISTS (SELECT 1 FROM reconciliation_record o
-                                 WHERE o.job_id = %(job)s AND o.side = r.other_side AND {in_window})
-                    THEN 'ambiguous'
-                    WHEN EXISTS (SELECT 1 FROM same_reference s WHERE s.id = r.id) THEN 'amount_outside_drift'
+                    WHEN s.in_drift THEN 'ambiguous'
+                    WHEN s.id IS NOT NULL THEN 'amount_outside_drift'
                     ELSE 'no_candidate'
                END AS reason
         FROM open_records r
+        LEFT JOIN same_reference s ON s.id = r.id
     """
 
 

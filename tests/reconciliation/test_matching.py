@@ -367,3 +367,16 @@ def test_a_failed_execution_is_marked_failed_with_its_error(monkeypatch):
     execution.refresh_from_db()
     assert execution.status == Execution.Status.FAILED
     assert "boom" in execution.error
+
+
+def test_a_record_whose_only_neighbour_in_drift_belongs_to_another_pair_has_no_candidate():
+    job = JobFactory()
+    load(job, "left", [("L1", "100.00", "EUR", "2026-03-10", "INV-1", "Acme"),
+                       ("L2", "100.10", "EUR", "2026-03-10", "ZZZ-9", "Nobody")])  # fmt: skip
+    load(job, "right", [("R1", "100.00", "EUR", "2026-03-10", "INV-1", "Acme")])
+
+    run(job)
+
+    assert pairs(job) == {(("L1",), ("R1",))}
+    exception = Unmatched.objects.get(job_id=job.pk)
+    assert (Record.objects.get(pk=exception.record_id).external_id, exception.reason) == ("L2", "no_candidate")
