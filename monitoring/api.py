@@ -487,11 +487,11 @@ class CanViewDashboard(BasePermission):
 
 
 class PerformanceView(APIView):
+    """Base of the performance endpoints: each subclass defines `data(request) -> dict`, read
+    through the same selectors as the admin pages, and the serializer that documents it."""
+
     permission_classes = [IsAdminUser, CanViewDashboard]
     serializer_class: type[serializers.Serializer]
-
-    def data(self, request) -> dict:
-        raise NotImplementedError
 
     def get(self, request):
         return Response(self.serializer_class(self.data(request)).data)
