@@ -37,3 +37,22 @@ def login():
         return client
 
     return make
+
+
+def _server_says(query: str) -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def with_pg_stat_statements():
+    """Skip on a server without pg_stat_statements loaded (make test's embedded PostgreSQL and the
+    compose file's preload it; a plain distribution server does not)."""
+    if not _server_says(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+        " AND position('pg_stat_statements' in current_setting('shared_preload_libraries')) > 0"
+    ):
+        pytest.skip("this PostgreSQL has no pg_stat_statements loaded")

@@ -131,11 +131,13 @@ def _a_statement_queryid() -> int:
                 return row[0]
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_explain_plans_a_parameterised_statement_generically():
     result = actions.explain(queryid=_a_statement_queryid())
     assert result["plan"][0]["Plan"]["Node Type"] in {"Aggregate", "Finalize Aggregate"}
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_explain_analyze_binds_the_given_values_in_a_rolled_back_read_only_transaction():
     result = actions.explain(queryid=_a_statement_queryid(), analyze=True, parameters=["high"])
     plan = result["plan"][0]
@@ -145,6 +147,7 @@ def test_explain_analyze_binds_the_given_values_in_a_rolled_back_read_only_trans
         assert cursor.fetchone()[0] == 0  # deallocated: the pooled connection keeps nothing
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_explain_analyze_refuses_a_wrong_number_of_values():
     with pytest.raises(actions.ActionRefused, match="1 parameters; 0 values"):
         actions.explain(queryid=_a_statement_queryid(), analyze=True, parameters=[])
@@ -246,6 +249,7 @@ def test_refresh_view_refreshes_a_registered_view_and_records_it(superuser, logi
     assert login(superuser).get(action_url("refresh_view"), {"name": "pg_class"}).status_code == 404
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_reset_statements_empties_this_databases_statistics_only(superuser, login, eager_celery):
     _a_statement_queryid()
     response = login(superuser).post(action_url("reset_statements"))
@@ -260,6 +264,7 @@ def test_reset_statements_empties_this_databases_statistics_only(superuser, logi
     assert ActivityLog.objects.filter(category="monitoring", action="reset_statements").exists()
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_explain_analyze_from_the_queries_page_asks_for_the_parameters_and_shows_the_plan(
     superuser, login, eager_celery
 ):

@@ -78,6 +78,7 @@ def test_slow_queries_rejects_bad_parameters_with_400(params, field, admin_api):
     assert field in response.json()["error"]["fields"]
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_slow_queries_over_a_window_come_from_the_snapshots(admin_api):
     from monitoring.history import snapshot_counters
 

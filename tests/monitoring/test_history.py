@@ -24,6 +24,7 @@ def test_sampling_stores_the_key_figures_and_prunes_old_samples(settings):
     assert not MetricSample.objects.filter(pk=old.pk).exists()
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_counter_snapshots_are_written_only_when_counters_move():
     first = history.snapshot_counters()
     assert first["indexes"] == IndexUsageSnapshot.objects.count() > 0
@@ -99,6 +100,7 @@ def _statement(sql_text: str, like: str, times: int) -> dict:
                 return dict(zip([c.name for c in cursor.description], row, strict=True))
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_a_window_shows_what_a_statement_did_since_its_start_not_its_lifetime():
     from monitoring.selectors.statements import slow_queries
 
@@ -124,6 +126,7 @@ def test_a_window_shows_what_a_statement_did_since_its_start_not_its_lifetime():
     assert lifetime["calls"] == live["calls"]
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_counters_below_their_snapshot_mean_statistics_were_reset():
     from monitoring.selectors.statements import window_deltas
 
@@ -157,6 +160,7 @@ def test_counters_below_their_snapshot_mean_statistics_were_reset():
     assert delta["calls"] == live["calls"]  # counted from zero, not negative
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_statements_are_grouped_by_the_view_or_job_that_issued_them():
     from monitoring.selectors.statements import slow_queries
     from project.db.attribution import sql_origin

@@ -120,6 +120,7 @@ def test_charts_are_drawn_from_the_minute_samples(viewer, login):
     assert all(len(d["data"]) == 1 for d in chart["datasets"])
 
 
+@pytest.mark.usefixtures("with_pg_stat_statements")
 def test_queries_page_refuses_unknown_order_gracefully(viewer, login):
     response = login(viewer).get(PAGES["queries"], {"order": "bogus", "window": "99y"})
     assert response.status_code == 200
