@@ -21,7 +21,8 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _user_or_none(user):
+def authenticated_user_or_none(user):
+    """The user to record as the actor: None for no user or an anonymous one."""
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
@@ -39,7 +40,7 @@ def activity_record(
 ) -> None:
     """Record one act on one entity, in the caller's transaction (it commits or rolls back with it)."""
     ActivityLog.objects.create(
-        user=_user_or_none(user),
+        user=authenticated_user_or_none(user),
         category=category,
         action=action,
         level=level,

@@ -15,9 +15,9 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from project.activity import activity_record
+from project.activity import activity_record, authenticated_user_or_none
 from project.db.locks import session_advisory_lock
-from project.jobrunner import JobSkipped
+from project.jobrunner import TRANSIENT_ERRORS, JobSkipped
 from reconciliation import metrics
 from reconciliation.exceptions import (
     ExecutionActive,
@@ -113,7 +113,7 @@ def execution_start(*, job: ReconciliationJob, dry_run: bool = False, user=None)
     try:
         with transaction.atomic():  # a concurrent start loses on the partial unique index
             execution = Execution.objects.create(
-                tenant_id=job.tenant_id, job=job, dry_run=dry_run, requested_by=_user_or_none(user)
+                tenant_id=job.tenant_id, job=job, dry_run=dry_run, requested_by=authenticated_user_or_none(user)
             )
     except IntegrityError as error:
         if "recon_exec_one_active_per_job" not in str(error):
@@ -315,13 +315,7 @@ def _fail(execution: Execution, error: Exception) -> None:
 
 
 def _is_transient(error: Exception) -> bool:
-    from project.jobrunner import TRANSIENT_ERRORS
-
     return isinstance(error, TRANSIENT_ERRORS)
-
-
-def _user_or_none(user):
-    return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
 @transaction.atomic
