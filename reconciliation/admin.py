@@ -818,7 +818,7 @@ def candidate_queryset(record: Record, rules):
     """Open records of the other side within the job's amount drift and date window, closest
     amount first, and the drift: an index range scan of recon_record_candidate_idx (job, side,
     currency, amount), the open check an anti-join on MatchedRecord's primary key."""
-    drift = max(rules.tolerance.amount_abs, abs(record.amount) * Decimal(str(rules.tolerance.amount_pct)) / 100)
+    drift = rules.tolerance.drift(record.amount)
     window = timedelta(days=rules.date_window_days)
     other = Record.Side.RIGHT if record.side == Record.Side.LEFT else Record.Side.LEFT
     queryset = (

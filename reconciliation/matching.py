@@ -162,7 +162,8 @@ def _evidence(a: str, b: str, has_trigram: bool) -> str:
 
 
 def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
-    """The allowed amount drift around `amount`: the larger of the absolute and the percentage."""
+    """ToleranceRules.drift in SQL: the allowed drift around `amount`, the larger of the absolute
+    and the percentage."""
     drift = rules.tolerance
     return f"greatest({drift.amount_abs}::numeric, abs({amount}) * {drift.amount_pct}::numeric / 100)"
 

@@ -84,6 +84,11 @@ class ToleranceRules:
     amount_pct: float = 0.5
     weights: dict = field(default_factory=lambda: {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3})
 
+    def drift(self, amount: Decimal) -> Decimal:
+        """The amount drift allowed around `amount`: the larger of the absolute and the percentage
+        (matching._tolerance_sql is the same rule in SQL)."""
+        return max(self.amount_abs, abs(amount) * Decimal(str(self.amount_pct)) / 100)
+
 
 @dataclass(frozen=True)
 class GroupRules:
@@ -95,19 +100,12 @@ class GroupRules:
 @dataclass(frozen=True)
 class MatchingRules:
     date_window_days: int = 3
-    # Measured on bench/recon_data.py sets (docs/reconciliation.md): no wrong pair scores 0.55.
+    # Measured on bench/recon_data.py sets (docs/reconciliation.md): no wrong pair scored above 0.535.
     auto_threshold: float = 0.6
     review_threshold: float = 0.4
     exact_enabled: bool = True
     tolerance: ToleranceRules = field(default_factory=ToleranceRules)
     group: GroupRules = field(default_factory=GroupRules)
-
-    def status_for(self, confidence: float) -> str | None:
-        if confidence >= self.auto_threshold:
-            return "auto"
-        if confidence >= self.review_threshold:
-            return "suggested"
-        return None
 
 
 def _path(error) -> str:
