@@ -21,7 +21,7 @@ from rest_framework.response import Response
 
 from reconciliation import analytics
 from reconciliation import analytics_serializers as out
-from reconciliation.models import ReconciliationJob, TenantMembership
+from reconciliation.models import ReconciliationJob
 from reconciliation.tenancy import TenantScopedViewSet
 
 
@@ -35,9 +35,7 @@ _TENANT_PARAMETER = OpenApiParameter("tenant", int, description="Only this tenan
 class AnalyticsViewSet(TenantScopedViewSet):
     queryset = ReconciliationJob.objects.none()  # no model of its own; the schema needs one
     pagination_class = None
-    role_for_action = dict.fromkeys(
-        ("daily_summary", "job_performance", "usage_hourly", "match_accuracy"), TenantMembership.Role.VIEWER
-    )
+    # Every action is a GET: TenantScopedViewSet lets any member role read.
 
     def scoped_queryset(self, tenant_ids):
         return ReconciliationJob.objects.filter(tenant_id__in=tenant_ids)

@@ -12,7 +12,7 @@ from rest_framework import permissions, viewsets
 from reconciliation.models import TenantMembership
 
 ROLE_RANK = {TenantMembership.Role.VIEWER: 1, TenantMembership.Role.OPERATOR: 2, TenantMembership.Role.ADMIN: 3}
-READ_ACTIONS = {"list", "retrieve", "summary", "report", "records_list"}
+READ_ACTIONS = {"list", "retrieve", "report"}
 
 
 def roles_of(user) -> dict[int, str]:
@@ -53,9 +53,10 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
     role_for_action: dict[str, str] = {}
 
     def required_role(self) -> str:
-        if self.action in self.role_for_action:
-            return self.role_for_action[self.action]
-        return TenantMembership.Role.VIEWER if self.action in READ_ACTIONS else TenantMembership.Role.OPERATOR
+        # Reading is a viewer's right on every action, whatever the action writes on POST.
+        if self.action in READ_ACTIONS or self.request.method in permissions.SAFE_METHODS:
+            return TenantMembership.Role.VIEWER
+        return self.role_for_action.get(self.action, TenantMembership.Role.OPERATOR)
 
     def tenant_ids(self) -> list[int]:
         return tenant_ids_with_role(self.request.user)

@@ -162,6 +162,7 @@ def test_viewers_read_but_cannot_run_ingest_or_review(tenant_b_world, client_for
     job, match = tenant_b_world["job"], tenant_b_world["match"]
 
     assert client.get(reverse("recon-job-detail", kwargs={"pk": job.pk})).status_code == 200
+    assert client.get(reverse("recon-job-records", kwargs={"pk": job.pk})).status_code == 200
     assert client.post(reverse("recon-job-run", kwargs={"pk": job.pk}), {}, format="json").status_code == 403
     assert client.post(reverse("recon-match-confirm", kwargs={"pk": match.id}), {}, format="json").status_code == 403
     assert client.post(reverse("recon-job-records", kwargs={"pk": job.pk}), [], format="json").status_code == 403
