@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from reconciliation.ingest import records_ingest
+from reconciliation.ingest import csv_stream_from_text, records_ingest
 from reconciliation.models import Execution, ReconciliationJob, Record, Tenant, TenantMembership
 
 DEMO_TENANT_SLUG = "demo"
@@ -67,7 +67,7 @@ def _csv(rows: list[list[str]]) -> io.BytesIO:
     writer = csv.writer(text)
     writer.writerow(HEADER)
     writer.writerows(rows)
-    return io.BytesIO(text.getvalue().encode())
+    return csv_stream_from_text(text.getvalue())
 
 
 def seed_reconciliation(count: int, progress: Callable[[int], None]) -> int:
