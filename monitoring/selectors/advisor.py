@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover
     PsycopgError = DatabaseError
 
 SAVEPOINT = "opsdeck_advisor"  # also the name of the prepared statement EXPLAIN EXECUTE plans
+# Planning takes a share lock on the tables: behind a queued ALTER TABLE it would wait. Not for long.
+PLAN_LOCK_TIMEOUT = "200ms"
 REPRESENTATIVE_LIMIT = "50"  # LIMIT $n: a page of results, as the application asks for
 
 HYPOPG_HELP = (
@@ -209,10 +211,11 @@ def representative_values(parsed, catalog: dict[Relation, TableInfo]) -> dict[in
 
 @dataclass
 class Explained:
-    cost: float
-    index_names: set[str]
-    node_types: set[str]
-    method: str  # "representative parameters" / "generic plan"
+    cost: float | None  # None: not planned, `error` says why
+    index_names: set[str] = field(default_factory=set)
+    node_types: set[str] = field(default_factory=set)
+    method: str = ""  # "representative parameters" / "generic plan"
+    error: str | None = None
 
 
 def _plan_nodes(plan: dict):
@@ -221,40 +224,44 @@ def _plan_nodes(plan: dict):
         yield from _plan_nodes(child)
 
 
-def explain(cursor, query: str, values: dict[int, str | None], *, server_version: int, name: str) -> Explained | None:
+def explain(cursor, query: str, values: dict[int, str | None], *, server_version: int) -> Explained:
     """The planner's estimate for `query`: with the representative values for its parameters,
-    or (PostgreSQL 16+, some parameter without one) its generic plan. None when it cannot be
-    planned (PostgreSQL < 16 and a parameter without value, or an error)."""
+    or (PostgreSQL 16+, some parameter without one) its generic plan.
+
+    In a savepoint, so that an error (a table dropped since the statement ran, a lock) does not
+    end the caller's transaction; planning waits at most PLAN_LOCK_TIMEOUT for a table's lock,
+    so a queued ALTER TABLE cannot hold the page."""
     numbers = parameter_numbers(parse(query))
+    if not all(n in values for n in numbers) and server_version < 160000:
+        return Explained(None, error="a parameter has no value in pg_stats, and PostgreSQL < 16 has no GENERIC_PLAN")
     prepared = False
-    document = None
-    # A savepoint: an error (a table dropped since the statement ran) must not end the caller's
-    # transaction, and SET LOCAL goes with it.
+    name = SAVEPOINT
     cursor.execute(f"SAVEPOINT {name}")
     try:
-        if all(n in values for n in numbers):
-            method = "representative parameters"
-            if numbers:
-                cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                cursor.execute(f"PREPARE {name} AS {query}")
-                prepared = True
-                arguments = ", ".join(_literal(values.get(n)) for n in range(1, max(numbers) + 1))
-                cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})")
-            else:
-                cursor.execute(f"EXPLAIN (FORMAT JSON) {query}")
-            document = cursor.fetchone()[0]
-        elif server_version >= 160000:
+        cursor.execute(f"SET LOCAL lock_timeout = '{PLAN_LOCK_TIMEOUT}'")
+        if not all(n in values for n in numbers):
             method = "generic plan"
             cursor.execute(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")
-            document = cursor.fetchone()[0]
-    except (DatabaseError, PsycopgError):
-        document = None
-    cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
-    if prepared:  # prepared statements outlive a rollback
+        elif numbers:
+            method = "representative parameters"
+            cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            cursor.execute(f"PREPARE {name} AS {query}")
+            prepared = True
+            arguments = ", ".join(_literal(values.get(n)) for n in range(1, max(numbers) + 1))
+            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})")
+        else:
+            method = "constants"
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {query}")
+        document = cursor.fetchone()[0]
+        error = None
+    except (DatabaseError, PsycopgError) as exc:
+        document, error = None, str(exc).splitlines()[0][:200]
+    cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")  # also undoes the SET LOCALs
+    if prepared:  # a prepared statement outlives the rollback
         cursor.execute(f"DEALLOCATE {name}")
     cursor.execute(f"RELEASE SAVEPOINT {name}")
     if document is None:
-        return None
+        return Explained(None, error=error)
     plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
     nodes = list(_plan_nodes(plan))
     return Explained(
@@ -372,12 +379,13 @@ def verify(cursor, suggestion: _Suggestion, *, server_version: int, use_hypopg: 
     for queryid, statement in suggestion.statements.items():
         if queryid not in baseline:  # today's plan: before any hypothetical index exists
             baseline[queryid] = explain(
-                cursor, statement["query"], suggestion.values[queryid], server_version=server_version, name=SAVEPOINT
+                cursor, statement["query"], suggestion.values[queryid], server_version=server_version
             )
         before = baseline[queryid]
-        statement["cost_now"] = before.cost if before else None
-        statement["plan_method"] = before.method if before else None
-        statement["seq_scan_now"] = bool(before and "Seq Scan" in before.node_types)
+        statement["cost_now"] = before.cost
+        statement["plan_method"] = before.method
+        statement["plan_error"] = before.error
+        statement["seq_scan_now"] = "Seq Scan" in before.node_types
     if not use_hypopg:
         return
     try:
@@ -388,12 +396,14 @@ def verify(cursor, suggestion: _Suggestion, *, server_version: int, use_hypopg: 
         created = cursor.fetchone()[0]
         for queryid, statement in suggestion.statements.items():
             before = baseline[queryid]
-            after = explain(
-                cursor, statement["query"], suggestion.values[queryid], server_version=server_version, name=SAVEPOINT
-            )
-            statement["cost_with_index"] = after.cost if after else None
-            statement["uses_index"] = bool(after and created in after.index_names)
-            statement["cost_reduction"] = 1 - after.cost / before.cost if before and after and before.cost > 0 else None
+            if before.cost is None:
+                continue
+            after = explain(cursor, statement["query"], suggestion.values[queryid], server_version=server_version)
+            statement["cost_with_index"] = after.cost
+            statement["uses_index"] = created in after.index_names
+            if after.cost is not None and before.cost > 0:
+                statement["cost_reduction"] = 1 - after.cost / before.cost
+            statement["plan_error"] = after.error
     finally:
         cursor.execute("SELECT hypopg_reset()")
 

@@ -226,6 +226,32 @@ def test_a_seq_scanned_table_without_indexes_gets_a_concrete_suggestion_on_the_i
             cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_table_does_not_hold_the_advisor_its_statements_show_why_they_were_not_planned(
+    with_pg_stat_statements, settings
+):
+    """Planning needs a share lock on the table; behind an exclusive lock (or a queued ALTER
+    TABLE) it gives up after PLAN_LOCK_TIMEOUT instead of waiting for the statement timeout."""
+    import psycopg
+
+    settings.MONITORING_ADVISOR_MIN_CALLS = 5
+    settings.MONITORING_STATEMENT_TIMEOUT = "60s"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(SETUP)
+            for _ in range(5):
+                cursor.execute(EQUALITY[0], ["sku-1"])
+        with psycopg.connect(**connection.get_connection_params()) as locker:
+            locker.execute(f"LOCK TABLE {SCHEMA}.orders IN ACCESS EXCLUSIVE MODE")  # held until the block ends
+            suggestion = by_columns(advisor.index_advice(limit=1000))[("sku",)]
+        (statement,) = suggestion["statements"]
+        assert statement["cost_now"] is None
+        assert "lock timeout" in statement["plan_error"]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
 # --- verified with HypoPG (another server) ---------------------------------------------------------
 
 
