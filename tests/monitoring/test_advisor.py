@@ -161,6 +161,27 @@ def test_without_hypopg_a_suggestion_is_unverified_with_the_selectivity_of_pg_st
 
 
 @pytest.mark.django_db
+def test_parameters_are_placed_from_pg_stats_or_else_planned_generically(scratch_statements):
+    """An array parameter gets an array of a typical value; a parameter the advisor cannot tie to
+    a column (LIKE) leaves PostgreSQL 16+ its generic plan."""
+    rows = [
+        {"queryid": 1, "query": f"SELECT id FROM {SCHEMA}.orders WHERE customer_id = ANY($1)"},
+        {"queryid": 2, "query": f"SELECT id FROM {SCHEMA}.orders WHERE sku = $1 AND amount::text LIKE $2"},
+    ]
+    rows = [{**row, "calls": 5, "total_exec_ms": 1.0, "mean_exec_ms": 0.2} for row in rows]
+    with connection.cursor() as cursor:
+        advice = advisor.advise(cursor, rows)
+    planned = {s["queryid"]: s for suggestion in by_columns(advice).values() for s in suggestion["statements"]}
+    assert planned[1]["plan_method"] == "representative parameters"
+    assert planned[1]["cost_now"] > 0 and planned[1]["plan_error"] is None
+    if connection.pg_version >= 160000:
+        assert planned[2]["plan_method"] == "generic plan"
+        assert planned[2]["cost_now"] > 0
+    else:
+        assert planned[2]["cost_now"] is None and "GENERIC_PLAN" in planned[2]["plan_error"]
+
+
+@pytest.mark.django_db
 def test_an_index_that_exists_is_not_suggested_again(scratch_statements):
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE INDEX ON {SCHEMA}.orders (customer_id, created_at DESC, id)")
