@@ -331,7 +331,7 @@ def test_with_hypopg_each_suggestion_is_verified_with_its_cost_reduction(hypopg_
 
 
 def test_with_hypopg_a_candidate_the_planner_would_not_use_is_rejected(hypopg_cursor):
-    # accounts has 50,000 rows and half of them share a note: an index on it does not pay.
+    # accounts has 50,000 rows and half of them share a kind: an index on it does not pay.
     hypopg_cursor.execute(f"ALTER TABLE {SCHEMA}.accounts ADD COLUMN kind int")
     hypopg_cursor.execute(f"UPDATE {SCHEMA}.accounts SET kind = id % 2")
     hypopg_cursor.execute(f"ANALYZE {SCHEMA}.accounts")
