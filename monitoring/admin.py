@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -23,6 +23,7 @@ from django.utils import timezone
 from monitoring import actions, history, jobs, report
 from monitoring.models import Dashboard
 from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
+from monitoring.selectors.advisor import index_advice, suggestions_by_table
 from project.activity import activity_record
 from project.celery import app as celery_app
 from project.models import JobRun
@@ -37,6 +38,7 @@ PAGES = [
     ("queries", "Queries"),
     ("tables", "Tables, partitions, views"),
     ("system", "System"),
+    ("advisor", "Index advisor"),
 ]
 
 
@@ -174,6 +176,7 @@ class DashboardAdmin(admin.ModelAdmin):
             page("queries", self.queries_view),
             page("tables", self.tables_view),
             page("system", self.system_view),
+            page("advisor", self.advisor_view),
             path("action/<str:name>/", self.admin_site.admin_view(self.action_view), name="monitoring_action"),
             path("run/<str:celery_id>/", self.admin_site.admin_view(self.run_view), name="monitoring_run"),
         ]
@@ -273,6 +276,7 @@ class DashboardAdmin(admin.ModelAdmin):
             name: sum(1 for row in data["indexes"] if name in row["flags"])
             for name in ("unused", "duplicate", "invalid")
         }
+        self._attach_suggestions(data["missing_index_tables"])
         return self._render(
             request,
             "indexes.html",
@@ -286,6 +290,22 @@ class DashboardAdmin(admin.ModelAdmin):
                 "window_days": window_days,
             },
         )
+
+    @staticmethod
+    def _attach_suggestions(missing_tables: list[dict]) -> None:
+        """The advisor's (unverified, parse-only) index for each table that misses one, so the
+        page names a concrete index; its own page verifies them."""
+        try:
+            by_table = suggestions_by_table(index_advice(verify_candidates=False))
+        except DatabaseError as exc:
+            for table in missing_tables:
+                table["advisor_error"] = str(exc).splitlines()[0][:200]
+            return
+        for table in missing_tables:
+            table["suggestions"] = by_table.get(table["table"], [])
+
+    def advisor_view(self, request):
+        return self._render(request, "advisor.html", "advisor", {"advice": index_advice()})
 
     def pool_view(self, request):
         charts = [
