@@ -61,9 +61,10 @@ install-hypopg: $(VENV)/.installed
 		"$(OPSDECK_HYPOPG_DSN)" 2>/dev/null) || { echo "no PostgreSQL at OPSDECK_HYPOPG_DSN: the HypoPG tests will skip"; exit 0; }; \
 	set -- $$state; \
 	if [ "$$2" != 0 ]; then echo "HypoPG is available on the PostgreSQL $$1 server"; exit 0; fi; \
-	command -v apt-get >/dev/null 2>&1 || { echo "HypoPG is missing and there is no apt-get: install hypopg for PostgreSQL $$1"; exit 1; }; \
-	$(SUDO) apt-get update -qq && \
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql-$$1-hypopg
+	command -v apt-get >/dev/null 2>&1 || { echo "HypoPG is missing and there is no apt-get: the HypoPG tests will skip"; exit 0; }; \
+	{ $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql-$$1-hypopg; } \
+	|| echo "could not install postgresql-$$1-hypopg: the HypoPG tests will skip"
 
 # What CI runs after `make test`.
 ci: install-hypopg test lint check alerts
