@@ -21,9 +21,13 @@ WITH RECURSIVE idx AS (
            string_to_array(i.indkey::text, ' ')::int[] AS columns,
            string_to_array(i.indclass::text, ' ')::oid[] AS opclasses,
            string_to_array(i.indoption::text, ' ')::int[] AS options,
-           coalesce(pg_get_expr(i.indexprs, i.indrelid), '') AS expressions,
-           coalesce(pg_get_expr(i.indpred, i.indrelid), '') AS predicate,
-           pg_get_indexdef(i.indexrelid) AS definition,
+           -- pg_get_indexdef() and pg_get_expr() open the table: skipped while DDL holds or awaits it
+           i.indrelid = ANY(%(locked)s::oid[]) AS table_locked,
+           CASE WHEN NOT i.indrelid = ANY(%(locked)s::oid[]) THEN coalesce(pg_get_expr(i.indexprs, i.indrelid), '')
+                ELSE coalesce(i.indexprs::text, '') END AS expressions,
+           CASE WHEN NOT i.indrelid = ANY(%(locked)s::oid[]) THEN coalesce(pg_get_expr(i.indpred, i.indrelid), '')
+                ELSE coalesce(i.indpred::text, '') END AS predicate,
+           CASE WHEN NOT i.indrelid = ANY(%(locked)s::oid[]) THEN pg_get_indexdef(i.indexrelid) END AS definition,
            EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) AS backs_constraint,
            -- a foreign key of the table whose columns lead this index: FK checks and ON DELETE
            -- cascades from the referenced table look rows up through it
@@ -217,6 +221,12 @@ def index_usage(*, with_bloat: bool = True) -> dict:
         has_pgstattuple = extension_installed(cursor, "pgstattuple")
         missing = missing_index_tables(cursor, limits)
     days = max((now - stats_since).total_seconds() / 86400, 1 / 24)
+    for index in indexes:
+        if index["definition"] is None:
+            index["definition"] = (
+                f"CREATE INDEX {index['index']} ON {index['schema']}.{index['table']} USING {index['method']} "
+                f"({', '.join(index['key_names'])}) -- full definition unavailable: {locked[index['indrelid']]}"
+            )
     duplicates = find_duplicates(indexes)
     rows = []
     for index in indexes:

@@ -73,16 +73,17 @@ def sequences() -> list[dict]:
             WITH fed AS (
                 -- owned by a column (serial, identity)
                 SELECT d.objid AS seqoid, d.refobjid AS relid, d.refobjsubid AS attnum
-                FROM pg_depend d
+                FROM pg_depend d JOIN pg_class sq ON sq.oid = d.objid AND sq.relkind = 'S'
                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
                   AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
                 UNION
                 -- named in a column's DEFAULT nextval(...)
                 SELECT d.refobjid, ad.adrelid, ad.adnum
                 FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                JOIN pg_class sq ON sq.oid = d.refobjid AND sq.relkind = 'S'
                 WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
             ),
-            fed_columns AS (
+            fed_columns AS MATERIALIZED (
                 SELECT fed.seqoid, t.relname AS "table", a.attname AS "column",
                        format_type(a.atttypid, a.atttypmod) AS column_type,
                        CASE a.atttypid WHEN 'int2'::regtype THEN 32767

@@ -193,21 +193,26 @@ def partitions(now: datetime | None = None) -> list[dict]:
             f"""
             SELECT p.oid AS parent_oid, pn.nspname AS schema, p.relname AS parent, c.relname AS partition,
                    c.oid::bigint AS partition_oid,
-                   pg_get_expr(c.relpartbound, c.oid) AS bound,
-                   pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,
+                   -- pg_get_expr() and pg_get_partkeydef() open the relation: skipped while DDL holds
+                   -- or awaits a lock on it (base.locked_relations)
+                   CASE WHEN NOT (c.oid = ANY(%(locked)s::oid[]) OR p.oid = ANY(%(locked)s::oid[]))
+                        THEN pg_get_expr(c.relpartbound, c.oid) ELSE '(bound unavailable: locked)' END AS bound,
+                   c.oid = pt.partdefid AS is_default,
                    GREATEST(c.reltuples, 0)::bigint AS rows_estimate,
                    coalesce(st.n_live_tup, 0)::bigint AS live_rows,
-                   CASE WHEN NOT c.oid = ANY(%s::oid[]) THEN pg_total_relation_size(c.oid) END AS size_bytes,
-                   pg_get_partkeydef(p.oid) AS partition_key
+                   CASE WHEN NOT c.oid = ANY(%(locked)s::oid[]) THEN pg_total_relation_size(c.oid) END AS size_bytes,
+                   CASE WHEN NOT p.oid = ANY(%(locked)s::oid[]) THEN pg_get_partkeydef(p.oid)
+                        ELSE '(partition key unavailable: locked)' END AS partition_key
             FROM pg_class p
             JOIN pg_namespace pn ON pn.oid = p.relnamespace
+            JOIN pg_partitioned_table pt ON pt.partrelid = p.oid
             JOIN pg_inherits i ON i.inhparent = p.oid
             JOIN pg_class c ON c.oid = i.inhrelid
             LEFT JOIN pg_stat_all_tables st ON st.relid = c.oid
             WHERE p.relkind = 'p' AND {USER_SCHEMAS.replace("n.", "pn.")}
             ORDER BY pn.nspname, p.relname, c.relname
             """,
-            [list(locked)],
+            {"locked": list(locked)},
         )
     tables_by_name: dict[str, dict] = {}
     for row in rows:
