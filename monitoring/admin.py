@@ -203,7 +203,8 @@ class DashboardAdmin(admin.ModelAdmin):
             try:
                 with request_lock_timeout():
                     response = view(request, *args, **kwargs)
-                    response.render()  # lazily evaluated context is read under the timeout too
+                    if hasattr(response, "render"):
+                        response.render()  # lazily evaluated context is read under the timeout too
                     return response
             except DatabaseError as exc:
                 response = self._render(
