@@ -21,6 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from monitoring import actions, history, jobs, report
+from monitoring.explain_guard import UnsafeStatement, check_read_only_functions
 from monitoring.models import Dashboard
 from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
 from monitoring.selectors.base import request_lock_timeout, unavailable
@@ -484,6 +485,12 @@ class DashboardAdmin(admin.ModelAdmin):
             if action.name == "explain_analyze":
                 kwargs["parameters"] = [source.get(f"p{n}", "") for n in range(1, _placeholders(target["query"]) + 1)]
             target["placeholders"] = list(range(1, _placeholders(target["query"]) + 1))
+            if action.name == "explain_analyze" and request.method != "POST":
+                # Said before the superuser confirms; the job checks again (the catalog may change).
+                try:
+                    check_read_only_functions(actions.top_level_text(queryid))
+                except (UnsafeStatement, actions.ActionRefused) as refused:
+                    target["refused"] = str(refused)
             return kwargs, target
         if action.param == "task":
             from django_celery_beat.models import PeriodicTask

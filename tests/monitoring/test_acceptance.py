@@ -361,7 +361,10 @@ def test_explain_analyze_of_a_side_effecting_statement_is_refused_and_audited(pl
     queryid = _queryid_of("SELECT pg_cancel_backend(")
     with pytest.raises(actions.ActionRefused, match=r"pg_cancel_backend\(\) is VOLATILE"):
         actions.explain(queryid=queryid, analyze=True, parameters=[])
-    response = login(superuser).post(reverse("admin:monitoring_action", args=["explain_analyze"]), {"queryid": queryid})
+    url = reverse("admin:monitoring_action", args=["explain_analyze"])
+    confirm = login(superuser).get(url, {"queryid": queryid})
+    assert "pg_cancel_backend() is VOLATILE" in confirm.context["target"]["refused"]
+    response = login(superuser).post(url, {"queryid": queryid})
     assert response.status_code == 302
     run = JobRun.objects.get(name="monitoring.maintenance_explain")
     assert run.status == JobRun.Status.SKIPPED and run.error == ""
@@ -511,6 +514,11 @@ def test_during_a_lock_pile_up_every_page_and_endpoint_answers_fast_and_the_over
         for url in urls:
             status, timings[url] = _timed_get(client, url)
             assert status == 200, (url, status)
+            if timings[url] >= quiet[url] + 1.0:
+                # A second look before calling it slow: a busy machine can stall one request,
+                # while a read waiting behind the DDL would wait the full 30 s every time.
+                status, again = _timed_get(client, url)
+                timings[url] = min(timings[url], again)
         slow = {url: round(took, 2) for url, took in timings.items() if took >= quiet[url] + 1.0}
         assert not slow, f"answered more than 1 s slower than on a quiet database: {slow}"
 
