@@ -395,7 +395,10 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Monitoring cockpit (thresholds: PgHero, the guides 000/001/003; docs/monitoring.md) -------
 
-MONITORING_STATEMENT_TIMEOUT = env_str("MONITORING_STATEMENT_TIMEOUT", "5s")  # every catalog read
+MONITORING_STATEMENT_TIMEOUT = env_str("MONITORING_STATEMENT_TIMEOUT", "3s")  # every catalog read
+# Every catalog read waits at most this long for a lock (a size function queued behind DDL):
+# the object or panel then says "unavailable: locked by pid X" instead of the page hanging.
+MONITORING_LOCK_TIMEOUT = env_str("MONITORING_LOCK_TIMEOUT", "100ms")
 MONITORING_HISTORY_DAYS = env_int("MONITORING_HISTORY_DAYS", 14)
 MONITORING_UNUSED_INDEX_MIN_BYTES = env_int("MONITORING_UNUSED_INDEX_MIN_BYTES", 1024 * 1024)
 MONITORING_MISSING_INDEX_MIN_ROWS = env_int("MONITORING_MISSING_INDEX_MIN_ROWS", 10_000)

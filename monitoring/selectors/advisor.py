@@ -40,7 +40,7 @@ class TableInfo:
     oid: int
     schema: str
     name: str
-    display: str  # regclass text, as the Index usage page names tables
+    display: str  # schema.table, as the cockpit names tables
     rows: float
     columns: set[str]
     index_keys: list[list[str]]
@@ -100,7 +100,8 @@ def table_catalog(cursor, relations: set[Relation]) -> dict[Relation, TableInfo]
     rows = fetch_all(
         cursor,
         """
-        SELECT r.i, c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name, c.oid::regclass::text AS display,
+        SELECT r.i, c.oid::bigint AS oid, n.nspname AS schema, c.relname AS name,
+               n.nspname || '.' || c.relname AS display,
                CASE WHEN c.relkind = 'p'
                     THEN (SELECT coalesce(sum(GREATEST(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) AS p
                           JOIN pg_class l ON l.oid = p.relid WHERE p.isleaf)
@@ -489,7 +490,7 @@ def index_advice(*, verify_candidates: bool = True, limit: int | None = None) ->
 
 
 def suggestions_by_table(advice: dict) -> dict[str, list[dict]]:
-    """{table as regclass text: its suggestions}: how the Index usage page's tables are named."""
+    """{schema.table: its suggestions}: how the Index usage page names its tables."""
     result: dict[str, list[dict]] = {}
     for suggestion in advice["suggestions"]:
         result.setdefault(suggestion["table_display"], []).append(suggestion)

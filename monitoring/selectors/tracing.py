@@ -43,13 +43,21 @@ def _models_by_table() -> dict[str, type[models.Model]]:
     }
 
 
-def model_for_table(table: str) -> str | None:
+# Opsdeck's migrations create every table in the default schema (search_path "$user", public):
+# a table or index of the same name in another schema is not the model's, and must never be
+# traced to it (its migration would drop the real one in public).
+MODELS_SCHEMA = "public"
+
+
+def model_for_table(table: str, *, schema: str = MODELS_SCHEMA) -> str | None:
+    if schema != MODELS_SCHEMA:
+        return None
     model = _models_by_table().get(table)
     return model._meta.label if model else None
 
 
-def trace_index(table: str, index_name: str, key_columns: list[str]) -> Trace | None:
-    model = _models_by_table().get(table)
+def trace_index(table: str, index_name: str, key_columns: list[str], *, schema: str = MODELS_SCHEMA) -> Trace | None:
+    model = _models_by_table().get(table) if schema == MODELS_SCHEMA else None
     if model is None:
         return None
     opts = model._meta

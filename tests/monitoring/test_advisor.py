@@ -235,7 +235,7 @@ def test_a_seq_scanned_table_without_indexes_gets_a_concrete_suggestion_on_the_i
                 cursor.execute(f"SELECT note FROM {SCHEMA}.bare WHERE x = %s", [i])
             cursor.execute("SELECT pg_stat_force_next_flush()")
         deadline = time.monotonic() + 10
-        while not any(t["table"] == f"{SCHEMA}.bare" for t in indexes.index_usage()["missing_index_tables"]):
+        while not any(t["name"] == f"{SCHEMA}.bare" for t in indexes.index_usage()["missing_index_tables"]):
             assert time.monotonic() < deadline, "the seq scans never reached pg_stat_user_tables"
             time.sleep(0.1)
         page = login(viewer).get(reverse("admin:monitoring_indexes"))
