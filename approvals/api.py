@@ -16,6 +16,7 @@ from approvals import rules, selectors, services
 from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
 from project.api.errors import Conflict
+from project.api.filters import IsoDateTimeFilter
 
 BULK_MAX_IDS = 500
 PREVIEW_MAX_VERSIONS = 10_000
@@ -163,8 +164,8 @@ class VersionFilter(django_filters.FilterSet):
     entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
     entity_id = django_filters.NumberFilter()
     author = django_filters.NumberFilter(field_name="author_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Version
@@ -379,8 +380,8 @@ class AuditLogFilter(django_filters.FilterSet):
     rule = django_filters.NumberFilter(field_name="rule_id")
     version = django_filters.NumberFilter(field_name="version_id")
     decision = django_filters.ChoiceFilter(choices=[("approved", "approved"), ("rejected", "rejected")])
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AutomationAuditLog

@@ -269,6 +269,11 @@ CELERY_TIMEZONE = "UTC"
 
 API_PAGE_SIZE_DEFAULT = 50
 API_PAGE_SIZE_MAX = 200
+# Request bodies: JSON and form bodies above this many bytes are a 413 (Django's default, 2.5 MB;
+# CSV uploads stream and are not bound by it). JSON nested deeper than API_JSON_MAX_DEPTH is a 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DATA_UPLOAD_MAX_NUMBER_FIELDS", 1000)
+API_JSON_MAX_DEPTH = env_int("API_JSON_MAX_DEPTH", 32)
 THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "100/min")
 THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "20/min")
 
