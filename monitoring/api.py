@@ -192,7 +192,8 @@ class IndexSerializer(serializers.Serializer):
     table = serializers.CharField()
     index = serializers.CharField()
     method = serializers.CharField()
-    definition = serializers.CharField()
+    # pg_get_indexdef() is NULL for an index dropped while the catalog was being read.
+    definition = serializers.CharField(allow_null=True)
     columns = serializers.ListField(child=serializers.CharField())
     is_unique = serializers.BooleanField()
     is_primary = serializers.BooleanField()

@@ -337,6 +337,11 @@ SPECTACULAR_SETTINGS = {
         "TaskStatusEnum": "tasks.models.Task.Status",
         "VersionStatusEnum": "approvals.models.Version.Status",
     },
+    # The error envelope on every operation, for every 4xx/503 it can answer (project/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "project.api.schema.add_error_responses",
+    ],
 }
 
 # --- Jobs -------------------------------------------------------------------------------------
