@@ -295,10 +295,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # DRF's, counted once per request: refused (401/403) requests are throttled too (project/api/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "project.api.throttling.AnonRateThrottle",
+        "project.api.throttling.UserRateThrottle",
+        "project.api.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": THROTTLE_ANON_RATE,
@@ -313,6 +314,11 @@ REST_FRAMEWORK = {
 }
 if not DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["project.api.renderers.ORJSONRenderer"]
+
+# Admin login: this many wrong passwords for one username from one address within the window, and
+# further attempts are refused until it ends (project/adminlogin.py).
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5)
+ADMIN_LOGIN_WINDOW_S = env_int("ADMIN_LOGIN_WINDOW_S", 900)
 
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365)
 REST_KNOX = {

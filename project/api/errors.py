@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from project.api.throttling import throttle_refused_request
+
 logger = logging.getLogger("opsdeck.api")
 
 
@@ -85,6 +87,13 @@ def exception_handler(exc, context):
         exc = TooManyFields(f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields per request.")
     elif isinstance(exc, SuspiciousOperation):
         exc = BadRequest()
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied)):
+        # DRF checks permissions before throttles: count refused requests here, and answer 429 once
+        # a client is over its rate, refused or not.
+        try:
+            throttle_refused_request(context.get("request"), context.get("view"))
+        except exceptions.Throttled as throttled:
+            exc = throttled
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
