@@ -123,6 +123,8 @@ class KeysetPaginator(LibraryCursorPaginator):
     def _typed(field: models.Field, raw):
         if not isinstance(raw, str):
             raise InvalidCursor(f"{field.name} is not a string")
+        if "\x00" in raw:  # PostgreSQL text cannot hold NUL: the query itself would fail
+            raise InvalidCursor(f"{field.name} contains a NUL character")
         try:
             value = field.to_python(raw)
         except (DjangoValidationError, ValueError, TypeError, OverflowError):

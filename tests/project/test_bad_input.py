@@ -227,6 +227,14 @@ def test_a_cursor_that_decodes_to_deep_nesting_is_a_400_on_list_endpoints(recon_
     assert_error(response, 400, "invalid_cursor", "cursor")
 
 
+@pytest.mark.parametrize("position", [["left", "a\u0000b"], ["left", "x" * 5000], ["\u0000", "a"]])
+def test_a_records_cursor_with_text_postgresql_cannot_take_is_a_400(recon_admin, position):
+    client, job = recon_admin
+    raw = json.dumps(["n", *position])
+    response = client.get(f"{JOBS}{job.pk}/records/", {"cursor": cursor_of(raw)})
+    assert_error(response, 400, "invalid_cursor", "cursor")
+
+
 def test_a_cursor_datetime_with_an_offset_beyond_15_59_is_a_400(tasks_client):
     raw = json.dumps(["n", "2026-01-01T00:00:00+20:00", "5"])
     assert_error(tasks_client.get("/api/v1/tasks/", {"cursor": cursor_of(raw)}), 400, "invalid_cursor", "cursor")
