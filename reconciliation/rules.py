@@ -138,6 +138,9 @@ def parse_rules(raw) -> MatchingRules:
         raise InvalidRules({"passes.tolerance.amount_abs": 'must be a decimal amount such as "1.00"'}) from None
     if not amount_abs.is_finite() or amount_abs < 0 or amount_abs > Decimal("1000000"):
         raise InvalidRules({"passes.tolerance.amount_abs": "must be between 0 and 1000000"})
+    # Amounts have at most 4 decimals; "1E-999999" would save and then overflow PostgreSQL's numeric.
+    if amount_abs != amount_abs.quantize(Decimal("0.0001")):
+        raise InvalidRules({"passes.tolerance.amount_abs": "must have at most 4 decimal places"})
 
     weights = {**ToleranceRules().weights, **tolerance_raw.get("weights", {})}
     if sum(weights.values()) <= 0:

@@ -7,10 +7,11 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from reconciliation.models import ReconciliationJob, Record, TenantMembership, WebhookEndpoint
+from reconciliation import jobs
+from reconciliation.models import Execution, ReconciliationJob, Record, TenantMembership, WebhookEndpoint
 from tests.conftest import TASK_PERMISSIONS, grant
 from tests.factories import UserFactory
-from tests.reconciliation.factories import JobFactory, TenantFactory, member
+from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 
 pytestmark = pytest.mark.django_db
 Role = TenantMembership.Role
@@ -66,6 +67,9 @@ def approvals_client(client_for):
         ({"passes": {"tolerance": {"amount_abs": 1e308}}}, "passes.tolerance.amount_abs"),
         ({"passes": {"tolerance": {"amount_abs": "1e999999"}}}, "passes.tolerance.amount_abs"),
         ({"passes": {"tolerance": {"amount_abs": "NaN"}}}, "passes.tolerance.amount_abs"),
+        ({"passes": {"tolerance": {"amount_abs": "1E-999999"}}}, "passes.tolerance.amount_abs"),
+        ({"passes": {"tolerance": {"amount_abs": 1e-320}}}, "passes.tolerance.amount_abs"),
+        ({"passes": {"tolerance": {"amount_abs": "0.00001"}}}, "passes.tolerance.amount_abs"),
         ({"auto_threshold": 1e308}, "auto_threshold"),
         ({"date_window_days": 1e308}, "date_window_days"),
         ({"passes": {"group": {"max_group_size": 2**70}}}, "passes.group.max_group_size"),
@@ -80,13 +84,24 @@ def test_rules_with_out_of_range_numbers_are_a_400_naming_the_path(recon_admin, 
     assert job.rules == {}
 
 
-def test_rule_weights_at_their_documented_maximum_save_and_run(recon_admin):
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"passes": {"tolerance": {"weights": {"amount": 100, "date": 100, "reference": 100, "counterparty": 100}}}},
+        {"passes": {"tolerance": {"weights": {"amount": 5e-324, "date": 0, "reference": 0, "counterparty": 0}}}},
+        {"passes": {"tolerance": {"amount_abs": "1000000.0000", "amount_pct": 1e-320}}},
+        {"auto_threshold": 5e-324, "review_threshold": 0},
+    ],
+)
+def test_rules_at_the_edges_of_their_ranges_save_and_run(recon_admin, rules):
     client, job = recon_admin
-    weights = {"amount": 100, "date": 100, "reference": 100, "counterparty": 100}
-    response = client.patch(
-        f"{JOBS}{job.pk}/", {"rules": {"passes": {"tolerance": {"weights": weights}}}}, format="json"
-    )
-    assert response.status_code == 200, response.content
+    load(job, "left", [("L1", "100.00", "EUR", "2026-03-10", "r1", "Acme")])
+    load(job, "right", [("R1", "100.40", "EUR", "2026-03-11", "r1", "Acme")])
+    assert client.patch(f"{JOBS}{job.pk}/", {"rules": rules}, format="json").status_code == 200
+    execution = Execution.objects.create(tenant_id=job.tenant_id, job=job)
+    jobs.run_execution.run_now({"execution_id": execution.pk})
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.SUCCEEDED, execution.error
 
 
 # --- 3a-c. CSV uploads ---------------------------------------------------------------------------
