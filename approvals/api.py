@@ -15,7 +15,7 @@ from approvals import rules, selectors, services
 from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
 from project.api.errors import Conflict
-from project.api.filters import IsoDateTimeFilter
+from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
@@ -162,8 +162,8 @@ BulkDecisionResult = inline_serializer(
 class VersionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Version.Status.choices)
     entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
-    entity_id = django_filters.NumberFilter()
-    author = django_filters.NumberFilter(field_name="author_id")
+    entity_id = IdFilter()
+    author = IdFilter(field_name="author_id")
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -377,8 +377,8 @@ class AuditLogSerializer(serializers.Serializer):
 
 
 class AuditLogFilter(django_filters.FilterSet):
-    rule = django_filters.NumberFilter(field_name="rule_id")
-    version = django_filters.NumberFilter(field_name="version_id")
+    rule = IdFilter(field_name="rule_id")
+    version = IdFilter(field_name="version_id")
     decision = django_filters.ChoiceFilter(choices=[("approved", "approved"), ("rejected", "rejected")])
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")

@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from project.api.errors import Conflict, error_body
-from project.api.filters import IdFilter
+from project.api.filters import DecimalFilter, IdFilter
 from project.api.renderers import ORJSONParser
 from reconciliation import selectors, services, webhooks
 from reconciliation.exceptions import (
@@ -325,10 +325,10 @@ class MatchFilter(django_filters.FilterSet):
     execution = IdFilter(field_name="execution_id")
     status = django_filters.ChoiceFilter(choices=Match.Status.choices)
     pass_name = django_filters.ChoiceFilter(field_name="pass_name", choices=Match.Pass.choices)
-    confidence_min = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
-    confidence_max = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
-    amount_min = django_filters.NumberFilter(field_name="left_amount", lookup_expr="gte")
-    amount_max = django_filters.NumberFilter(field_name="left_amount", lookup_expr="lte")
+    confidence_min = DecimalFilter(field_name="confidence", lookup_expr="gte")
+    confidence_max = DecimalFilter(field_name="confidence", lookup_expr="lte")
+    amount_min = DecimalFilter(field_name="left_amount", lookup_expr="gte")
+    amount_max = DecimalFilter(field_name="left_amount", lookup_expr="lte")
 
     class Meta:
         model = Match
@@ -341,8 +341,8 @@ class UnmatchedFilter(django_filters.FilterSet):
     reason = django_filters.ChoiceFilter(choices=Unmatched.Reason.choices)
     side = django_filters.ChoiceFilter(choices=Record.Side.choices)
     open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull")
-    amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    amount_min = DecimalFilter(field_name="amount", lookup_expr="gte")
+    amount_max = DecimalFilter(field_name="amount", lookup_expr="lte")
 
     class Meta:
         model = Unmatched

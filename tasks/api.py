@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from project.api.filters import IsoDateTimeFilter
+from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.pagination import DEFAULT_ORDERING
 from tasks import selectors, services
 from tasks.exceptions import TasksNotFound
@@ -90,8 +90,8 @@ class TaskBulkUpdateSerializer(TaskIdsSerializer):
 class TaskFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Task.Status.choices)
     priority = django_filters.MultipleChoiceFilter(choices=Task.Priority.choices)
-    assignee = django_filters.NumberFilter(field_name="assignee_id")
-    project = django_filters.NumberFilter(field_name="project_id")
+    assignee = IdFilter(field_name="assignee_id")
+    project = IdFilter(field_name="project_id")
     tag = django_filters.CharFilter(method="filter_tag", max_length=50)
     deadline_after = IsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
     deadline_before = IsoDateTimeFilter(field_name="deadline", lookup_expr="lt")

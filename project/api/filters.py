@@ -45,3 +45,19 @@ class IdFilter(django_filters.Filter):
     that exists nowhere both give an empty page (no existence oracle across tenants)."""
 
     field_class = IdField
+
+
+class DecimalField(forms.DecimalField):
+    # Bounded like the numbers filtered (amounts are numeric(18,4)): "1e-999999" or "-1e999999"
+    # would otherwise reach PostgreSQL as a numeric literal it cannot hold (a 500).
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_digits", 30)
+        kwargs.setdefault("decimal_places", 10)
+        super().__init__(*args, **kwargs)
+
+
+class DecimalFilter(django_filters.NumberFilter):
+    """A number to compare with (`?amount_min=`): finite, at most 20 digits before the point and 10
+    after, else a 400 naming the parameter."""
+
+    field_class = DecimalField
