@@ -29,8 +29,9 @@ ERROR_SCHEMA = {
 }
 
 # What any operation can answer, whatever it does: bad parameters or cursor, no or bad credentials,
-# no permission, an unknown id, the throttle, and the database or broker being unavailable.
-EVERY_OPERATION = (400, 401, 403, 404, 429, 503)
+# no permission, an unknown id, an Accept header it cannot satisfy, the throttle, and the database
+# or broker being unavailable.
+EVERY_OPERATION = (400, 401, 403, 404, 406, 429, 503)
 # Operations that take a body or change state can also conflict with the current state, get a
 # body over the size limit, or a body of a type they do not read.
 WRITES = (409, 413, 415)
