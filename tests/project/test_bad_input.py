@@ -104,6 +104,15 @@ def test_rules_at_the_edges_of_their_ranges_save_and_run(recon_admin, rules):
     assert execution.status == Execution.Status.SUCCEEDED, execution.error
 
 
+def test_running_a_job_saved_with_out_of_range_rules_before_the_check_is_a_400_not_a_500(recon_admin):
+    client, job = recon_admin
+    ReconciliationJob.objects.filter(pk=job.pk).update(rules={"passes": {"tolerance": {"weights": {"amount": 1e308}}}})
+    response = client.post(f"{JOBS}{job.pk}/run/", {}, format="json")
+    error = assert_error(response, 400, "invalid_rules", "rules")
+    assert error["fields"]["rules"][0].startswith("passes.tolerance.weights.amount")
+    assert not Execution.objects.filter(job=job).exists()
+
+
 # --- 3a-c. CSV uploads ---------------------------------------------------------------------------
 
 
