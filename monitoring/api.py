@@ -210,7 +210,8 @@ class IndexSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField())
     drop_sql = serializers.CharField(allow_blank=True, help_text="DROP INDEX for an index no model declares")
     method = serializers.CharField()
-    definition = serializers.CharField()
+    # pg_get_indexdef() is NULL for an index dropped while the catalog was being read.
+    definition = serializers.CharField(allow_null=True)
     columns = serializers.ListField(child=serializers.CharField())
     is_unique = serializers.BooleanField()
     is_primary = serializers.BooleanField()
