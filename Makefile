@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool bench bench-approvals bench-reconciliation clean-venv
+.PHONY: run test ci lint check alerts install-promtool bench bench-search bench-approvals bench-reconciliation clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -55,6 +55,9 @@ ci: test lint check alerts
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py
+
+bench-search: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/search.py
 
 bench-approvals: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py

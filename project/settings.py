@@ -344,6 +344,9 @@ MATVIEW_REFRESH_LOCK_TIMEOUT_S = env_int("MATVIEW_REFRESH_LOCK_TIMEOUT_S", 10)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
 TASK_STATS_CACHE_TTL_S = 300
+# Ranked search (`search=`) ranks at most this many matching tasks, found by the GIN index; a
+# word matching more is answered from the first ones found (refine the words to reach others).
+TASK_SEARCH_CANDIDATES_MAX = env_int("TASK_SEARCH_CANDIDATES_MAX", 1000)
 
 # --- Approvals (limits and thresholds from the approvals guide, 000) -----------------------------
 

@@ -159,6 +159,12 @@ class TaskViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return selectors.task_list()
 
+    def list(self, request, *args, **kwargs):
+        if self.request.query_params.get("search", "").strip():
+            with selectors.task_search_plan():
+                return super().list(request, *args, **kwargs)
+        return super().list(request, *args, **kwargs)
+
     def perform_create(self, serializer):
         serializer.instance = services.task_create(
             actor=self.request.user, request=self.request, **serializer.validated_data
