@@ -9,13 +9,13 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from approvals import rules, selectors, services
 from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
 from project.api.errors import Conflict
+from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
 PREVIEW_MAX_VERSIONS = 10_000

@@ -291,9 +291,10 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        # DRF's rates and scopes, counted atomically in one Redis call (project/api/throttling.py).
+        "project.api.throttling.AnonRateThrottle",
+        "project.api.throttling.UserRateThrottle",
+        "project.api.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": THROTTLE_ANON_RATE,
