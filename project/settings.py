@@ -261,6 +261,7 @@ CELERY_TASK_ROUTES = {
     "monitoring.maintenance_*": {"queue": "maintenance"},
     "project.maintain_partitions": {"queue": "maintenance"},
     "project.refresh_materialized_view": {"queue": "maintenance"},
+    "project.delete_expired_api_tokens": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
@@ -274,7 +275,7 @@ THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "20/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "project.api.authentication.TokenAuthentication",  # knox's, one query per request
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["project.api.permissions.ModelPermissions"],
