@@ -20,6 +20,7 @@ What it does, in order:
    the web workers' RSS and the machine's load average, and writes it to bench/results/.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -257,11 +258,10 @@ def warm_up(server: Server, config: dict) -> None:
     headers = {"Authorization": f"Token {config['token']}", "Cookie": f"sessionid={config['session']}"}
     for path in ("/api/v1/tasks/", f"/api/v1/tasks/stats/?assignee={config['assignees'][0]}", "/admin/tasks/task/"):
         for _ in range(3 * int(WEB_CONCURRENCY)):
-            request = urllib.request.Request(server.url + path, headers=headers)
-            try:
-                urllib.request.urlopen(request, timeout=60).read()  # noqa: S310 (our own server)
-            except OSError:
-                pass  # a 404 from the floor, a 429: the worker is warm either way
+            request = urllib.request.Request(server.url + path, headers=headers)  # noqa: S310 (http, ours)
+            # A 404 from the floor or a 429: the worker is warm either way.
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(request, timeout=60).read()  # noqa: S310
 
 
 def opsdeck_env(throttles_raised: bool) -> dict:
