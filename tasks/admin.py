@@ -57,6 +57,9 @@ class TaskAdmin(BigTableAdmin):
     list_display = ["title", "project", "assignee", "status", "priority", "deadline", "created_at"]
     list_filter = ["status", "priority"]
     list_select_related = ["project", "assignee"]
+    # Queries are a few ms at 1M rows (estimated count, one page, date buckets by skip scan);
+    # rendering is the cost, linear in rows: 50 rows halve it (Django's default is 100).
+    list_per_page = 50
     autocomplete_fields = ["project", "assignee"]
     search_fields = ["title"]
     search_help_text = "Full-text search over title and description."
