@@ -60,7 +60,15 @@ WATCH = [
     ("project/api/throttling.py", "allow_request"),
     ("logging/__init__.py", "info"),
     ("gzip.py", "compress"),
+    ("brotli", "compress"),
     ("hashlib", "blake2b"),
+    ("project/logging.py", "format"),
+    ("project/logging.py", "filter"),
+    ("logging/__init__.py", "handle"),
+    ("django/contrib/sessions/middleware.py", "process_response"),
+    ("django/middleware/csrf.py", "process_view"),
+    ("django/contrib/auth/middleware.py", "process_request"),
+    ("whitenoise/middleware.py", "__call__"),
 ]
 
 
