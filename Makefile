@@ -60,7 +60,7 @@ bench-search: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/search.py
 
 # Closed-loop load test beside a raw floor (bench/load/run.py; LOAD_SECONDS, LOAD_USERS,
-# LOAD_SCENARIOS, LOAD_TASKS, WEB_CONCURRENCY configure it). Seeds 1M tasks once under var/.
+# LOAD_SCENARIOS, LOAD_TASKS, WEB_CONCURRENCY, WEB_THREADS configure it). Seeds 1M tasks once under var/.
 load: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/load/run.py
 

@@ -68,6 +68,8 @@ FLOOR_SCENARIOS = {
 LOAD_TASKS = int(os.environ.get("LOAD_TASKS", "1000000"))
 LOAD_THROTTLE_SECONDS = int(os.environ.get("LOAD_THROTTLE_SECONDS", "10"))
 WEB_CONCURRENCY = os.environ.get("WEB_CONCURRENCY", "2")
+# 1: gunicorn's sync workers, as `make run`; more: gthread workers with this many threads each.
+WEB_THREADS = os.environ.get("WEB_THREADS", "1")
 LOAD_PORT = int(os.environ.get("LOAD_PORT", "18765"))
 LOAD_FLOOR_PORT = int(os.environ.get("LOAD_FLOOR_PORT", "18766"))
 VAR_DIR = Path(os.environ.get("OPSDECK_VAR_DIR", ROOT / "var"))
@@ -101,6 +103,7 @@ django.setup()
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.core.cache import cache  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -206,6 +209,8 @@ class Server:
             f"127.0.0.1:{self.port}",
             "--workers",
             WEB_CONCURRENCY,
+            "--threads",
+            WEB_THREADS,
             "--timeout",
             "60",
             "--access-logfile",
@@ -262,6 +267,49 @@ def warm_up(server: Server, config: dict) -> None:
             # A 404 from the floor or a 429: the worker is warm either way.
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(request, timeout=60).read()  # noqa: S310
+
+
+def latency_buckets(server: Server) -> dict:
+    """{(view, le): cumulative count} of django-prometheus' per-view latency histogram (/metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        body = urllib.request.urlopen(server.url + "/metrics", timeout=30).read().decode()  # noqa: S310
+    except OSError:
+        return {}
+    buckets = {}
+    for family in text_string_to_metric_families(body):
+        if family.name == "django_http_requests_latency_seconds_by_view_method":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    key = (sample.labels["view"], float(sample.labels["le"]))
+                    buckets[key] = buckets.get(key, 0) + sample.value
+    return buckets
+
+
+def prometheus_p95_ms(before: dict, after: dict) -> tuple[str, float]:
+    """p95 of the point's busiest view as Prometheus' histogram_quantile computes it from the
+    bucket increases (linear within the bucket), so the figure can be compared with Grafana's."""
+    increase = {key: after[key] - before.get(key, 0) for key in after}
+    views = {view for view, _ in increase}
+    if not views:
+        return "-", float("nan")
+    view = max(views, key=lambda name: increase.get((name, float("inf")), 0))
+    bounds = sorted(le for name, le in increase if name == view)
+    total = increase[(view, float("inf"))]
+    if total <= 0:
+        return view, float("nan")
+    rank, lower, below = 0.95 * total, 0.0, 0.0
+    for le in bounds:
+        count = increase[(view, le)]
+        if count >= rank:
+            if le == float("inf"):
+                return view, lower * 1000
+            return view, (lower + (le - lower) * (rank - below) / max(count - below, 1e-9)) * 1000
+        lower, below = le, count
+    return view, float("nan")
 
 
 def opsdeck_env(throttles_raised: bool) -> dict:
@@ -372,7 +420,11 @@ def main() -> int:
                 if scenario in ("stats", "mix_002"):
                     warm_stats_caches(config)
                 load_before = load_average()
+                buckets_before = latency_buckets(opsdeck)
                 mine = run_locust(opsdeck.url, scenario, users, LOAD_SECONDS, config_path)
+                mine["prometheus_view"], mine["prometheus_p95_ms"] = prometheus_p95_ms(
+                    buckets_before, latency_buckets(opsdeck)
+                )
                 base = None
                 if scenario in FLOOR_SCENARIOS:
                     base = run_locust(floor.url, scenario, users, LOAD_SECONDS, config_path)
@@ -390,6 +442,8 @@ def main() -> int:
         rss["floor_end"] = floor.worker_rss_mb()
         opsdeck.stop()
         opsdeck = Server("opsdeck", "project.wsgi:application", LOAD_PORT, opsdeck_env(throttles_raised=False))
+        # The raised run's counts are still in this minute's window: start the user at zero.
+        cache.delete_pattern("throttle_*")
         warm_up(opsdeck, config)
         throttled = run_locust(opsdeck.url, "task_list", 8, LOAD_THROTTLE_SECONDS, config_path)
     finally:
@@ -416,7 +470,7 @@ def format_row(row: dict) -> str:
     errors = ", ".join(f"{status}: {count}" for status, count in sorted(mine["errors"].items())) or "0"
     text = (
         f"{row['scenario']:<17}{row['users']:>4}{mine['rps']:>9.1f}{mine['p50_ms']:>7.0f}{mine['p95_ms']:>7.0f}"
-        f"{mine['p99_ms']:>7.0f}  {errors:<12}"
+        f"{mine['p99_ms']:>7.0f}{mine.get('prometheus_p95_ms', float('nan')):>7.0f}  {errors:<12}"
     )
     if base:
         rps_ratio = mine["rps"] / base["rps"] if base["rps"] else float("nan")
@@ -430,20 +484,22 @@ def format_row(row: dict) -> str:
 def render(started_at, config, results, rss, throttled, throttle_ok) -> str:
     lines = [
         f"make load at {started_at:%Y-%m-%d %H:%M}Z: {config['tasks']:,} tasks, {LOAD_SECONDS}s per point, "
-        f"closed loop (locust FastHttpUser, no think time), gunicorn sync x{WEB_CONCURRENCY} for both, "
+        f"closed loop (locust FastHttpUser, no think time), gunicorn {WEB_CONCURRENCY} workers x {WEB_THREADS} "
+        f"thread(s) for both, "
         f"throttles raised to {RAISED}",
         f"machine: {os.cpu_count()} CPUs, load average at the end {load_average()} "
         "(the load generator runs on the same machine; compare ratios, not absolute figures)",
         "",
-        f"{'scenario':<17}{'users':>4}{'rps':>9}{'p50':>7}{'p95':>7}{'p99':>7}  {'errors':<12}"
+        f"{'scenario':<17}{'users':>4}{'rps':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'prom95':>7}  {'errors':<12}"
         f"{'floor rps':>9}{'p95':>7}{'rps ÷':>8}{'p95 ÷':>8}   {'load1':>6}",
     ]
     lines += [format_row(row) for row in results]
     fivexx = {status: count for status, count in throttled["errors"].items() if status.startswith("5")}
     lines += [
         "",
-        "ms for p50/p95/p99; 'rps ÷' and 'p95 ÷' are Opsdeck ÷ floor; load1 is the 1-minute load average "
-        "before the point.",
+        "ms for p50/p95/p99 (locust, client side); prom95 is the p95 Prometheus computes for the point's view from "
+        "django-prometheus' histogram (server side, bucket-interpolated); 'rps ÷' and 'p95 ÷' are Opsdeck ÷ floor; "
+        "load1 is the 1-minute load average before the point.",
         f"web worker RSS (MB): start {rss.get('opsdeck_start')}, end {rss.get('opsdeck_end')}; "
         f"floor workers at the end {rss.get('floor_end')}",
         f"default throttles, task list, 8 users, {LOAD_THROTTLE_SECONDS}s: {throttled['requests']} requests, "
