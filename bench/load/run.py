@@ -103,8 +103,8 @@ django.setup()
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.core.cache import cache  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
