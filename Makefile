@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-approvals bench-reconciliation clean-venv
+.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -71,6 +71,14 @@ ci: install-hypopg test lint check alerts
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py
+
+bench-search: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/search.py
+
+# Closed-loop load test beside a raw floor (bench/load/run.py; LOAD_SECONDS, LOAD_USERS,
+# LOAD_SCENARIOS, LOAD_TASKS, WEB_CONCURRENCY, WEB_THREADS configure it). Seeds 1M tasks once under var/.
+load: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/load/run.py
 
 bench-approvals: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py

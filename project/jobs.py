@@ -2,6 +2,7 @@
 
 from dataclasses import asdict
 
+from project.api.authentication import delete_expired_api_tokens
 from project.db.locks import session_advisory_lock
 from project.jobrunner import JobSkipped, scheduled_job
 from project.matviews import get_materialized_view, refresh_materialized_view
@@ -24,3 +25,9 @@ def refresh_materialized_view_job(name: str) -> dict:
             raise JobSkipped(f"another refresh of {view.name} is running")
         refresh = refresh_materialized_view(view.name)
     return {"view": view.name, "duration_ms": refresh.duration_ms, "concurrently": refresh.concurrently}
+
+
+@scheduled_job("project.delete_expired_api_tokens")
+def delete_expired_api_tokens_job() -> dict:
+    # Request authentication checks only the presented token (project/api/authentication.py).
+    return {"deleted": delete_expired_api_tokens()}

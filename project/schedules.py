@@ -120,6 +120,14 @@ SCHEDULES = [
         kwargs={"name": "mv_match_accuracy_by_job"},
     ),
     Schedule(
+        name="Delete expired API tokens",
+        job="project.delete_expired_api_tokens",
+        queue="maintenance",
+        crontab={"minute": "40"},
+        description="Delete API tokens past their expiry (requests refuse them already).",
+        expires_s=3000,
+    ),
+    Schedule(
         name="Send due webhooks",
         job="webhooks.send_due",
         queue="webhooks",

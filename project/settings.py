@@ -261,6 +261,7 @@ CELERY_TASK_ROUTES = {
     "monitoring.maintenance_*": {"queue": "maintenance"},
     "project.maintain_partitions": {"queue": "maintenance"},
     "project.refresh_materialized_view": {"queue": "maintenance"},
+    "project.delete_expired_api_tokens": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
@@ -279,7 +280,7 @@ THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "20/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "project.api.authentication.TokenAuthentication",  # knox's, one query per request
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["project.api.permissions.ModelPermissions"],
@@ -295,7 +296,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # DRF's, counted once per request: refused (401/403) requests are throttled too (project/api/throttling.py).
+    # DRF's rates and scopes, counted atomically in one Redis call and once per request, so refused
+    # (401/403) requests are throttled too (project/api/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
         "project.api.throttling.AnonRateThrottle",
         "project.api.throttling.UserRateThrottle",
@@ -360,6 +362,9 @@ MATVIEW_REFRESH_LOCK_TIMEOUT_S = env_int("MATVIEW_REFRESH_LOCK_TIMEOUT_S", 10)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
 TASK_STATS_CACHE_TTL_S = 300
+# Ranked search (`search=`) ranks at most this many matching tasks, found by the GIN index; a
+# word matching more is answered from the first ones found (refine the words to reach others).
+TASK_SEARCH_CANDIDATES_MAX = env_int("TASK_SEARCH_CANDIDATES_MAX", 1000)
 
 # --- Approvals (limits and thresholds from the approvals guide, 000) -----------------------------
 

@@ -156,7 +156,7 @@ def test_list_never_counts_and_seeks_with_a_row_comparison(staff_client, tied_ta
 
 def test_list_runs_the_same_queries_whatever_the_page_size(staff_client, django_assert_num_queries, db):
     TaskFactory.create_batch(30, project=ProjectFactory())
-    # session + user + user perms + group perms + the page (joined project and assignee).
+    # session + user + user perms + group perms + the page (tasks_task alone).
     with django_assert_num_queries(5):
         assert len(staff_client.get(URL, {"page_size": 2}).json()["results"]) == 2
     with django_assert_num_queries(5):

@@ -114,3 +114,13 @@ def test_estimated_count_paginator_reads_the_estimate_only_for_big_unfiltered_li
 
     assert EstimatedCountPaginator(Task.objects.order_by("pk"), per_page=10).count == 50_000
     assert EstimatedCountPaginator(Task.objects.filter(status=Task.Status.TODO).order_by("pk"), per_page=10).count == 9
+
+
+@pytest.mark.parametrize("title", ["Plain", "Quotes \" and ' and <b>tags</b> & ampersands", "Ünïcödé ✓"])
+def test_action_checkbox_is_the_markup_django_renders(title):
+    from django.contrib import admin
+
+    task = TaskFactory(title=title)
+    task_admin = admin.site._registry[Task]
+
+    assert task_admin.action_checkbox(task) == admin.ModelAdmin.action_checkbox(task_admin, task)

@@ -167,6 +167,18 @@ def test_deadline_range_filter(staff_client, assortment):
     assert ids(response) == [assortment["upcoming"].pk]
 
 
+def test_task_list_reads_only_the_task_table(staff_client, assortment):
+    # Project and assignee are rendered as ids: a join would only fetch unused columns
+    # (auth_user's password hash among them).
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.get(TASKS, {"page_size": 5})
+    assert response.status_code == 200
+    assert {"project", "assignee"} <= set(response.json()["results"][0])
+    (page_sql,) = [q["sql"] for q in queries.captured_queries if 'FROM "tasks_task"' in q["sql"]]
+    assert "JOIN" not in page_sql
+    assert '"password"' not in page_sql
+
+
 def test_full_text_search_matches_title_and_description_words(staff_client, assortment):
     assert ids(staff_client.get(TASKS, {"search": "renewing contracts"})) == [assortment["no_deadline"].pk]
 

@@ -1,0 +1,45 @@
+"""The task serializer's written-out output equals what DRF's field machinery renders."""
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rest_framework import serializers
+
+from tasks.api import TaskSerializer
+from tasks.models import Task
+
+aware_datetimes = st.datetimes(
+    min_value=dt.datetime(1900, 1, 1),
+    max_value=dt.datetime(2200, 1, 1),
+    timezones=st.sampled_from([dt.UTC, zoneinfo.ZoneInfo("Europe/Paris"), zoneinfo.ZoneInfo("America/New_York")]),
+)
+tasks = st.builds(
+    Task,
+    id=st.integers(min_value=1, max_value=2**63 - 1),
+    project_id=st.integers(min_value=1, max_value=2**63 - 1),
+    assignee_id=st.none() | st.integers(min_value=1, max_value=2**63 - 1),
+    title=st.text(max_size=300),
+    description=st.text(max_size=500),
+    status=st.sampled_from(Task.Status.values) | st.sampled_from(list(Task.Status)),
+    priority=st.sampled_from(Task.Priority.values),
+    deadline=st.none() | aware_datetimes,
+    tags=st.lists(st.text(max_size=50), max_size=20),
+    created_at=aware_datetimes,
+    updated_at=aware_datetimes,
+    completed_at=st.none() | aware_datetimes,
+)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+@settings(max_examples=300, deadline=None)
+@given(task=tasks)
+def test_task_output_equals_drf_field_by_field_rendering(zone, task):
+    with timezone.override(zone):
+        written_out = TaskSerializer(task).data
+        reference = serializers.ModelSerializer.to_representation(TaskSerializer(), task)
+
+    assert dict(written_out) == dict(reference)
