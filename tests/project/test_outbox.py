@@ -167,3 +167,43 @@ def test_effect_once_runs_the_effect_once_and_a_failure_lets_a_retry_claim_it():
         assert not again
     message.refresh_from_db()
     assert message.effect_done_at is not None
+
+
+def test_a_task_write_while_redis_is_stalled_answers_201_fast_and_its_webhooks_wait_in_the_outbox(
+    own_broker, settings, django_capture_on_commit_callbacks
+):
+    """The issue's Redis SIGSTOP: cache (stats invalidation, throttles) and broker on one stalled
+    Redis. The committed write answers 2xx, bounded by the cache's and the publish's timeouts."""
+    import copy
+
+    from tests.conftest import TASK_PERMISSIONS, grant
+    from tests.factories import ProjectFactory, UserFactory
+
+    process, _ = own_broker
+    socket_path = project.celery.app.conf.broker_url.removeprefix("redis+socket://")
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = f"unix://{socket_path}?db=0"
+    settings.CACHES = caches
+    settings.TASK_NOTIFY_WEBHOOK_URLS = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+    settings.OUTBOX_PUBLISH_TIMEOUT_S = 0.5
+    user = grant(UserFactory(), *TASK_PERMISSIONS)
+    client = APIClient()
+    client.force_login(user)
+    project_row = ProjectFactory()
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                "/api/v1/tasks/", {"project": project_row.pk, "title": "Pay", "assignee": user.pk}, format="json"
+            )
+        elapsed_s = time.monotonic() - started
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+    assert response.status_code == 201, response.content
+    # Throttle read + write, the stats invalidation and the publish at 0.5 s each (27.7 s and a
+    # 500 before); the bound leaves room for a busy machine.
+    assert elapsed_s < 5.0, elapsed_s
+    waiting = OutboxMessage.objects.filter(job="tasks.notify_webhook", dispatched_at__isnull=True)
+    assert sorted(message.kwargs["url"] for message in waiting) == settings.TASK_NOTIFY_WEBHOOK_URLS
