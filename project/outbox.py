@@ -221,3 +221,29 @@ def effect_once(idempotency_key, *, lease_s: float):
         OutboxMessage.objects.filter(pk=claimed[0]).update(effect_leased_until=None)
         raise
     OutboxMessage.objects.filter(pk=claimed[0]).update(effect_done_at=Now(), effect_leased_until=None)
+
+
+class OutboxCollector:
+    """Scrape-time gauges: messages waiting to be published and the oldest one's age (alert on
+    an outbox that does not drain: the broker is away or no relay runs)."""
+
+    def collect(self):
+        from django.db.models import Count, Min
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            figures = OutboxMessage.objects.filter(dispatched_at__isnull=True).aggregate(
+                waiting=Count("id"), oldest=Min("created_at")
+            )
+        except Exception:  # a scrape during a database outage shows the other metrics
+            logger.warning("outbox metrics unavailable", exc_info=True)
+            return
+        oldest = figures["oldest"]
+        yield GaugeMetricFamily(
+            "opsdeck_outbox_pending", "Outbox messages not yet published.", value=figures["waiting"]
+        )
+        yield GaugeMetricFamily(
+            "opsdeck_outbox_oldest_pending_age_seconds",
+            "Age of the oldest unpublished outbox message (0 when none).",
+            value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
+        )

@@ -207,3 +207,13 @@ def test_a_task_write_while_redis_is_stalled_answers_201_fast_and_its_webhooks_w
     assert elapsed_s < 5.0, elapsed_s
     waiting = OutboxMessage.objects.filter(job="tasks.notify_webhook", dispatched_at__isnull=True)
     assert sorted(message.kwargs["url"] for message in waiting) == settings.TASK_NOTIFY_WEBHOOK_URLS
+
+
+def test_metrics_show_how_many_messages_wait_and_for_how_long(client):
+    OutboxMessage.objects.create(job="project.relay_outbox")
+    OutboxMessage.objects.create(job="project.relay_outbox", dispatched_at="2026-01-01T00:00:00Z")
+
+    body = client.get("/metrics").content.decode()
+
+    assert "opsdeck_outbox_pending 1.0" in body
+    assert "opsdeck_outbox_oldest_pending_age_seconds" in body
