@@ -217,3 +217,36 @@ def test_metrics_show_how_many_messages_wait_and_for_how_long(client):
 
     assert "opsdeck_outbox_pending 1.0" in body
     assert "opsdeck_outbox_oldest_pending_age_seconds" in body
+
+
+def test_after_a_broker_restart_the_next_write_publishes_at_once_on_a_fresh_connection(
+    own_broker, django_capture_on_commit_callbacks
+):
+    process, _ = own_broker
+    socket_path = project.celery.app.conf.broker_url.removeprefix("redis+socket://")
+    start_run(JobFactory(tenant=TenantFactory()), django_capture_on_commit_callbacks)  # the kept connection
+    process.terminate()
+    process.wait(timeout=10)
+    restarted = subprocess.Popen(
+        [str(REDIS_SERVER), "--port", "0", "--unixsocket", socket_path, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(unix_socket_path=socket_path, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                assert time.monotonic() < deadline, "restarted broker did not start"
+                time.sleep(0.02)
+
+        response, _ = start_run(JobFactory(tenant=TenantFactory()), django_capture_on_commit_callbacks)
+
+        assert response.status_code == 202
+        assert not OutboxMessage.objects.filter(dispatched_at__isnull=True).exists()
+        assert len(client.lrange("reconciliation", 0, -1)) == 1
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=10)
