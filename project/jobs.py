@@ -31,3 +31,17 @@ def refresh_materialized_view_job(name: str) -> dict:
 def delete_expired_api_tokens_job() -> dict:
     # Request authentication checks only the presented token (project/api/authentication.py).
     return {"deleted": delete_expired_api_tokens()}
+
+
+@scheduled_job("project.relay_outbox", soft_time_limit_s=50, time_limit_s=55)
+def relay_outbox() -> dict:
+    from project.outbox import relay
+
+    return relay()
+
+
+@scheduled_job("project.mark_abandoned_job_runs", soft_time_limit_s=50, time_limit_s=55)
+def mark_abandoned_job_runs() -> dict:
+    from project.jobrunner import job_runs_mark_abandoned
+
+    return job_runs_mark_abandoned()
