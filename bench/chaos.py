@@ -97,11 +97,18 @@ def overlapping(requests: list[Request], start: float, end: float) -> list[Reque
 
 
 def describe(requests: list[Request], limit: int = 6) -> str:
-    counts: dict[str, int] = {}
+    """`kind status xN (slowest Ns)` per kind and status, and what the first refusals said."""
+    counts: dict[str, list[Request]] = {}
     for r in requests:
-        label = f"{r.kind} {r.status if r.status is not None else r.error}"
-        counts[label] = counts.get(label, 0) + 1
-    return ", ".join(f"{label} x{n}" for label, n in sorted(counts.items())[:limit]) or "none"
+        counts.setdefault(f"{r.kind} {r.status if r.status is not None else r.error}", []).append(r)
+    if not counts:
+        return "none"
+    parts = [
+        f"{label} x{len(group)} (slowest {max(r.duration_s for r in group):.1f}s)"
+        for label, group in sorted(counts.items())[:limit]
+    ]
+    said = sorted({r.error.replace(chr(10), " ")[:120] for r in requests if r.status is not None and r.error})[:3]
+    return ", ".join(parts) + (f"; bodies: {' | '.join(said)}" if said else "")
 
 
 class Chaos:
@@ -189,8 +196,10 @@ class Chaos:
         rows = self.stack.query(
             """
             SELECT m.status,
-                   (SELECT array_agg(external_id ORDER BY external_id) FROM reconciliation_record WHERE id = ANY (m.left_ids)),
-                   (SELECT array_agg(external_id ORDER BY external_id) FROM reconciliation_record WHERE id = ANY (m.right_ids))
+                   (SELECT array_agg(external_id ORDER BY external_id)
+                    FROM reconciliation_record WHERE id = ANY (m.left_ids)),
+                   (SELECT array_agg(external_id ORDER BY external_id)
+                    FROM reconciliation_record WHERE id = ANY (m.right_ids))
             FROM reconciliation_match m WHERE m.job_id = %s
             """,
             [job_id],
@@ -297,7 +306,8 @@ class Chaos:
         result.check(
             "the worker serves jobs again without a restart",
             delivered and alive(pids["worker"]) and self.stack.processes["worker"].pid == pids["worker"],
-            f"webhook of a task created after the restart delivered: {delivered}; worker pid {pids['worker']} alive: {alive(pids['worker'])}",
+            f"webhook of a task created after the restart delivered: {delivered}; "
+            f"worker pid {pids['worker']} alive: {alive(pids['worker'])}",
         )
         return self.finish(result)
 
@@ -314,7 +324,12 @@ class Chaos:
         self.load.wait_settled(since=result.end)
         requests = overlapping(self.load.snapshot(), start, result.end)
         failed = [r for r in requests if not r.ok]
-        result.check("no 5xx and no connection reset", not failed, f"failed requests: {describe(failed)}")
+        slowest = max((r.duration_s for r in requests), default=0)
+        result.check(
+            "no 5xx and no connection reset",
+            not failed,
+            f"failed requests: {describe(failed)}; slowest request {slowest:.1f}s",
+        )
         result.check(
             "the workers were replaced and the master kept its pid",
             alive(master) and before != after and len(after) == 2,
@@ -358,7 +373,8 @@ class Chaos:
         result.check(
             "the execution was running when its worker child was killed",
             running["status"] == "running" and before_kill["status"] == "running",
-            f"status at kill: {before_kill['status']}, passes done {before_kill['passes_done']}; clean run took {clean_s:.1f}s",
+            f"status at kill: {before_kill['status']}, passes done {before_kill['passes_done']}; "
+            f"clean run took {clean_s:.1f}s",
         )
         deadline = time.time() + 30
         while time.time() < deadline and (
@@ -384,7 +400,8 @@ class Chaos:
                 f"{len(clean_matches ^ killed_matches)}",
             )
         stuck = self.stack.query(
-            "SELECT id, name, started_at FROM project_jobrun WHERE status = 'running' AND name = 'reconciliation.run_execution'"
+            "SELECT id, name, started_at FROM project_jobrun "
+            "WHERE status = 'running' AND name = 'reconciliation.run_execution'"
         )
         result.check("no JobRun left `running`", not stuck, f"running JobRuns of the execution job: {len(stuck)}")
         result.end = result.fault_end = time.time()
@@ -437,17 +454,19 @@ class Chaos:
         result.check(
             "reads answer 200",
             not bad_reads,
-            f"{len(reads)} reads, slowest {max((r.duration_s for r in reads), default=0):.2f}s; not 200: {describe(bad_reads)}",
+            f"{len(reads)} reads, slowest {max((r.duration_s for r in reads), default=0):.2f}s; "
+            f"not 200: {describe(bad_reads)}",
         )
         slow_reads = [r for r in reads if r.duration_s > FAST_503_MAX_S]
         result.check(
             f"the web tier keeps answering: no read slower than {FAST_503_MAX_S:.0f}s",
             reads and not slow_reads,
-            f"{len(reads)} reads overlapped the {pause_s:.0f}s pause, {len(slow_reads)} slower than {FAST_503_MAX_S:.0f}s",
+            f"{len(reads)} reads overlapped the {pause_s:.0f}s pause, "
+            f"{len(slow_reads)} slower than {FAST_503_MAX_S:.0f}s",
         )
-        bad_writes = [r for r in writes if not (r.ok or (r.status == 503 and r.duration_s <= FAST_503_MAX_S))]
+        bad_writes = [r for r in writes if not ((r.ok or r.status == 503) and r.duration_s <= FAST_503_MAX_S)]
         result.check(
-            f"writes succeed or answer 503 within {FAST_503_MAX_S:.0f}s (never 500, never a hang)",
+            f"writes succeed or answer 503, within {FAST_503_MAX_S:.0f}s (never 500, never a hang)",
             not bad_writes,
             f"{len(writes)} writes, slowest {max((r.duration_s for r in writes), default=0):.2f}s; "
             f"bad: {describe(bad_writes)}",
@@ -620,8 +639,9 @@ class Chaos:
     def report(self, harness_error: bool = False) -> int:
         head = (
             f"# make chaos (bench/chaos.py {' '.join(sys.argv[1:])}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-            f"commit {git_head()}, {platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs\n"
-            f"# load: 2 readers, 1 task creator, 1 record ingester, /health every 0.25 s; took {time.time() - self.started:.0f}s"
+            f"commit {git_head()}, {platform.system()} {platform.release()} {platform.machine()}, "
+            f"{os.cpu_count()} CPUs\n# load: 2 readers, 1 task creator, 1 record ingester, /health every 0.25 s; "
+            f"took {time.time() - self.started:.0f}s"
         )
         columns = ("fault", "requests", "5xx", "other errors", "recovery", "writes acked", "writes lost", "result")
         rows = [
@@ -660,7 +680,11 @@ class Chaos:
 def git_head() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 (git from PATH, like make)
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -26,7 +26,7 @@ class Request:
     started: float  # time.time()
     ended: float
     status: int | None  # None: no HTTP answer (see error)
-    error: str = ""
+    error: str = ""  # the transport error's class, or the start of a non-2xx body
 
     @property
     def ok(self) -> bool:
@@ -82,7 +82,9 @@ class Load:
         response = None
         try:
             response = client.request(method, url, **kwargs)
-            request = Request(kind, started, time.time(), response.status_code)
+            # What a refusal said is evidence; a 2xx body is not kept.
+            detail = "" if response.is_success else response.text[:200]
+            request = Request(kind, started, time.time(), response.status_code, detail)
         except httpx.HTTPError as error:
             request = Request(kind, started, time.time(), None, type(error).__name__)
         with self._lock:
@@ -162,7 +164,7 @@ class Load:
                 self.acked_records[external_id] = request.ended
 
     def _health_prober(self, client: httpx.Client) -> None:
-        self.call(client, "health", "GET", "/health", timeout=5)
+        self.call(client, "health", "GET", "/health")
 
 
 # --- webhook receiver ------------------------------------------------------------------------------

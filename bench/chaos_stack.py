@@ -155,6 +155,8 @@ class Stack:
             sys.executable, "-m", "gunicorn", "project.wsgi:application",
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--timeout", "60",
             "--access-logfile", str(self.logs_dir / "web-access.log"),
+            # gunicorn 27 shares one control socket per user (~/.gunicorn): not another stack's.
+            "--no-control-socket",
         ]  # fmt: skip
 
     def worker_command(self) -> list[str]:
@@ -240,7 +242,8 @@ class Stack:
     def active_jobs(self, timeout_s: float = 5) -> dict:
         """`celery inspect active`: {worker: [{"id", "name", "kwargs", "worker_pid", ...}]}."""
         done = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "project", "inspect", "active", "--json", "--timeout", str(timeout_s)],
+            [sys.executable, "-m", "celery", "-A", "project", "inspect", "active", "--json",
+             "--timeout", str(timeout_s)],
             cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout_s + 30,
         )  # fmt: skip
         for line in reversed(done.stdout.strip().splitlines()):
