@@ -278,7 +278,10 @@ class Chaos:
         failed = [r for r in requests if not r.ok and r.kind != "health"]
 
         def window_of(r: Request):
-            return next((w for w in windows if r.ended >= w[0] and r.started <= w[1] + RECOVERY_MAX_S), None)
+            """The restart a failed request belongs to: the last one begun before it ended, if the
+            request started at most RECOVERY_MAX_S after that restart was done."""
+            begun = [w for w in windows if w[0] <= r.ended]
+            return begun[-1] if begun and r.started <= begun[-1][1] + RECOVERY_MAX_S else None
 
         outside = [r for r in failed if window_of(r) is None]
         result.check(
