@@ -68,6 +68,7 @@ class FaultResult:
     checks: list[Check] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     recovery_override_s: float | None = None
+    lost_side_effects: int = 0  # acknowledged side effects that never ran (webhooks, executions)
 
     def check(self, what: str, ok: bool, evidence: str) -> None:
         self.checks.append(Check(what, bool(ok), evidence))
@@ -159,7 +160,7 @@ class Chaos:
         records = [e for e, at in self.load.acked_records.items() if result.start <= at <= result.end]
         missing = len(self.missing_tasks(tasks)) + len(self.missing_records(records))
         result.acked_writes = len(tasks) + len(records)
-        result.lost_writes = missing
+        result.lost_writes = missing + result.lost_side_effects
         result.check(
             "every write acknowledged with a 2xx exists afterwards",
             missing == 0,
@@ -514,6 +515,7 @@ class Chaos:
             f"{len(refused_jobs)} runs refused; their executions not succeeded: {stuck or 'none'}",
         )
         states = {eid: self.execution(eid)["status"] for eid in acked_runs}
+        result.lost_side_effects = len(missing) + sum(1 for s in states.values() if s != "succeeded")
         result.check(
             f"every acknowledged run executes within {SIDE_EFFECT_WAIT_S}s of Redis' return",
             all(s == "succeeded" for s in states.values()),
