@@ -45,7 +45,9 @@ RECOVERY_MAX_S = 5.0  # PostgreSQL restart: errors stop within this of the resta
 FAST_503_MAX_S = 5.0  # Redis pause: a refused write answers within this (today's hang is 20-27 s)
 HEALTH_P95_MAX_MS = 100.0  # the "/health within 100 ms"
 HEALTH_MAX_MS = 1000.0  # single worst probe: the machine is shared, one slow probe is not an outage
-SIDE_EFFECT_WAIT_S = 60  # acknowledged side effects run within this of Redis coming back
+# Acknowledged side effects run within this of Redis coming back: the outbox relay runs every
+# minute and takes messages at least OUTBOX_RELAY_AFTER_S (10 s) old, so up to ~70 s plus the job.
+SIDE_EFFECT_WAIT_S = 90
 REDELIVERY_WAIT_S = 60  # a killed execution finishes within this of the worker's return
 MINUTELY_JOBS = ("approvals.run_automation", "monitoring.sample_metrics", "monitoring.inspect_workers")
 

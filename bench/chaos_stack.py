@@ -166,9 +166,9 @@ class Stack:
         ]  # fmt: skip
 
     def beat_command(self, name: str) -> list[str]:
+        # No --scheduler: beat uses CELERY_BEAT_SCHEDULER, the one production runs.
         return [
             sys.executable, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
-            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
             "--schedule", str(self.var_dir / f"{name}-schedule"), "--pidfile", str(self.var_dir / f"{name}.pid"),
         ]  # fmt: skip
 
