@@ -483,7 +483,11 @@ class Chaos:
             f"/health answers within {HEALTH_P95_MAX_MS:.0f} ms (p95; none over {HEALTH_MAX_MS:.0f} ms)",
             health and len(latencies) == len(health) and p95 <= HEALTH_P95_MAX_MS and latencies[-1] <= HEALTH_MAX_MS,
             f"{len(health)} probes sent during the pause, {len(latencies)} answered 200; "
-            + (f"p95 {p95:.0f} ms, max {latencies[-1]:.0f} ms" if latencies else "none answered"),
+            + (
+                f"p50 {latencies[len(latencies) // 2]:.0f} ms, p95 {p95:.0f} ms, max {latencies[-1]:.0f} ms"
+                if latencies
+                else "none answered"
+            ),
         )
         # Side effects of writes acknowledged while Redis was away: each runs once, after it returns.
         acked = [t for t in self.load.acked_tasks.values() if t.started <= pause_end and t.acked_at >= pause_start]

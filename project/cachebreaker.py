@@ -4,7 +4,7 @@ The cache ignores Redis errors (IGNORE_EXCEPTIONS), but each call still waits it
 (0.5 s) first. A request makes several cache calls (throttle history read and write, stats
 invalidation...), so with Redis stopped every request took 1-3 s, two sync workers were always
 busy and `/health` queued behind them for seconds (`make chaos`, Redis paused 20 s). After a
-failed call this process skips Redis for CACHE_BREAKER_S: calls answer as a miss at once (reads
+failed call this process skips Redis for CACHE_BREAKER_S (±50%): calls answer as a miss at once (reads
 return the default, writes are dropped, as IGNORE_EXCEPTIONS already does), then one call tries
 Redis again.
 
@@ -15,6 +15,7 @@ already so for every delete during the outage itself.
 
 import functools
 import logging
+import random
 import time
 
 from django.conf import settings
@@ -62,7 +63,9 @@ def _guarded(operation):
         except ConnectionInterrupted:
             if not breaker_open():
                 logger.warning("Redis cache failed: skipping it", extra={"for_s": settings.CACHE_BREAKER_S})
-            _open_until = _clock() + settings.CACHE_BREAKER_S
+            # Jittered: processes that failed together must not all try again together, or every
+            # web worker waits out the same timeout at once and nothing answers meanwhile.
+            _open_until = _clock() + settings.CACHE_BREAKER_S * random.uniform(0.5, 1.5)  # noqa: S311
             raise
 
     return guarded
