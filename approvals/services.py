@@ -28,11 +28,12 @@ OPEN_FOR_STAFF = (Version.Status.PENDING, Version.Status.REVERTED)
 
 
 def _invalidate_pending_count_on_commit() -> None:
-    transaction.on_commit(lambda: cache.delete(PENDING_COUNT_CACHE_KEY))
+    # robust: the write has committed; a failed delete (Redis away) is logged, never an error.
+    transaction.on_commit(lambda: cache.delete(PENDING_COUNT_CACHE_KEY), robust=True)
 
 
 def _invalidate_active_rule_on_commit() -> None:
-    transaction.on_commit(lambda: cache.delete(ACTIVE_RULE_CACHE_KEY))
+    transaction.on_commit(lambda: cache.delete(ACTIVE_RULE_CACHE_KEY), robust=True)
 
 
 # --- Authors -------------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ PASS_ATTEMPTS = 3
 def job_create(*, tenant: Tenant, name: str, rules: dict | None = None, is_active: bool = True, user=None):
     parse_rules(rules or {})
     job = ReconciliationJob.objects.create(tenant=tenant, name=name, rules=rules or {}, is_active=is_active)
-    transaction.on_commit(partial(job_list_invalidate, job.tenant_id))
+    # robust: the write has committed; a failed invalidation (Redis away) is logged, never an error.
+    transaction.on_commit(partial(job_list_invalidate, job.tenant_id), robust=True)
     activity_record(
         category=CATEGORY,
         action="job_create",
@@ -86,7 +87,7 @@ def job_update(*, job: ReconciliationJob, user=None, **changes) -> Reconciliatio
     for field, value in changes.items():
         setattr(job, field, value)
     job.save()
-    transaction.on_commit(partial(job_list_invalidate, job.tenant_id))
+    transaction.on_commit(partial(job_list_invalidate, job.tenant_id), robust=True)
     activity_record(
         category=CATEGORY,
         action="job_update",

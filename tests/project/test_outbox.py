@@ -167,3 +167,86 @@ def test_effect_once_runs_the_effect_once_and_a_failure_lets_a_retry_claim_it():
         assert not again
     message.refresh_from_db()
     assert message.effect_done_at is not None
+
+
+def test_a_task_write_while_redis_is_stalled_answers_201_fast_and_its_webhooks_wait_in_the_outbox(
+    own_broker, settings, django_capture_on_commit_callbacks
+):
+    """The issue's Redis SIGSTOP: cache (stats invalidation, throttles) and broker on one stalled
+    Redis. The committed write answers 2xx, bounded by the cache's and the publish's timeouts."""
+    import copy
+
+    from tests.conftest import TASK_PERMISSIONS, grant
+    from tests.factories import ProjectFactory, UserFactory
+
+    process, _ = own_broker
+    socket_path = project.celery.app.conf.broker_url.removeprefix("redis+socket://")
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = f"unix://{socket_path}?db=0"
+    settings.CACHES = caches
+    settings.TASK_NOTIFY_WEBHOOK_URLS = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+    settings.OUTBOX_PUBLISH_TIMEOUT_S = 0.5
+    user = grant(UserFactory(), *TASK_PERMISSIONS)
+    client = APIClient()
+    client.force_login(user)
+    project_row = ProjectFactory()
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                "/api/v1/tasks/", {"project": project_row.pk, "title": "Pay", "assignee": user.pk}, format="json"
+            )
+        elapsed_s = time.monotonic() - started
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+    assert response.status_code == 201, response.content
+    # Throttle read + write, the stats invalidation and the publish at 0.5 s each (27.7 s and a
+    # 500 before); the bound leaves room for a busy machine.
+    assert elapsed_s < 5.0, elapsed_s
+    waiting = OutboxMessage.objects.filter(job="tasks.notify_webhook", dispatched_at__isnull=True)
+    assert sorted(message.kwargs["url"] for message in waiting) == settings.TASK_NOTIFY_WEBHOOK_URLS
+
+
+def test_metrics_show_how_many_messages_wait_and_for_how_long(client):
+    OutboxMessage.objects.create(job="project.relay_outbox")
+    OutboxMessage.objects.create(job="project.relay_outbox", dispatched_at="2026-01-01T00:00:00Z")
+
+    body = client.get("/metrics").content.decode()
+
+    assert "opsdeck_outbox_pending 1.0" in body
+    assert "opsdeck_outbox_oldest_pending_age_seconds" in body
+
+
+def test_after_a_broker_restart_the_next_write_publishes_at_once_on_a_fresh_connection(
+    own_broker, django_capture_on_commit_callbacks
+):
+    process, _ = own_broker
+    socket_path = project.celery.app.conf.broker_url.removeprefix("redis+socket://")
+    start_run(JobFactory(tenant=TenantFactory()), django_capture_on_commit_callbacks)  # the kept connection
+    process.terminate()
+    process.wait(timeout=10)
+    restarted = subprocess.Popen(
+        [str(REDIS_SERVER), "--port", "0", "--unixsocket", socket_path, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(unix_socket_path=socket_path, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                assert time.monotonic() < deadline, "restarted broker did not start"
+                time.sleep(0.02)
+
+        response, _ = start_run(JobFactory(tenant=TenantFactory()), django_capture_on_commit_callbacks)
+
+        assert response.status_code == 202
+        assert not OutboxMessage.objects.filter(dispatched_at__isnull=True).exists()
+        assert len(client.lrange("reconciliation", 0, -1)) == 1
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=10)
