@@ -93,7 +93,11 @@ def relay(*, batch_size: int | None = None, older_than_s: float | None = None, b
         published += count
         if count < batch_size:
             break
-    return {"published": published, "pruned": _prune(), "pending": pending_count()}
+    figures = outbox_figures()
+    from django.core.cache import cache
+
+    cache.set(FIGURES_CACHE_KEY, figures, timeout=300)
+    return {"published": published, "pruned": _prune(), "pending": figures["pending"]}
 
 
 def pending_count() -> int:
@@ -287,27 +291,39 @@ def effect_once(idempotency_key, *, lease_s: float):
     OutboxMessage.objects.filter(pk=claimed[0]).update(effect_done_at=Now(), effect_leased_until=None)
 
 
+FIGURES_CACHE_KEY = "opsdeck:outbox:figures"
+
+
+def outbox_figures() -> dict:
+    """Unpublished messages and the oldest one's age; the relay caches them for /metrics."""
+    from django.db.models import Count, Min
+
+    figures = OutboxMessage.objects.filter(dispatched_at__isnull=True).aggregate(
+        waiting=Count("id"), oldest=Min("created_at")
+    )
+    oldest = figures["oldest"]
+    return {
+        "pending": figures["waiting"],
+        "oldest_pending_age_s": (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+    }
+
+
 class OutboxCollector:
-    """Scrape-time gauges: messages waiting to be published and the oldest one's age (alert on
-    an outbox that does not drain: the broker is away or no relay runs)."""
+    """Scrape-time gauges from the figures the relay cached at its last run (a scrape runs no
+    query): alert on an outbox that does not drain (the broker is away or no relay runs)."""
 
     def collect(self):
-        from django.db.models import Count, Min
+        from django.core.cache import cache
         from prometheus_client.core import GaugeMetricFamily
 
-        try:
-            figures = OutboxMessage.objects.filter(dispatched_at__isnull=True).aggregate(
-                waiting=Count("id"), oldest=Min("created_at")
-            )
-        except Exception:  # a scrape during a database outage shows the other metrics
-            logger.warning("outbox metrics unavailable", exc_info=True)
+        figures = cache.get(FIGURES_CACHE_KEY)
+        if not figures:
             return
-        oldest = figures["oldest"]
         yield GaugeMetricFamily(
-            "opsdeck_outbox_pending", "Outbox messages not yet published.", value=figures["waiting"]
+            "opsdeck_outbox_pending", "Outbox messages not yet published.", value=figures["pending"]
         )
         yield GaugeMetricFamily(
             "opsdeck_outbox_oldest_pending_age_seconds",
-            "Age of the oldest unpublished outbox message (0 when none).",
-            value=(timezone.now() - oldest).total_seconds() if oldest else 0.0,
+            "Age of the oldest unpublished outbox message at the relay's last run (0 when none).",
+            value=figures["oldest_pending_age_s"],
         )

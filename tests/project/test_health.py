@@ -110,7 +110,9 @@ def test_ready_answers_within_its_timeout_while_redis_is_paused_and_keeps_answer
     finally:
         os.kill(redis_process.pid, signal.SIGCONT)
 
-    assert max(timings) < settings.READY_CHECK_TIMEOUT_S + 0.5, timings
+    # Bounded by the check timeout (the broker's own 5 s socket timeout before); the margin is
+    # for a busy machine, not for waiting on Redis.
+    assert max(timings) < settings.READY_CHECK_TIMEOUT_S + 2.0, timings
     assert all(set(body["failed"]) == {"redis", "broker"} for body in bodies), bodies
 
 
