@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation clean-venv
+.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -85,6 +85,14 @@ bench-approvals: $(VENV)/.installed-dev
 
 bench-reconciliation: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/reconciliation.py
+
+# Faults against a stack of its own (embedded PostgreSQL + Redis under var/chaos, gunicorn on
+# 127.0.0.1:$(CHAOS_PORT), a worker, beat) under a steady load; ~10 minutes, Linux only (pg_ctl,
+# signals, /proc). Prints a table per fault, saved to bench/results/chaos-<timestamp>.txt; exits 1 on
+# a failed assertion. docs/testing.md says what each fault checks.
+CHAOS_PORT ?= 8765
+chaos: $(VENV)/.installed-dev
+	$(PY) bench/chaos.py --port $(CHAOS_PORT) $(CHAOS_ARGS)
 
 # Headless-Chromium smoke test of the monitoring cockpit: screenshots in var/e2e/. Not part of
 # `make test`/CI (it starts a browser and a server). Installs Debian's chromium if it is missing.

@@ -9,6 +9,7 @@ class ProjectConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from project.db.attribution import install_sql_attribution
+        from project.db.pool import install_quick_pool_reconnect
         from project.db.slow_queries import install_slow_query_logger
         from project.metrics import register_metrics_collector
         from project.models import ActivityLog
@@ -18,6 +19,7 @@ class ProjectConfig(AppConfig):
         from project.schedules import sync_schedules_after_migrate
 
         install_slow_query_logger()
+        install_quick_pool_reconnect()
         install_sql_attribution()
         register_metrics_collector(PoolStatsCollector())
         register_metrics_collector(OutboxCollector())

@@ -220,7 +220,8 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "opsdeck",
         "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # DefaultClient behind a circuit breaker (project/cachebreaker.py).
+            "CLIENT_CLASS": "project.cachebreaker.CircuitBreakerClient",
             # Redis going away makes Opsdeck slower, never a 500.
             "IGNORE_EXCEPTIONS": True,
             "SOCKET_CONNECT_TIMEOUT": 0.5,
@@ -228,6 +229,8 @@ CACHES = {
         },
     }
 }
+# After a failed cache call, Redis is skipped for this long (calls answer as misses at once).
+CACHE_BREAKER_S = float(env_str("CACHE_BREAKER_S", "5"))
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 DJANGO_REDIS_LOGGER = "opsdeck.cache"
 

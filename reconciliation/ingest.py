@@ -366,9 +366,23 @@ def records_ingest(
 
 
 def _is_data_error(error: Exception) -> bool:
+    if _is_connection_lost(error):
+        return False
     return isinstance(error, (psycopg.errors.DataError, psycopg.errors.BadCopyFileFormat)) or (
         "COPY" in str(error) and isinstance(error, psycopg.Error)
     )
+
+
+def _is_connection_lost(error: Exception) -> bool:
+    """The server went away mid-COPY (a restart: 57P01-03, a broken link: 08xxx or no SQLSTATE).
+    Its message names COPY too, but it is the database's failure, not the file's: a 400 "the CSV
+    cannot be read" would make a client give up on a good file."""
+    if isinstance(error, psycopg.InterfaceError):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate or ""
+    return not sqlstate or sqlstate.startswith(("57P", "08"))
 
 
 def _first_line(error: Exception) -> str:

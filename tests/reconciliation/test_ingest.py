@@ -184,3 +184,49 @@ def test_an_upload_that_loses_a_race_to_another_upload_of_the_same_records_asks_
     # The simulated other upload rolled back with ours here; the retry goes through whole.
     retried = ingest_csv(job, text, side="left")
     assert (retried.inserted, retried.unchanged) == (2, 0)
+
+
+class _TerminatedMidCopy:
+    """A CSV stream whose second read terminates the backend doing the COPY (a database restart)."""
+
+    def __init__(self, text: str, backend_pid: int):
+        self.stream = csv_stream_from_text(text)
+        self.backend_pid = backend_pid
+        self.reads = 0
+
+    def readline(self):
+        return self.stream.readline()
+
+    def read(self, size=-1):
+        self.reads += 1
+        if self.reads == 2:
+            import psycopg
+            from django.conf import settings
+
+            db = settings.DATABASES["default"]
+            with psycopg.connect(
+                host=db["HOST"], port=db["PORT"] or None, user=db["USER"], dbname=db["NAME"], autocommit=True
+            ) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [self.backend_pid])
+        return self.stream.read(size)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_terminated_mid_upload_is_a_database_error_not_an_invalid_upload():
+    """A restart of PostgreSQL during COPY said 400 "the CSV cannot be read" (make chaos): a client
+    would give up on a good file. It must surface as the database error it is (503 upstream)."""
+    import psycopg
+    from django.db import InterfaceError, OperationalError, connection
+
+    job = JobFactory()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = cursor.fetchone()[0]
+    rows = "".join(f"L{n},10,EUR,2026-01-31,R{n},,\n" for n in range(20_000))
+    try:
+        with pytest.raises((psycopg.OperationalError, OperationalError, InterfaceError)) as raised:
+            records_ingest(job=job, csv_stream=_TerminatedMidCopy(f"{HEADER}\n{rows}", backend_pid), side="left")
+        assert not isinstance(raised.value, InvalidUpload)
+    finally:
+        connection.close()  # the terminated connection; the next query opens a fresh one
+    assert not Record.objects.filter(job=job).exists()
