@@ -194,8 +194,8 @@ class _TerminatedMidCopy:
         self.backend_pid = backend_pid
         self.reads = 0
 
-    def readline(self):
-        return self.stream.readline()
+    def readline(self, size=-1):
+        return self.stream.readline(size)
 
     def read(self, size=-1):
         self.reads += 1
