@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool bench bench-approvals bench-reconciliation clean-venv
+.PHONY: run test ci lint check alerts install-promtool bench bench-approvals bench-reconciliation fuzz clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -61,6 +61,13 @@ bench-approvals: $(VENV)/.installed-dev
 
 bench-reconciliation: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/reconciliation.py
+
+# schemathesis over every API operation against its own `make run` stack (port FUZZ_PORT, default
+# 8931; data in var/fuzz/), bounded by FUZZ_MAX_TIME_S (default 300 s). Prints a table, writes it
+# to bench/results/fuzz-<timestamp>.txt, fails on any server error or schema/status violation.
+# docs/testing.md says what it checks.
+fuzz: $(VENV)/.installed-dev
+	$(PY) bench/fuzz.py $(FUZZ_ARGS)
 
 # Headless-Chromium smoke test of the monitoring cockpit: screenshots in var/e2e/. Not part of
 # `make test`/CI (it starts a browser and a server). Installs Debian's chromium if it is missing.
