@@ -9,13 +9,14 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from approvals import rules, selectors, services
 from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
 from project.api.errors import Conflict
+from project.api.filters import IdFilter, IsoDateTimeFilter
+from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
 PREVIEW_MAX_VERSIONS = 10_000
@@ -161,10 +162,10 @@ BulkDecisionResult = inline_serializer(
 class VersionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Version.Status.choices)
     entity_type = django_filters.ChoiceFilter(choices=EntityType.choices)
-    entity_id = django_filters.NumberFilter()
-    author = django_filters.NumberFilter(field_name="author_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    entity_id = IdFilter()
+    author = IdFilter(field_name="author_id")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Version
@@ -376,11 +377,11 @@ class AuditLogSerializer(serializers.Serializer):
 
 
 class AuditLogFilter(django_filters.FilterSet):
-    rule = django_filters.NumberFilter(field_name="rule_id")
-    version = django_filters.NumberFilter(field_name="version_id")
+    rule = IdFilter(field_name="rule_id")
+    version = IdFilter(field_name="version_id")
     decision = django_filters.ChoiceFilter(choices=[("approved", "approved"), ("rejected", "rejected")])
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AutomationAuditLog

@@ -1,9 +1,9 @@
 from django.urls import path
-from rest_framework.routers import DefaultRouter
 
 from approvals.api import AtomViewSet, AuditLogViewSet, PendingCountView, RuleViewSet, TopicViewSet, VersionViewSet
+from project.api.routers import Router
 
-router = DefaultRouter()
+router = Router()
 router.register("topics", TopicViewSet, basename="approvals-topic")
 router.register("atoms", AtomViewSet, basename="approvals-atom")
 router.register("versions", VersionViewSet, basename="approvals-version")

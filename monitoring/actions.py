@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from psycopg import sql
 
+from monitoring.explain_guard import UnsafeStatement, check_read_only_functions
 from project.activity import activity_record
 from project.models import ActivityLog
 
@@ -71,6 +72,13 @@ def _one(query: str, params: list) -> dict | None:
         if row is None:
             return None
         return dict(zip([column.name for column in cursor.description], row, strict=True))
+
+
+def _all(query: str, params: list) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        columns = [column.name for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def index_by_oid(oid: int) -> dict | None:
@@ -193,32 +201,68 @@ def terminate_backend(*, pid: int, requested_by: int | None = None) -> dict:
     return _signal_backend("pg_terminate_backend", pid, requested_by)
 
 
-def vacuum(*, oid: int, requested_by: int | None = None) -> dict:
-    """VACUUM (ANALYZE) of one table (a partitioned table: all its partitions)."""
+def vacuum(*, oid: int, freeze: bool = False, requested_by: int | None = None) -> dict:
+    """VACUUM (ANALYZE) of one table (a partitioned table: all its partitions); with freeze,
+    VACUUM (FREEZE, ANALYZE), which the wraparound finding asks for: every row's transaction id
+    is frozen now, so the table's age drops to zero."""
     table = table_by_oid(oid)
     if table is None:
         raise ActionRefused(f"table {oid} no longer exists")
     name = sql.Identifier(table["schema"], table["name"])
+    options = "FREEZE, ANALYZE" if freeze else "ANALYZE"
     return _with_audit(
-        "vacuum_analyze",
+        "vacuum_freeze" if freeze else "vacuum_analyze",
         "table",
         f"{table['schema']}.{table['name']}",
         requested_by,
-        {"table": table["name"]},
-        lambda: _run(sql.SQL("VACUUM (ANALYZE) {}").format(name)),
+        {"table": f"{table['schema']}.{table['name']}"},
+        lambda: _run(sql.SQL(f"VACUUM ({options}) {{}}").format(name)),
     )
+
+
+def vacuum_freeze(*, oid: int, requested_by: int | None = None) -> dict:
+    return vacuum(oid=oid, freeze=True, requested_by=requested_by)
+
+
+def _registered_partitioned_table(oid: int) -> dict:
+    from project.partitions import registered_partitioned_models
+
+    table = table_by_oid(oid)
+    registered = {model._meta.db_table for model in registered_partitioned_models()}
+    if table is None or table["name"] not in registered or table["schema"] != "public":
+        raise ActionRefused("only tables registered with project.partitions get partitions created here")
+    return table
+
+
+def create_partitions_plan(*, oid: int) -> dict:
+    """What "create missing partitions" would do now, for the confirmation page."""
+    from datetime import UTC, datetime
+
+    from project.partitions import ARCHIVE_SCHEMA, plan_monthly_partitions
+
+    table = _registered_partitioned_table(oid)
+    plan = plan_monthly_partitions(
+        table["name"],
+        today=datetime.now(UTC).date(),
+        months_back=settings.PARTITION_MONTHS_BACK,
+        months_ahead=settings.PARTITION_MONTHS_AHEAD,
+    )
+    return {
+        "table": f"{table['schema']}.{table['name']}",
+        "will_create": [f"{name} ({start:%Y-%m-%d} to {end:%Y-%m-%d})" for name, start, end in plan.create]
+        or ["nothing: every month is there"],
+        "will_detach_and_archive": [f"{name} → {ARCHIVE_SCHEMA}.{name}" for name in plan.archive]
+        or ["nothing: no partition is older than PARTITION_MONTHS_BACK"],
+    }
 
 
 def create_partitions(*, oid: int, requested_by: int | None = None) -> dict:
     """Create the missing monthly partitions of a table registered with project.partitions."""
     from datetime import UTC, datetime
 
-    from project.partitions import maintain_monthly_partitions, registered_partitioned_models
+    from project.partitions import maintain_monthly_partitions
 
-    table = table_by_oid(oid)
-    registered = {model._meta.db_table for model in registered_partitioned_models()}
-    if table is None or table["name"] not in registered:
-        raise ActionRefused("only tables registered with project.partitions get partitions created here")
+    table = _registered_partitioned_table(oid)
 
     def work():
         with session_timeouts():
@@ -261,6 +305,31 @@ def reset_statements(*, requested_by: int | None = None) -> dict:
 
 
 _PARAMETER = re.compile(r"\$(\d+)")
+
+
+def top_level_text(queryid: int) -> str:
+    """The statement's text as the application sent it: its top-level row, the busiest one.
+
+    With pg_stat_statements.track = all, statements run inside another one are recorded too,
+    under the same queryid with toplevel = false, and their text is the outer statement's: the
+    cockpit's own EXPLAIN of the statement is one. Reading any row would EXPLAIN an EXPLAIN.
+    """
+    rows = _all(
+        "SELECT query, toplevel FROM pg_stat_statements WHERE queryid = %s "
+        "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "ORDER BY toplevel DESC, calls DESC, userid",
+        [queryid],
+    )
+    if not rows:
+        raise ActionRefused(f"statement {queryid} is not in pg_stat_statements")
+    if not rows[0]["toplevel"]:
+        raise ActionRefused(
+            f"statement {queryid} only ran nested inside other statements (functions, EXPLAIN): "
+            "its recorded text is theirs, so there is nothing to EXPLAIN on its own"
+        )
+    return rows[0]["query"]
+
+
 _READ_QUERY = re.compile(r"^\s*(/\*.*?\*/\s*)*(select|with|values|table)\b", re.IGNORECASE | re.DOTALL)
 
 
@@ -273,18 +342,16 @@ def explain(
     PostgreSQL 16+). EXPLAIN ANALYZE runs only read queries, with the superuser's parameter
     values bound as literals, in a READ ONLY transaction that is rolled back.
     """
-    row = _one(
-        "SELECT query FROM pg_stat_statements WHERE queryid = %s "
-        "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
-        [queryid],
-    )
-    if row is None:
-        raise ActionRefused(f"statement {queryid} is not in pg_stat_statements")
-    query = row["query"]
+    query = top_level_text(queryid)
     placeholders = sorted({int(n) for n in _PARAMETER.findall(query)})
     parameters = parameters or []
     if analyze and not _READ_QUERY.match(query):
         raise ActionRefused("EXPLAIN ANALYZE runs read queries only (SELECT / WITH)")
+    if analyze:
+        try:
+            check_read_only_functions(query)
+        except UnsafeStatement as exc:
+            raise ActionRefused(str(exc)) from None
     if analyze and len(parameters) != len(placeholders):
         raise ActionRefused(f"the statement has {len(placeholders)} parameters; {len(parameters)} values given")
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import OperationalError
+from django.db import DatabaseError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -21,8 +21,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from monitoring import actions, history, jobs, report
+from monitoring.explain_guard import UnsafeStatement, check_read_only_functions
 from monitoring.models import Dashboard
 from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
+from monitoring.selectors.advisor import index_advice, suggestions_by_table
+from monitoring.selectors.base import request_lock_timeout, unavailable
 from project.activity import activity_record
 from project.celery import app as celery_app
 from project.models import JobRun
@@ -37,6 +40,7 @@ PAGES = [
     ("queries", "Queries"),
     ("tables", "Tables, partitions, views"),
     ("system", "System"),
+    ("advisor", "Index advisor"),
 ]
 
 
@@ -91,11 +95,21 @@ ACTIONS = {
             "table (progress shows below while it runs).",
         ),
         Action(
+            "vacuum_freeze",
+            "VACUUM (FREEZE, ANALYZE)",
+            jobs.maintenance_vacuum_freeze,
+            "oid",
+            "Freezes every row's transaction id now, so the table's age (and, once every old table is done, "
+            "the database's distance to wraparound) drops; also refreshes planner statistics. No exclusive "
+            "lock; reads and writes every page not yet all-frozen, so it takes longer than a plain VACUUM.",
+        ),
+        Action(
             "create_partitions",
             "Create missing partitions",
             jobs.maintenance_create_partitions,
             "oid",
-            "Runs the partition maintenance of this table now: creates the months ahead, archives old ones.",
+            "Runs the partition maintenance of this table now: creates the months listed below and detaches "
+            "the partitions listed below, moving them to the archive schema (never dropped).",
         ),
         Action(
             "refresh_view",
@@ -124,7 +138,8 @@ ACTIONS = {
             jobs.maintenance_explain,
             "queryid",
             "Runs a read query with the values you give, in a READ ONLY transaction that is rolled back, "
-            "with a 5 s statement timeout.",
+            "with a 5 s statement timeout. A statement calling a VOLATILE function (pg_cancel_backend, "
+            "nextval, set_config ...) is refused: a rollback does not undo what such a function does.",
         ),
         Action(
             "run_job",
@@ -174,6 +189,7 @@ class DashboardAdmin(admin.ModelAdmin):
             page("queries", self.queries_view),
             page("tables", self.tables_view),
             page("system", self.system_view),
+            page("advisor", self.advisor_view),
             path("action/<str:name>/", self.admin_site.admin_view(self.action_view), name="monitoring_action"),
             path("run/<str:celery_id>/", self.admin_site.admin_view(self.run_view), name="monitoring_run"),
         ]
@@ -181,15 +197,20 @@ class DashboardAdmin(admin.ModelAdmin):
     # --- helpers ----------------------------------------------------------------------------
 
     def _degrading(self, view):
-        """A catalog read cut off by its statement timeout (a database in trouble) shows a page
-        saying so, with status 503, instead of a server error."""
+        """Every read of the page waits for locks at most MONITORING_LOCK_TIMEOUT; each panel falls
+        back on its own (`_panels`). A read that still fails outside a panel (a database in
+        trouble) shows a page saying so, with status 503, instead of a server error."""
 
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
             self._require_view(request)  # before any catalog is read
             try:
-                return view(request, *args, **kwargs)
-            except OperationalError as exc:
+                with request_lock_timeout():
+                    response = view(request, *args, **kwargs)
+                    if hasattr(response, "render"):
+                        response.render()  # lazily evaluated context is read under the timeout too
+                    return response
+            except DatabaseError as exc:
                 response = self._render(
                     request,
                     "unavailable.html",
@@ -200,6 +221,19 @@ class DashboardAdmin(admin.ModelAdmin):
                 return response
 
         return wrapper
+
+    @staticmethod
+    def _panels(**readers) -> dict:
+        """{panel: its data, or None}, plus "panel_errors": {panel: why it is missing}. One panel
+        cut off by a lock or statement timeout leaves the others on the page."""
+        values, errors = {}, {}
+        for name, read in readers.items():
+            try:
+                values[name] = read()
+            except DatabaseError as exc:
+                values[name] = None
+                errors[name] = unavailable(exc)
+        return {**values, "panel_errors": errors}
 
     def _require_view(self, request):
         if not request.user.has_perm(VIEW_PERMISSION):
@@ -239,40 +273,48 @@ class DashboardAdmin(admin.ModelAdmin):
         return self.overview_view(request)
 
     def overview_view(self, request):
-        full = report.full_report()
+        panels = self._panels(locks=connections.lock_waits, full=report.full_report)
+        full = panels.pop("full") or {}
         return self._render(
             request,
             "overview.html",
             "overview",
             {
                 "services": report.service_status(),  # live: cheap, and the first thing to trust
-                "figures": full["figures"],
-                "recommendations": full["recommendations"],
-                "taken_at": full["timestamp"],
-                "figure_errors": full["data"]["errors"],
+                "locks": panels["locks"],  # live, not the minute-old report: the incident is now
+                "figures": full.get("figures", []),
+                "recommendations": full.get("recommendations", []),
+                "taken_at": full.get("timestamp", ""),
+                "figure_errors": (full.get("data") or {}).get("errors"),
+                "panel_errors": panels["panel_errors"],
                 "full_report_url": "/api/v1/database/performance/full-report",
             },
         )
 
     def indexes_view(self, request):
-        data = indexes.index_usage()
         window_days = 7
-        since = history.index_scans_since(timezone.now() - timedelta(days=window_days))
+        exact_oid = _exact_oid(request)
+        panels = self._panels(
+            data=indexes.index_usage,
+            since=lambda: history.index_scans_since(timezone.now() - timedelta(days=window_days)),
+            exact=lambda: indexes.index_bloat_exact(exact_oid) if exact_oid is not None else None,
+        )
+        data = panels["data"] or {"indexes": [], "missing_index_tables": [], "thresholds": {}}
+        since = panels["since"] or {}
         for row in data["indexes"]:
             row["history"] = since.get((row["schema"], row["index"]), {})
         flag = request.GET.get("flag", "")
         # Findings first (biggest first), then every other index by size.
         rows = sorted(
             (row for row in data["indexes"] if not flag or flag in row["flags"]),
-            key=lambda row: (not row["flags"], -row["size_bytes"]),
+            key=lambda row: (not row["flags"], -(row["size_bytes"] or 0)),
         )
-        exact = None
-        if request.GET.get("exact") and request.user.is_superuser:
-            exact = indexes.index_bloat_exact(_int(request.GET["exact"], "exact"))
+        exact = panels["exact"]
         counts = {
             name: sum(1 for row in data["indexes"] if name in row["flags"])
             for name in ("unused", "duplicate", "invalid")
         }
+        self._attach_suggestions(data["missing_index_tables"])
         return self._render(
             request,
             "indexes.html",
@@ -284,8 +326,25 @@ class DashboardAdmin(admin.ModelAdmin):
                 "counts": counts,
                 "exact": exact,
                 "window_days": window_days,
+                "panel_errors": panels["panel_errors"],
             },
         )
+
+    @staticmethod
+    def _attach_suggestions(missing_tables: list[dict]) -> None:
+        """The advisor's (unverified, parse-only) index for each table that misses one, so the
+        page names a concrete index; its own page verifies them."""
+        try:
+            by_table = suggestions_by_table(index_advice(verify_candidates=False))
+        except DatabaseError as exc:
+            for table in missing_tables:
+                table["advisor_error"] = str(exc).splitlines()[0][:200]
+            return
+        for table in missing_tables:
+            table["suggestions"] = by_table.get(table["name"], [])
+
+    def advisor_view(self, request):
+        return self._render(request, "advisor.html", "advisor", {"advice": index_advice()})
 
     def pool_view(self, request):
         charts = [
@@ -306,16 +365,15 @@ class DashboardAdmin(admin.ModelAdmin):
             "pool.html",
             "pool",
             {
-                "pools": pool.application_pools(),
-                "server": connections.connections(),
-                "pgbouncer": pool.pgbouncer_pools(),
+                **self._panels(
+                    pools=pool.application_pools, server=connections.connections, pgbouncer=pool.pgbouncer_pools
+                ),
                 "charts": charts,
             },
         )
 
     def backlog_view(self, request):
         live = request.GET.get("inspect") == "live"
-        data = backlog.backlog(live_inspect=live)
         charts = [
             self._chart(
                 history.series(["backlog.approvals_pending"]),
@@ -336,8 +394,9 @@ class DashboardAdmin(admin.ModelAdmin):
             "backlog.html",
             "backlog",
             {
-                "data": data,
-                "recon": reconciliation.reconciliation_backlog(),
+                **self._panels(
+                    data=lambda: backlog.backlog(live_inspect=live), recon=reconciliation.reconciliation_backlog
+                ),
                 "charts": charts,
             },
         )
@@ -348,33 +407,30 @@ class DashboardAdmin(admin.ModelAdmin):
         if order not in statements.ORDERS or (window is not None and window not in statements.WINDOWS):
             order, window = "total", None
             messages.warning(request, "Unknown order or window: showing lifetime totals by total time.")
-        data = statements.slow_queries(order=order, window=window)
         return self._render(
             request,
             "queries.html",
             "queries",
             {
-                "data": data,
+                **self._panels(data=lambda: statements.slow_queries(order=order, window=window)),
                 "orders": list(statements.ORDERS),
                 "windows": list(statements.WINDOWS),
             },
         )
 
     def tables_view(self, request):
-        exact = None
-        if request.GET.get("exact") and request.user.is_superuser:
-            exact = tables.table_bloat_exact(_int(request.GET["exact"], "exact"))
+        exact_oid = _exact_oid(request)
         return self._render(
             request,
             "tables.html",
             "tables",
-            {
-                "tables": tables.tables(),
-                "partitions": tables.partitions(),
-                "views": tables.materialized_views(),
-                "progress": connections.maintenance_progress(),
-                "exact": exact,
-            },
+            self._panels(
+                tables=tables.tables,
+                partitions=tables.partitions,
+                views=tables.materialized_views,
+                progress=connections.maintenance_progress,
+                exact=lambda: tables.table_bloat_exact(exact_oid) if exact_oid is not None else None,
+            ),
         )
 
     def system_view(self, request):
@@ -396,10 +452,12 @@ class DashboardAdmin(admin.ModelAdmin):
             "system.html",
             "system",
             {
-                "node": system.node(),
-                "database": system.database(),
-                "sequences": system.sequences()[:20],
-                "wraparound": system.wraparound(),
+                **self._panels(
+                    node=system.node,
+                    database=system.database,
+                    sequences=lambda: system.sequences()[:20],
+                    wraparound=system.wraparound,
+                ),
                 "charts": charts,
             },
         )
@@ -418,6 +476,11 @@ class DashboardAdmin(admin.ModelAdmin):
             )
             if target is None:
                 raise Http404("no such index or table")
+            if action.name == "create_partitions":
+                try:
+                    target = {**target, **actions.create_partitions_plan(oid=oid)}
+                except actions.ActionRefused as refused:
+                    target = {**target, "refused": str(refused)}
             return {"oid": oid}, target
         if action.param == "pid":
             pid = _int(source.get("pid"), "pid")
@@ -442,6 +505,12 @@ class DashboardAdmin(admin.ModelAdmin):
             if action.name == "explain_analyze":
                 kwargs["parameters"] = [source.get(f"p{n}", "") for n in range(1, _placeholders(target["query"]) + 1)]
             target["placeholders"] = list(range(1, _placeholders(target["query"]) + 1))
+            if action.name == "explain_analyze" and request.method != "POST":
+                # Said before the superuser confirms; the job checks again (the catalog may change).
+                try:
+                    check_read_only_functions(actions.top_level_text(queryid))
+                except (UnsafeStatement, actions.ActionRefused) as refused:
+                    target["refused"] = str(refused)
             return kwargs, target
         if action.param == "task":
             from django_celery_beat.models import PeriodicTask
@@ -502,6 +571,13 @@ class DashboardAdmin(admin.ModelAdmin):
                 "finished": run is not None and run.status not in (JobRun.Status.RUNNING, JobRun.Status.RETRYING),
             },
         )
+
+
+def _exact_oid(request) -> int | None:
+    """The object whose exact bloat a superuser asked for (it reads the whole relation)."""
+    if request.GET.get("exact") and request.user.is_superuser:
+        return _int(request.GET["exact"], "exact")
+    return None
 
 
 def _placeholders(query: str) -> int:

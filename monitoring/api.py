@@ -1,15 +1,17 @@
 """/api/v1/database/performance/*: the cockpit's figures as JSON, for admins (staff with
 monitoring.view_dashboard). The same selectors as the pages; shapes in the OpenAPI schema."""
 
+from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from monitoring import report
 from monitoring.selectors import backlog, connections, indexes, pool, reconciliation, statements, system, tables
+from monitoring.selectors.base import request_lock_timeout, unavailable
 
 # --- shapes ------------------------------------------------------------------------------------
 
@@ -110,6 +112,10 @@ class TableSerializer(serializers.Serializer):
     oid = serializers.IntegerField()
     schema = serializers.CharField()
     table = serializers.CharField()
+    name = serializers.CharField(help_text="schema.table")
+    size_unavailable = serializers.CharField(
+        allow_null=True, help_text='why the sizes are missing ("size unavailable: locked by pid X")'
+    )
     model = serializers.CharField(allow_null=True)
     partitioned = serializers.BooleanField()
     matview = serializers.BooleanField()
@@ -118,10 +124,10 @@ class TableSerializer(serializers.Serializer):
     live_rows = serializers.IntegerField(allow_null=True)
     dead_rows = serializers.IntegerField(allow_null=True)
     dead_ratio = serializers.FloatField(allow_null=True)
-    table_bytes = serializers.IntegerField()
-    index_bytes = serializers.IntegerField()
-    toast_bytes = serializers.IntegerField()
-    total_bytes = serializers.IntegerField()
+    table_bytes = serializers.IntegerField(allow_null=True)
+    index_bytes = serializers.IntegerField(allow_null=True)
+    toast_bytes = serializers.IntegerField(allow_null=True)
+    total_bytes = serializers.IntegerField(allow_null=True)
     bloat_bytes = serializers.IntegerField(allow_null=True)
     bloat_ratio = serializers.FloatField(allow_null=True, help_text="estimated bloat / table size, 0..1")
     seq_scan = serializers.IntegerField(allow_null=True)
@@ -137,7 +143,11 @@ class TableSerializer(serializers.Serializer):
 
 
 class WraparoundTableSerializer(serializers.Serializer):
+    oid = serializers.IntegerField()
+    schema = serializers.CharField()
     table = serializers.CharField()
+    name = serializers.CharField(help_text="schema.table")
+    toast = serializers.BooleanField()
     xid_age = serializers.IntegerField()
 
 
@@ -148,12 +158,15 @@ class WraparoundSerializer(serializers.Serializer):
     xid_limit = serializers.IntegerField()
     headroom = serializers.IntegerField()
     used_ratio = serializers.FloatField()
+    status = serializers.CharField(help_text="green, amber (past autovacuum_freeze_max_age) or red (over half-way)")
     oldest_tables = WraparoundTableSerializer(many=True)
 
 
 class SequenceSerializer(serializers.Serializer):
     schema = serializers.CharField()
     sequence = serializers.CharField()
+    name = serializers.CharField(help_text="schema.sequence")
+    table_schema = serializers.CharField(allow_null=True)
     last_value = serializers.IntegerField(allow_null=True)
     max_value = serializers.IntegerField()
     limit_value = serializers.IntegerField()
@@ -191,14 +204,20 @@ class IndexSerializer(serializers.Serializer):
     schema = serializers.CharField()
     table = serializers.CharField()
     index = serializers.CharField()
+    name = serializers.CharField(help_text="schema.index")
+    size_unavailable = serializers.CharField(allow_null=True)
+    foreign_key = serializers.CharField(allow_null=True, help_text="foreign key whose columns lead this index")
+    warnings = serializers.ListField(child=serializers.CharField())
+    drop_sql = serializers.CharField(allow_blank=True, help_text="DROP INDEX for an index no model declares")
     method = serializers.CharField()
-    definition = serializers.CharField()
+    # pg_get_indexdef() is NULL for an index dropped while the catalog was being read.
+    definition = serializers.CharField(allow_null=True)
     columns = serializers.ListField(child=serializers.CharField())
     is_unique = serializers.BooleanField()
     is_primary = serializers.BooleanField()
     is_valid = serializers.BooleanField()
     partitions = serializers.IntegerField()
-    size_bytes = serializers.IntegerField()
+    size_bytes = serializers.IntegerField(allow_null=True)
     idx_scan = serializers.IntegerField()
     idx_tup_read = serializers.IntegerField()
     idx_tup_fetch = serializers.IntegerField()
@@ -215,7 +234,9 @@ class IndexSerializer(serializers.Serializer):
 
 
 class MissingIndexTableSerializer(serializers.Serializer):
+    schema = serializers.CharField()
     table = serializers.CharField()
+    name = serializers.CharField(help_text="schema.table")
     model = serializers.CharField(allow_null=True)
     live_rows = serializers.IntegerField()
     seq_scan = serializers.IntegerField()
@@ -300,13 +321,15 @@ class PartitionSerializer(serializers.Serializer):
     range_start = serializers.DateTimeField(allow_null=True)
     range_end = serializers.DateTimeField(allow_null=True)
     rows_estimate = serializers.IntegerField()
-    size_bytes = serializers.IntegerField()
+    size_bytes = serializers.IntegerField(allow_null=True)
 
 
 class PartitionedTableSerializer(serializers.Serializer):
     oid = serializers.IntegerField()
     schema = serializers.CharField()
     table = serializers.CharField()
+    name = serializers.CharField(help_text="schema.table")
+    size_unavailable = serializers.CharField(allow_null=True)
     model = serializers.CharField(allow_null=True)
     partition_key = serializers.CharField()
     managed = serializers.BooleanField(help_text="kept by project.partitions")
@@ -467,8 +490,38 @@ class RecommendationSerializer(serializers.Serializer):
     action = serializers.CharField()
 
 
+class BlockerSerializer(serializers.Serializer):
+    pid = serializers.IntegerField()
+    state = serializers.CharField(allow_null=True)
+    application_name = serializers.CharField(allow_null=True, allow_blank=True)
+    user = serializers.CharField(allow_null=True)
+    query = serializers.CharField(allow_null=True, allow_blank=True)
+    xact_s = serializers.FloatField(allow_null=True)
+    state_s = serializers.FloatField(allow_null=True)
+    blocks_directly = serializers.IntegerField()
+    blocks = serializers.IntegerField(help_text="sessions waiting on it, directly or behind another waiter")
+    root = serializers.BooleanField(help_text="blocks others and waits on nobody")
+
+
+class WaiterSerializer(serializers.Serializer):
+    pid = serializers.IntegerField()
+    application_name = serializers.CharField(allow_null=True, allow_blank=True)
+    state = serializers.CharField(allow_null=True)
+    wait_event_type = serializers.CharField(allow_null=True)
+    wait_event = serializers.CharField(allow_null=True)
+    waiting_s = serializers.FloatField(allow_null=True)
+    query = serializers.CharField(allow_null=True, allow_blank=True)
+    blocked_by = serializers.ListField(child=serializers.IntegerField())
+
+
+class LockWaitsSerializer(serializers.Serializer):
+    blockers = BlockerSerializer(many=True)
+    waiting = WaiterSerializer(many=True)
+
+
 class FullReportSerializer(serializers.Serializer):
     timestamp = serializers.CharField()
+    locks = LockWaitsSerializer(help_text="read live on every request, unlike the minute's figures")
     services = serializers.DictField(child=ServiceSerializer())
     figures = FigureSerializer(many=True)
     data = serializers.DictField(
@@ -486,15 +539,38 @@ class CanViewDashboard(BasePermission):
         return request.user.has_perm("monitoring.view_dashboard")
 
 
+class CatalogUnavailable(APIException):
+    """A read cut off by its lock or statement timeout: the database is busy, not the request wrong."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_busy"
+    default_detail = "The database did not answer in time (lock or statement timeout); try again shortly."
+
+
 class PerformanceView(APIView):
     """Base of the performance endpoints: each subclass defines `data(request) -> dict`, read
-    through the same selectors as the admin pages, and the serializer that documents it."""
+    through the same selectors as the admin pages, and the serializer that documents it.
+
+    Every read waits for locks at most MONITORING_LOCK_TIMEOUT; one that fails anyway answers
+    503 in the error envelope, never 500."""
 
     permission_classes = [IsAdminUser, CanViewDashboard]
     serializer_class: type[serializers.Serializer]
 
     def get(self, request):
         return Response(self.serializer_class(self.data(request)).data)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, DatabaseError):
+            detail = f"{CatalogUnavailable.default_detail} ({unavailable(exc)})"
+            response = super().handle_exception(CatalogUnavailable(detail))
+            response["Retry-After"] = "5"
+            return response
+        return super().handle_exception(exc)
+
+    def dispatch(self, request, *args, **kwargs):
+        with request_lock_timeout():
+            return super().dispatch(request, *args, **kwargs)
 
 
 def _schema(serializer, **kwargs):
@@ -619,4 +695,4 @@ class FullReportView(PerformanceView):
     serializer_class = FullReportSerializer
 
     def data(self, request):
-        return report.full_report()
+        return {**report.full_report(), "locks": connections.lock_waits()}

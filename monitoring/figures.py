@@ -15,10 +15,10 @@ from django.utils import timezone
 from monitoring.selectors import backlog, connections, pool, reconciliation, system, tables
 
 logger = logging.getLogger("opsdeck.monitoring")
-FIGURES_CACHE_KEY = "monitoring:figures:v1"
+FIGURES_CACHE_KEY = "monitoring:figures:v2"
 
 
-def _safe(name: str, func, errors: dict):
+def safe_source(name: str, func, errors: dict):
     try:
         return func()
     except Exception as exc:  # one failing source must not hide the others
@@ -32,17 +32,17 @@ def collect_figures() -> dict:
     errors: dict[str, str] = {}
     figures = {
         "taken_at": timezone.now().isoformat(),
-        "cache_hit": _safe("cache_hit", tables.cache_hit, errors),
-        "connections": _safe("connections", lambda: connections.connections(limit=5), errors),
-        "pools": _safe("pools", pool.application_pools, errors),
-        "queues": _safe("queues", backlog.queue_depths, errors),
-        "approvals": _safe("approvals", backlog.approvals_pending, errors),
-        "reconciliation": _safe("reconciliation", reconciliation.reconciliation_backlog, errors),
-        "partitions": _safe("partitions", tables.partitions, errors),
-        "materialized_views": _safe("materialized_views", tables.materialized_views, errors),
-        "tables": _safe("tables", tables.tables, errors),
-        "node": _safe("node", system.node, errors),
-        "database": _safe("database", system.database, errors),
+        "cache_hit": safe_source("cache_hit", tables.cache_hit, errors),
+        "connections": safe_source("connections", lambda: connections.connections(limit=5), errors),
+        "pools": safe_source("pools", pool.application_pools, errors),
+        "queues": safe_source("queues", backlog.queue_depths, errors),
+        "approvals": safe_source("approvals", backlog.approvals_pending, errors),
+        "reconciliation": safe_source("reconciliation", reconciliation.reconciliation_backlog, errors),
+        "partitions": safe_source("partitions", tables.partitions, errors),
+        "materialized_views": safe_source("materialized_views", tables.materialized_views, errors),
+        "tables": safe_source("tables", tables.tables, errors),
+        "node": safe_source("node", system.node, errors),
+        "database": safe_source("database", system.database, errors),
     }
     figures["errors"] = errors
     figures["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -55,7 +55,7 @@ def families(figures: dict):
     )
     for table in figures.get("tables") or []:
         if table["bloat_ratio"] is not None and not table["matview"]:
-            bloat.add_metric([table["table"]], table["bloat_ratio"])
+            bloat.add_metric([_label(table)], table["bloat_ratio"])
     yield bloat
 
     ahead = GaugeMetricFamily(
@@ -63,7 +63,7 @@ def families(figures: dict):
     )
     for table in figures.get("partitions") or []:
         if table["months_ahead"] is not None:
-            ahead.add_metric([table["table"]], table["months_ahead"])
+            ahead.add_metric([_label(table)], table["months_ahead"])
     yield ahead
 
     staleness = GaugeMetricFamily(
@@ -109,3 +109,9 @@ def register_collector() -> None:
     from project.metrics import register_metrics_collector
 
     register_metrics_collector(_collector)
+
+
+def _label(table: dict) -> str:
+    # Opsdeck's own tables keep their bare name (alerts and dashboards use it); another schema's
+    # table of the same name must not make a duplicate series.
+    return table["table"] if table.get("schema", "public") == "public" else f"{table['schema']}.{table['table']}"

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from monitoring.figures import cached_figures
 
 GREEN, AMBER, RED, UNKNOWN = "green", "amber", "red", "unknown"
-REPORT_CACHE_KEY = "monitoring:full-report:v1"
+REPORT_CACHE_KEY = "monitoring:full-report:v2"
 
 
 @dataclass(frozen=True)
@@ -200,29 +200,30 @@ def recommendations(
                     "indexes",
                     "critical",
                     f"{len(by_flag['invalid'])} invalid index(es): "
-                    + ", ".join(row["index"] for row in by_flag["invalid"][:5]),
+                    + ", ".join(row["name"] for row in by_flag["invalid"][:5]),
                     "Drop and rebuild them (Index usage page: drop invalid index, then the migration shown).",
                 )
             )
         if by_flag["duplicate"]:
-            size = sum(row["size_bytes"] for row in by_flag["duplicate"])
+            size = sum(row["size_bytes"] or 0 for row in by_flag["duplicate"])
             add(
                 Recommendation(
                     "indexes",
                     "warning",
                     f"{len(by_flag['duplicate'])} redundant index(es), "
-                    f"{size / 1048576:.1f} MB: " + ", ".join(row["index"] for row in by_flag["duplicate"][:5]),
+                    f"{size / 1048576:.1f} MB: " + ", ".join(row["name"] for row in by_flag["duplicate"][:5]),
                     "Remove them with the RemoveIndexConcurrently migration shown on the Index usage page.",
                 )
             )
         if by_flag["unused"]:
-            size = sum(row["size_bytes"] for row in by_flag["unused"])
+            size = sum(row["size_bytes"] or 0 for row in by_flag["unused"])
             add(
                 Recommendation(
                     "indexes",
                     "warning",
                     f"{len(by_flag['unused'])} unused index(es), {size / 1048576:.1f} MB, "
-                    f"no scans since {indexes['stats_since']:%Y-%m-%d}",
+                    f"no scans since {indexes['stats_since']:%Y-%m-%d}: "
+                    + ", ".join(row["name"] for row in by_flag["unused"][:5]),
                     "Check they are not needed on a replica, then remove them (migration on the Index usage page).",
                 )
             )
@@ -232,7 +233,7 @@ def recommendations(
                     "indexes",
                     "warning",
                     "Tables read mostly by sequential scans: "
-                    + ", ".join(row["table"] for row in indexes["missing_index_tables"][:5]),
+                    + ", ".join(row["name"] for row in indexes["missing_index_tables"][:5]),
                     "Find their heavy statements on the Queries page and EXPLAIN them; add the index they need.",
                 )
             )
@@ -242,7 +243,7 @@ def recommendations(
                 Recommendation(
                     "vacuum",
                     "warning",
-                    f"{table['table']}: {table['dead_ratio']:.0%} dead rows ({table['dead_rows']:,})",
+                    f"{table['name']}: {table['dead_ratio']:.0%} dead rows ({table['dead_rows']:,})",
                     "VACUUM (ANALYZE) it (Tables page); check autovacuum settings.",
                 )
             )
@@ -252,7 +253,7 @@ def recommendations(
                 Recommendation(
                     "partitions",
                     "critical",
-                    f"{table['table']}: {table['months_ahead']} month(s) of partitions "
+                    f"{table['name']}: {table['months_ahead']} month(s) of partitions "
                     f"ahead, {table['default_rows']:,} row(s) in the default partition",
                     "Create the missing partitions (Tables page) and move default rows into them.",
                 )
@@ -262,12 +263,22 @@ def recommendations(
                 Recommendation(
                     "partitions",
                     "warning",
-                    f"{table['table']}: only {table['months_ahead']} month(s) ahead",
+                    f"{table['name']}: only {table['months_ahead']} month(s) ahead",
                     "Create partitions now (Tables page); check that project.maintain_partitions runs.",
                 )
             )
     for view in figures.get("materialized_views") or []:
-        if view.get("registered") and view.get("stale"):
+        if view.get("populated") is False and not view.get("registered"):
+            add(
+                Recommendation(
+                    "materialized_views",
+                    "warning",
+                    f"{view['name']} is not populated (reading it fails) and no refresh schedule knows it",
+                    "REFRESH MATERIALIZED VIEW it, and register it with project.matviews so it is refreshed "
+                    "on a schedule, or drop it if nothing reads it.",
+                )
+            )
+        elif view.get("registered") and view.get("stale"):
             add(
                 Recommendation(
                     "materialized_views",
@@ -346,12 +357,12 @@ def recommendations(
                 Recommendation(
                     "sequences",
                     "critical",
-                    f"{sequence['sequence']} has used {sequence['used_ratio']:.0%} "
+                    f"{sequence['name']} has used {sequence['used_ratio']:.0%} "
                     f"of its range ({sequence['column_type'] or 'sequence'})",
                     "Move the column to bigint.",
                 )
             )
-    if wraparound and wraparound["used_ratio"] > 0.5:
+    if wraparound and wraparound["status"] == "red":
         add(
             Recommendation(
                 "wraparound",
@@ -386,13 +397,17 @@ def full_report(*, refresh: bool = False) -> dict:
     cached = None if refresh else cache.get(REPORT_CACHE_KEY)
     if cached is not None:
         return cached
+    from monitoring.figures import safe_source
     from monitoring.selectors import indexes, statements, system
 
     figures = cached_figures()
-    index_usage = indexes.index_usage(with_bloat=False)
-    slow = statements.slow_queries(order="total", limit=50)
-    sequences = system.sequences()
-    wraparound = system.wraparound()
+    errors = dict(figures.get("errors") or {})
+    # Each source on its own: a lock or timeout on one leaves the others' findings in the report.
+    index_usage = safe_source("indexes", lambda: indexes.index_usage(with_bloat=False), errors)
+    slow = safe_source("statements", lambda: statements.slow_queries(order="total", limit=50), errors)
+    sequences = safe_source("sequences", system.sequences, errors)
+    wraparound = safe_source("wraparound", system.wraparound, errors)
+    figures = {**figures, "errors": errors}
     report = {
         "timestamp": figures["taken_at"],
         "services": service_status(),

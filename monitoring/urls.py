@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import api
+from monitoring import api, api_advisor
 
 urlpatterns = [
     path("pool-stats", api.PoolStatsView.as_view(), name="performance-pool-stats"),
@@ -12,5 +12,6 @@ urlpatterns = [
     path("partitions", api.PartitionsView.as_view(), name="performance-partitions"),
     path("system-metrics", api.SystemMetricsView.as_view(), name="performance-system-metrics"),
     path("backlog", api.BacklogView.as_view(), name="performance-backlog"),
+    path("index-advisor", api_advisor.IndexAdvisorView.as_view(), name="performance-index-advisor"),
     path("full-report", api.FullReportView.as_view(), name="performance-full-report"),
 ]

@@ -6,6 +6,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from project.adminlogin import ThrottledAdminLoginForm
+
 # ActivityLog has a composite primary key (it is partitioned), which Django 5.2's admin cannot
 # register; it is read through the API and the monitoring pages instead.
 from project.models import JobRun, MaterializedViewRefresh
@@ -13,6 +15,8 @@ from project.models import JobRun, MaterializedViewRefresh
 admin.site.site_header = "Opsdeck"
 admin.site.site_title = "Opsdeck admin"
 admin.site.index_title = "Operations"
+# Wrong passwords are counted per address and username; past the limit, logins wait (settings).
+admin.site.login_form = ThrottledAdminLoginForm
 
 
 class EstimatedCountPaginator(Paginator):

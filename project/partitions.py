@@ -59,31 +59,49 @@ def _existing_partitions(table: str) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def maintain_monthly_partitions(table: str, *, today: date, months_back: int, months_ahead: int) -> PartitionReport:
-    report = PartitionReport(table=table)
+@dataclass
+class PartitionPlan:
+    """What maintenance would do now: partitions to create (name, from, to) and to detach and
+    archive (moved to the `archive` schema, never dropped)."""
+
+    table: str
+    create: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    archive: list[str] = field(default_factory=list)
+
+
+def plan_monthly_partitions(table: str, *, today: date, months_back: int, months_ahead: int) -> PartitionPlan:
+    """The plan maintain_monthly_partitions() carries out, read from the catalog without a change."""
+    plan = PartitionPlan(table=table)
     current = month_start(today)
     oldest_kept = current - relativedelta(months=months_back)
     wanted = [oldest_kept + relativedelta(months=n) for n in range(months_back + months_ahead + 1)]
     pattern = re.compile(rf"^{re.escape(table)}_(\d{{4}})_(\d{{2}})$")
+    existing = set(_existing_partitions(table))
+    for month in wanted:
+        name = partition_name(table, month)
+        if name not in existing:
+            start = datetime(month.year, month.month, 1, tzinfo=UTC)
+            plan.create.append((name, start, start + relativedelta(months=1)))
+    for name in sorted(existing):
+        match = pattern.match(name)
+        if match and date(int(match[1]), int(match[2]), 1) < oldest_kept:
+            plan.archive.append(name)
+    return plan
+
+
+def maintain_monthly_partitions(table: str, *, today: date, months_back: int, months_ahead: int) -> PartitionReport:
+    report = PartitionReport(table=table)
     qn = connection.ops.quote_name
     with transaction.atomic():
-        existing = set(_existing_partitions(table))
-        for month in wanted:
-            name = partition_name(table, month)
-            if name in existing:
-                continue
-            start = datetime(month.year, month.month, 1, tzinfo=UTC)
-            end = start + relativedelta(months=1)
+        plan = plan_monthly_partitions(table, today=today, months_back=months_back, months_ahead=months_ahead)
+        for name, start, end in plan.create:
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"CREATE TABLE {qn(name)} PARTITION OF {qn(table)} FOR VALUES FROM (%s) TO (%s)",
                     [start, end],
                 )
             report.created.append(name)
-        for name in sorted(existing):
-            match = pattern.match(name)
-            if not match or date(int(match[1]), int(match[2]), 1) >= oldest_kept:
-                continue
+        for name in plan.archive:
             with connection.cursor() as cursor:
                 cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {qn(ARCHIVE_SCHEMA)}")
                 cursor.execute(f"ALTER TABLE {qn(table)} DETACH PARTITION {qn(name)}")

@@ -269,6 +269,11 @@ CELERY_TIMEZONE = "UTC"
 
 API_PAGE_SIZE_DEFAULT = 50
 API_PAGE_SIZE_MAX = 200
+# Request bodies: JSON and form bodies above this many bytes are a 413 (Django's default, 2.5 MB;
+# CSV uploads stream and are not bound by it). JSON nested deeper than API_JSON_MAX_DEPTH is a 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DATA_UPLOAD_MAX_NUMBER_FIELDS", 1000)
+API_JSON_MAX_DEPTH = env_int("API_JSON_MAX_DEPTH", 32)
 THROTTLE_USER_RATE = env_str("THROTTLE_USER_RATE", "100/min")
 THROTTLE_ANON_RATE = env_str("THROTTLE_ANON_RATE", "20/min")
 
@@ -290,10 +295,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # DRF's, counted once per request: refused (401/403) requests are throttled too (project/api/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "project.api.throttling.AnonRateThrottle",
+        "project.api.throttling.UserRateThrottle",
+        "project.api.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": THROTTLE_ANON_RATE,
@@ -308,6 +314,11 @@ REST_FRAMEWORK = {
 }
 if not DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"] = ["project.api.renderers.ORJSONRenderer"]
+
+# Admin login: this many wrong passwords for one username from one address within the window, and
+# further attempts are refused until it ends (project/adminlogin.py).
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 5)
+ADMIN_LOGIN_WINDOW_S = env_int("ADMIN_LOGIN_WINDOW_S", 900)
 
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 365)
 REST_KNOX = {
@@ -332,6 +343,11 @@ SPECTACULAR_SETTINGS = {
         "TaskStatusEnum": "tasks.models.Task.Status",
         "VersionStatusEnum": "approvals.models.Version.Status",
     },
+    # The error envelope on every operation, for every 4xx/503 it can answer (project/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "project.api.schema.add_error_responses",
+    ],
 }
 
 # --- Jobs -------------------------------------------------------------------------------------
@@ -395,10 +411,18 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Monitoring cockpit (thresholds: PgHero, the guides 000/001/003; docs/monitoring.md) -------
 
-MONITORING_STATEMENT_TIMEOUT = env_str("MONITORING_STATEMENT_TIMEOUT", "5s")  # every catalog read
+MONITORING_STATEMENT_TIMEOUT = env_str("MONITORING_STATEMENT_TIMEOUT", "3s")  # every catalog read
+# Every catalog read waits at most this long for a lock (a size function queued behind DDL):
+# the object or panel then says "unavailable: locked by pid X" instead of the page hanging.
+MONITORING_LOCK_TIMEOUT = env_str("MONITORING_LOCK_TIMEOUT", "100ms")
 MONITORING_HISTORY_DAYS = env_int("MONITORING_HISTORY_DAYS", 14)
 MONITORING_UNUSED_INDEX_MIN_BYTES = env_int("MONITORING_UNUSED_INDEX_MIN_BYTES", 1024 * 1024)
 MONITORING_MISSING_INDEX_MIN_ROWS = env_int("MONITORING_MISSING_INDEX_MIN_ROWS", 10_000)
+# Index advisor: the top statements by total time it reads, the calls one needs to count, and
+# the cost reduction (HypoPG) a candidate must bring to be suggested (Dexter: 50%).
+MONITORING_ADVISOR_STATEMENTS = env_int("MONITORING_ADVISOR_STATEMENTS", 100)
+MONITORING_ADVISOR_MIN_CALLS = env_int("MONITORING_ADVISOR_MIN_CALLS", 5)
+MONITORING_ADVISOR_MIN_COST_REDUCTION = float(env_str("MONITORING_ADVISOR_MIN_COST_REDUCTION", "0.5"))
 MONITORING_CACHE_HIT_MIN = float(env_str("MONITORING_CACHE_HIT_MIN", "0.99"))
 MONITORING_LONG_QUERY_S = env_int("MONITORING_LONG_QUERY_S", 60)
 MONITORING_SLOW_QUERY_MEAN_MS = env_int("MONITORING_SLOW_QUERY_MEAN_MS", 20)

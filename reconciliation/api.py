@@ -21,6 +21,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from project.api.errors import Conflict, error_body
+from project.api.filters import DecimalFilter, IdFilter
+from project.api.renderers import ORJSONParser
 from reconciliation import selectors, services, webhooks
 from reconciliation.exceptions import (
     ConcurrentUpload,
@@ -81,6 +83,21 @@ def domain_errors_to_http(view):
 # --- Serializers -------------------------------------------------------------------------------
 
 
+class TenantField(serializers.PrimaryKeyRelatedField):
+    """A tenant id in a body: only the user's own tenants exist here, so another tenant's id and a
+    nonexistent one get the same 400 `does_not_exist` (no existence oracle)."""
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return Tenant.objects.filter(pk__in=list(roles_of(request.user) if request else ()))
+
+
+def _require_tenant_admin(user, tenant) -> None:
+    # A member without the admin role is forbidden (403), not told their input is wrong (400).
+    if not has_role(user, tenant.pk, Role.ADMIN):
+        raise PermissionDenied("You need the admin role in this tenant.")
+
+
 class TenantSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
 
@@ -99,7 +116,7 @@ class JobListSerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+    tenant = TenantField()
 
     class Meta:
         model = ReconciliationJob
@@ -107,8 +124,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate_tenant(self, tenant):
-        if not has_role(self.context["request"].user, tenant.pk, Role.ADMIN):
-            raise ValidationError("You are not an admin of this tenant.", code="not_tenant_admin")
+        _require_tenant_admin(self.context["request"].user, tenant)
         if self.instance is not None and tenant.pk != self.instance.tenant_id:
             raise ValidationError("A job cannot move to another tenant.", code="tenant_immutable")
         return tenant
@@ -224,7 +240,7 @@ class UnmatchedSerializer(serializers.ModelSerializer):
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):
-    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+    tenant = TenantField()
     events = serializers.ListField(child=serializers.ChoiceField(choices=WebhookEndpoint.Event.choices))
 
     class Meta:
@@ -233,8 +249,7 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
     def validate_tenant(self, tenant):
-        if not has_role(self.context["request"].user, tenant.pk, Role.ADMIN):
-            raise ValidationError("You are not an admin of this tenant.", code="not_tenant_admin")
+        _require_tenant_admin(self.context["request"].user, tenant)
         return tenant
 
 
@@ -277,21 +292,43 @@ class RecordFilter(django_filters.FilterSet):
         return queryset.filter(matched__isnull=value == Record.Status.OPEN)
 
 
+# Filters by id are IdFilters, never ModelChoiceFilters: those answer 400 for an id that does not
+# exist and 200-empty for another tenant's, which tells a client what exists elsewhere.
+
+
+class JobFilter(django_filters.FilterSet):
+    tenant = IdFilter(field_name="tenant_id")
+
+    class Meta:
+        model = ReconciliationJob
+        fields = ["is_active"]
+
+
 class ExecutionFilter(django_filters.FilterSet):
+    job = IdFilter(field_name="job_id")
+
     class Meta:
         model = Execution
-        fields = ["job", "status"]
+        fields = ["status"]
+
+
+class WebhookDeliveryFilter(django_filters.FilterSet):
+    endpoint = IdFilter(field_name="endpoint_id")
+
+    class Meta:
+        model = WebhookDelivery
+        fields = ["status", "event"]
 
 
 class MatchFilter(django_filters.FilterSet):
-    job = django_filters.NumberFilter(field_name="job_id")
-    execution = django_filters.NumberFilter(field_name="execution_id")
+    job = IdFilter(field_name="job_id")
+    execution = IdFilter(field_name="execution_id")
     status = django_filters.ChoiceFilter(choices=Match.Status.choices)
     pass_name = django_filters.ChoiceFilter(field_name="pass_name", choices=Match.Pass.choices)
-    confidence_min = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
-    confidence_max = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
-    amount_min = django_filters.NumberFilter(field_name="left_amount", lookup_expr="gte")
-    amount_max = django_filters.NumberFilter(field_name="left_amount", lookup_expr="lte")
+    confidence_min = DecimalFilter(field_name="confidence", lookup_expr="gte")
+    confidence_max = DecimalFilter(field_name="confidence", lookup_expr="lte")
+    amount_min = DecimalFilter(field_name="left_amount", lookup_expr="gte")
+    amount_max = DecimalFilter(field_name="left_amount", lookup_expr="lte")
 
     class Meta:
         model = Match
@@ -299,13 +336,13 @@ class MatchFilter(django_filters.FilterSet):
 
 
 class UnmatchedFilter(django_filters.FilterSet):
-    job = django_filters.NumberFilter(field_name="job_id")
-    execution = django_filters.NumberFilter(field_name="execution_id")
+    job = IdFilter(field_name="job_id")
+    execution = IdFilter(field_name="execution_id")
     reason = django_filters.ChoiceFilter(choices=Unmatched.Reason.choices)
     side = django_filters.ChoiceFilter(choices=Record.Side.choices)
     open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull")
-    amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    amount_min = DecimalFilter(field_name="amount", lookup_expr="gte")
+    amount_max = DecimalFilter(field_name="amount", lookup_expr="lte")
 
     class Meta:
         model = Unmatched
@@ -344,7 +381,7 @@ class JobViewSet(
 ):
     queryset = ReconciliationJob.objects.none()
     cursor_ordering = ("-created_at", "-id")
-    filterset_fields = ["is_active", "tenant"]
+    filterset_class = JobFilter
     role_for_action = {
         "create": Role.ADMIN,
         "update": Role.ADMIN,
@@ -352,7 +389,8 @@ class JobViewSet(
         "records": Role.OPERATOR,
         "run": Role.OPERATOR,
     }
-    parser_classes = [parsers.JSONParser, CSVStreamParser, parsers.MultiPartParser]
+    # The project's bounded JSON parser (settings), plus CSV streamed into COPY and multipart files.
+    parser_classes = [ORJSONParser, CSVStreamParser, parsers.MultiPartParser]
 
     def scoped_queryset(self, tenant_ids):
         if self.action == "list":
@@ -626,7 +664,7 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
     serializer_class = WebhookDeliverySerializer
     queryset = WebhookDelivery.objects.none()
     cursor_ordering = ("-id",)
-    filterset_fields = ["endpoint", "status", "event"]
+    filterset_class = WebhookDeliveryFilter
 
     def scoped_queryset(self, tenant_ids):
         return selectors.webhook_delivery_list(tenant_ids=tenant_ids)

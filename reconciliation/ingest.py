@@ -32,6 +32,11 @@ MAX_JSON_ROWS = 10_000
 ERRORS_REPORTED = 100
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 COPY_CHUNK_BYTES = 1 << 20
+# The header line names at most ~60 columns of at most 63 characters: 64 KiB is far more than a
+# real header needs, and bounds what is read (and handed to the csv module) before COPY.
+MAX_HEADER_BYTES = 64 * 1024
+# PostgreSQL's system columns: a table cannot have a column of these names.
+SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 
 
 @dataclass
@@ -60,7 +65,9 @@ def _columns_from_header(header: list[str]) -> list[str]:
     problems = []
     for name in columns:
         if not COLUMN_NAME.match(name):
-            problems.append(f"column {name!r}: names are lower-case letters, digits and _")
+            problems.append(f"column {name[:80]!r}: names are lower-case letters, digits and _")
+        elif name in SYSTEM_COLUMNS:
+            problems.append(f"column {name!r}: reserved by PostgreSQL, rename it")
     duplicated = sorted({name for name in columns if columns.count(name) > 1})
     if duplicated:
         problems.append(f"columns appear more than once: {', '.join(duplicated)}")
@@ -76,14 +83,22 @@ def _columns_from_header(header: list[str]) -> list[str]:
 
 def _csv_chunks(stream) -> tuple[list[str], Iterator[bytes]]:
     """Split a binary CSV stream into its header (parsed) and the rest (raw bytes for COPY)."""
-    first_line = stream.readline()
+    if not hasattr(stream, "readline"):
+        # DRF never hands an empty body to a parser: an empty text/csv upload arrives as {}.
+        raise InvalidUpload("the CSV is empty; the first line must name the columns")
+    first_line = stream.readline(MAX_HEADER_BYTES + 1)
     if not first_line.strip():
         raise InvalidUpload("the CSV is empty; the first line must name the columns")
+    if len(first_line) > MAX_HEADER_BYTES:
+        raise InvalidUpload(f"the header line is longer than {MAX_HEADER_BYTES} bytes")
     try:
         header_text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidUpload("the CSV must be UTF-8") from None
-    header = next(csv.reader([header_text]))
+    try:
+        header = next(csv.reader([header_text]))
+    except csv.Error as error:
+        raise InvalidUpload(f"the header line cannot be read: {error}") from None
 
     def rest() -> Iterator[bytes]:
         while chunk := stream.read(COPY_CHUNK_BYTES):
@@ -157,8 +172,8 @@ _ROW_PROBLEMS = """
              THEN 'side: must be left or right (a side column, or ?side=)' END,
         CASE WHEN length({reference}) > 128 THEN 'reference: longer than 128 characters' END,
         CASE WHEN length({counterparty}) > 255 THEN 'counterparty: longer than 255 characters' END,
-        CASE WHEN s.row_no <> s.first_row_no
-             THEN 'external_id: also on row ' || s.first_row_no || ' of this upload' END,
+        CASE WHEN s._row_no <> s._first_row_no
+             THEN 'external_id: also on row ' || s._first_row_no || ' of this upload' END,
         CASE WHEN existing.id IS NOT NULL AND (
                   existing.amount IS DISTINCT FROM
                       (CASE WHEN btrim(s.amount) ~ {amount_re} THEN btrim(s.amount)::numeric END)
@@ -178,13 +193,16 @@ def _optional(columns: list[str], name: str) -> sql.Composable:
 
 def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], default_side: str | None):
     """Create the staging table (dropped at commit); return the statements that find the bad rows and
-    insert the good ones."""
+    insert the good ones.
+
+    The staging table's own columns start with "_", which no upload column can (COLUMN_NAME): a
+    user's `row_no` or `first_row_no` column is just another extra, kept in raw."""
     # ON COMMIT DROP cleans up after the usual call; an earlier upload in the same outer
     # transaction (a caller's atomic block) may have left them.
     cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_skip")
     cursor.execute(
         sql.SQL(
-            "CREATE TEMP TABLE recon_staging (row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
+            "CREATE TEMP TABLE recon_staging (_row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
         ).format(sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(name)) for name in columns))
     )
     side = (
@@ -222,9 +240,9 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         """
         CREATE TEMP TABLE recon_skip ON COMMIT DROP AS
         SELECT row_no, problems FROM (
-            SELECT s.row_no, {problems} AS problems, existing.id AS existing_id
+            SELECT s._row_no AS row_no, {problems} AS problems, existing.id AS existing_id
             FROM (
-                SELECT s.*, min(s.row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS first_row_no
+                SELECT s.*, min(s._row_no) OVER (PARTITION BY {side}, btrim(s.external_id)) AS _first_row_no
                 FROM recon_staging s
             ) s
             LEFT JOIN reconciliation_record existing
@@ -243,8 +261,8 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
                upper(btrim(s.currency)), btrim(s.booked_on)::date, {reference}, {counterparty}, {description},
                jsonb_strip_nulls({raw}), now()
         FROM recon_staging s
-        WHERE NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s.row_no)
-        ORDER BY s.row_no
+        WHERE NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s._row_no)
+        ORDER BY s._row_no
         """
     ).format(
         tenant_id=sql.Literal(job.tenant_id),

@@ -10,6 +10,7 @@ Every key is optional; what is missing takes the default below (docs/reconciliat
         "exact":     {"enabled": true},
         "tolerance": {"enabled": true, "amount_abs": "1.00", "amount_pct": 0.5,
                       "weights": {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3}},
+                                        # each weight 0..100, at least one above 0
         "group":     {"enabled": true, "key": "reference", "max_group_size": 5}
       }
     }
@@ -27,6 +28,9 @@ from reconciliation.exceptions import InvalidRules
 
 MAX_DATE_WINDOW_DAYS = 31
 MAX_GROUP_SIZE = 10
+# Weights are relative; 100 is far beyond any useful ratio and keeps every score's arithmetic finite
+# (1e308 saved fine and then overflowed in every run).
+MAX_WEIGHT = 100
 WEIGHT_NAMES = ("amount", "date", "reference", "counterparty")
 
 _unit_interval = {"type": "number", "minimum": 0, "maximum": 1}
@@ -57,7 +61,9 @@ SCHEMA = {
                         "weights": {
                             "type": "object",
                             "additionalProperties": False,
-                            "properties": {name: {"type": "number", "minimum": 0} for name in WEIGHT_NAMES},
+                            "properties": {
+                                name: {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT} for name in WEIGHT_NAMES
+                            },
                         },
                     },
                 },
@@ -132,6 +138,9 @@ def parse_rules(raw) -> MatchingRules:
         raise InvalidRules({"passes.tolerance.amount_abs": 'must be a decimal amount such as "1.00"'}) from None
     if not amount_abs.is_finite() or amount_abs < 0 or amount_abs > Decimal("1000000"):
         raise InvalidRules({"passes.tolerance.amount_abs": "must be between 0 and 1000000"})
+    # Amounts have at most 4 decimals; "1E-999999" would save and then overflow PostgreSQL's numeric.
+    if amount_abs != amount_abs.quantize(Decimal("0.0001")):
+        raise InvalidRules({"passes.tolerance.amount_abs": "must have at most 4 decimal places"})
 
     weights = {**ToleranceRules().weights, **tolerance_raw.get("weights", {})}
     if sum(weights.values()) <= 0:

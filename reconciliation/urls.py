@@ -1,9 +1,8 @@
-from rest_framework.routers import DefaultRouter
-
+from project.api.routers import Router
 from reconciliation import api
 from reconciliation.analytics_api import AnalyticsViewSet
 
-router = DefaultRouter()
+router = Router()
 router.register("tenants", api.TenantViewSet, basename="recon-tenant")
 router.register("jobs", api.JobViewSet, basename="recon-job")
 router.register("executions", api.ExecutionViewSet, basename="recon-execution")

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.pagination import DEFAULT_ORDERING
 from tasks import selectors, services
 from tasks.exceptions import TasksNotFound
@@ -89,13 +90,13 @@ class TaskBulkUpdateSerializer(TaskIdsSerializer):
 class TaskFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Task.Status.choices)
     priority = django_filters.MultipleChoiceFilter(choices=Task.Priority.choices)
-    assignee = django_filters.NumberFilter(field_name="assignee_id")
-    project = django_filters.NumberFilter(field_name="project_id")
+    assignee = IdFilter(field_name="assignee_id")
+    project = IdFilter(field_name="project_id")
     tag = django_filters.CharFilter(method="filter_tag", max_length=50)
-    deadline_after = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
-    deadline_before = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="lt")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    deadline_after = IsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
+    deadline_before = IsoDateTimeFilter(field_name="deadline", lookup_expr="lt")
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     overdue = django_filters.BooleanFilter(method="filter_overdue")
     search = django_filters.CharFilter(method="filter_search", max_length=200)
 
@@ -228,7 +229,8 @@ class TaskViewSet(viewsets.ModelViewSet):
     def stats(self, request):
         """Counts by status and priority and the overdue count for one assignee (cached 5 min)."""
         raw = request.query_params.get("assignee", "")
-        if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        # isascii: "²".isdigit() is True, yet int("²") is a ValueError.
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:
             raise ValidationError({"assignee": ["Give the assignee's user id, a positive integer."]}, code="invalid")
         stats = selectors.task_stats_cached(assignee_id=int(raw), ttl_s=settings.TASK_STATS_CACHE_TTL_S)
         return Response(stats)

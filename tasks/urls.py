@@ -1,8 +1,7 @@
-from rest_framework.routers import DefaultRouter
-
+from project.api.routers import Router
 from tasks.api import ProjectViewSet, TaskViewSet
 
-router = DefaultRouter()
+router = Router()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("tasks", TaskViewSet, basename="task")
 

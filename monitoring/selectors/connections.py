@@ -130,3 +130,76 @@ def maintenance_progress() -> list[dict]:
             ORDER BY 6 DESC
             """,
         )
+
+
+def lock_waits() -> dict:
+    """Who waits on a lock and who blocks them, right now (pg_blocking_pids), for the Overview.
+
+    `blocks` counts every session waiting on a blocker, directly or through another waiter: an
+    idle-in-transaction session holding a table lock, an ALTER TABLE queued behind it and five
+    reads queued behind the ALTER make "pid X blocks 6 sessions". Root blockers (blocking, not
+    waiting themselves) come first: they are the ones to look at.
+    """
+    with catalog_cursor() as cursor:
+        rows = fetch_all(
+            cursor,
+            """
+            SELECT a.pid, a.usename AS "user", a.application_name, a.state, a.backend_type,
+                   a.wait_event_type, a.wait_event, left(a.query, 500) AS query,
+                   extract(epoch FROM now() - a.xact_start)::float AS xact_s,
+                   extract(epoch FROM now() - a.state_change)::float AS state_s,
+                   pg_blocking_pids(a.pid) AS blocked_by
+            FROM pg_stat_activity a
+            WHERE a.pid <> pg_backend_pid()
+            """,
+        )
+    by_pid = {row["pid"]: row for row in rows}
+    waiters_of: dict[int, set[int]] = {}
+    for row in rows:
+        for blocker in row["blocked_by"] or []:
+            waiters_of.setdefault(blocker, set()).add(row["pid"])
+
+    def all_waiters(pid: int) -> set[int]:
+        seen: set[int] = set()
+        todo = [pid]
+        while todo:
+            for waiter in waiters_of.get(todo.pop(), ()):
+                if waiter not in seen and waiter != pid:
+                    seen.add(waiter)
+                    todo.append(waiter)
+        return seen
+
+    blockers = []
+    for pid, direct in waiters_of.items():
+        row = by_pid.get(pid, {"pid": pid, "state": None, "query": None, "application_name": None})
+        blockers.append(
+            {
+                "pid": pid,
+                "state": row.get("state"),
+                "application_name": row.get("application_name"),
+                "user": row.get("user"),
+                "query": row.get("query"),
+                "xact_s": row.get("xact_s"),
+                "state_s": row.get("state_s"),
+                "blocks_directly": len(direct),
+                "blocks": len(all_waiters(pid)),
+                "root": not by_pid.get(pid, {}).get("blocked_by"),
+            }
+        )
+    blockers.sort(key=lambda blocker: (not blocker["root"], -blocker["blocks"], blocker["pid"]))
+    waiting = [
+        {
+            "pid": row["pid"],
+            "application_name": row["application_name"],
+            "state": row["state"],
+            "wait_event_type": row["wait_event_type"],
+            "wait_event": row["wait_event"],
+            "waiting_s": row["state_s"],
+            "query": row["query"],
+            "blocked_by": row["blocked_by"],
+        }
+        for row in rows
+        if row["blocked_by"]
+    ]
+    waiting.sort(key=lambda row: -(row["waiting_s"] or 0))
+    return {"blockers": blockers, "waiting": waiting}

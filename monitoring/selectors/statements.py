@@ -18,13 +18,29 @@ ENABLE_HELP = (
     "server (make run) does both."
 )
 
-STATEMENTS_SQL = """
-SELECT s.queryid, s.userid::bigint AS userid, s.dbid::bigint AS dbid, s.query, s.calls, s.rows,
-       s.total_exec_time AS total_exec_ms, s.mean_exec_time AS mean_exec_ms,
-       s.shared_blks_hit, s.shared_blks_read
-FROM pg_stat_statements s
-WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.queryid IS NOT NULL
+# One row per statement (queryid) of this database. pg_stat_statements keeps a row per user and
+# per nesting level (with track = all, an EXPLAIN the cockpit runs is recorded again, nested,
+# under the explained statement's queryid): the counters are the top-level rows' sums (nested rows
+# only for a statement that never ran at top level, so nothing is counted twice), and the text is
+# the busiest top-level row's, chosen deterministically.
+STATEMENTS_SQL_TEMPLATE = """
+WITH s AS (
+    SELECT s.*, bool_or(s.toplevel) OVER (PARTITION BY s.queryid) AS has_toplevel
+    FROM pg_stat_statements s
+    WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.queryid IS NOT NULL
+      {where}
+)
+SELECT s.queryid, min(s.userid)::bigint AS userid, s.dbid::bigint AS dbid,
+       (array_agg(s.query ORDER BY s.toplevel DESC, s.calls DESC, s.userid))[1] AS query,
+       sum(s.calls)::bigint AS calls, sum(s.rows)::bigint AS rows,
+       sum(s.total_exec_time)::float AS total_exec_ms,
+       (sum(s.total_exec_time) / nullif(sum(s.calls), 0))::float AS mean_exec_ms,
+       sum(s.shared_blks_hit)::bigint AS shared_blks_hit, sum(s.shared_blks_read)::bigint AS shared_blks_read
+FROM s
+WHERE s.toplevel OR NOT s.has_toplevel
+GROUP BY s.queryid, s.dbid
 """
+STATEMENTS_SQL = STATEMENTS_SQL_TEMPLATE.format(where="")
 
 
 def statements_available(cursor) -> bool:
@@ -163,5 +179,5 @@ def statement(queryid: int) -> dict | None:
     with catalog_cursor() as cursor:
         if not statements_available(cursor):
             return None
-        rows = fetch_all(cursor, STATEMENTS_SQL + " AND s.queryid = %s LIMIT 1", [queryid])
+        rows = fetch_all(cursor, STATEMENTS_SQL_TEMPLATE.format(where="AND s.queryid = %s"), [queryid])
     return _decorate(rows[0]) if rows else None

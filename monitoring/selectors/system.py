@@ -13,6 +13,7 @@ psutil.cpu_percent(interval=None)
 
 # PostgreSQL refuses new transaction ids 3 million before 2^31 (wraparound protection).
 XID_LIMIT = 2**31 - 3_000_000
+WRAPAROUND_RED_RATIO = 0.5
 
 
 def node() -> dict:
@@ -59,31 +60,57 @@ def database() -> dict:
 
 def sequences() -> list[dict]:
     """Every sequence with how much of its range is used, bounded by the column it feeds (an
-    integer column on a bigint sequence overflows at 2^31, long before the sequence does)."""
+    integer column on a bigint sequence overflows at 2^31, long before the sequence does).
+
+    The column is found through the sequence's ownership (serial, identity: `OWNED BY`) or else
+    through a column DEFAULT that calls nextval() on it (a sequence created by hand and never
+    owned); when several columns use one sequence, the narrowest bounds it.
+    """
     with catalog_cursor() as cursor:
         rows = fetch_all(
             cursor,
             """
-            SELECT s.schemaname AS schema, s.sequencename AS sequence, s.last_value, s.max_value,
-                   s.increment_by, t.relname AS "table", a.attname AS "column",
-                   format_type(a.atttypid, a.atttypmod) AS column_type,
-                   LEAST(s.max_value, CASE a.atttypid WHEN 'int2'::regtype THEN 32767
-                                                      WHEN 'int4'::regtype THEN 2147483647
-                                                      ELSE s.max_value END) AS limit_value
+            WITH fed AS (
+                -- owned by a column (serial, identity)
+                SELECT d.objid AS seqoid, d.refobjid AS relid, d.refobjsubid AS attnum
+                FROM pg_depend d JOIN pg_class sq ON sq.oid = d.objid AND sq.relkind = 'S'
+                WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                  AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+                UNION
+                -- named in a column's DEFAULT nextval(...)
+                SELECT d.refobjid, ad.adrelid, ad.adnum
+                FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                JOIN pg_class sq ON sq.oid = d.refobjid AND sq.relkind = 'S'
+                WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+            ),
+            fed_columns AS MATERIALIZED (
+                SELECT fed.seqoid, t.relname AS "table", a.attname AS "column",
+                       format_type(a.atttypid, a.atttypmod) AS column_type,
+                       CASE a.atttypid WHEN 'int2'::regtype THEN 32767
+                                       WHEN 'int4'::regtype THEN 2147483647 END AS column_max,
+                       tn.nspname AS table_schema
+                FROM fed
+                JOIN pg_class t ON t.oid = fed.relid
+                JOIN pg_namespace tn ON tn.oid = t.relnamespace
+                JOIN pg_attribute a ON a.attrelid = fed.relid AND a.attnum = fed.attnum AND NOT a.attisdropped
+            )
+            SELECT DISTINCT ON (sc.oid)
+                   s.schemaname AS schema, s.sequencename AS sequence, s.last_value, s.max_value,
+                   s.increment_by, f.table_schema, f."table", f."column", f.column_type,
+                   LEAST(s.max_value, coalesce(f.column_max, s.max_value)) AS limit_value
             FROM pg_sequences s
             JOIN pg_namespace sn ON sn.nspname = s.schemaname
             JOIN pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = sn.oid
-            LEFT JOIN pg_depend d ON d.objid = sc.oid AND d.classid = 'pg_class'::regclass
-                 AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-            LEFT JOIN pg_class t ON t.oid = d.refobjid
-            LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+            LEFT JOIN fed_columns f ON f.seqoid = sc.oid
             WHERE s.increment_by > 0
+            ORDER BY sc.oid, LEAST(s.max_value, coalesce(f.column_max, s.max_value))
             """,
         )
     for row in rows:
+        row["name"] = f"{row['schema']}.{row['sequence']}"
         row["used_ratio"] = (row["last_value"] or 0) / row["limit_value"] if row["limit_value"] else None
         row["near_overflow"] = (row["used_ratio"] or 0) > settings.MONITORING_SEQUENCE_USED_MAX
-    rows.sort(key=lambda row: row["used_ratio"] or 0, reverse=True)
+    rows.sort(key=lambda row: (-(row["used_ratio"] or 0), row["name"]))
     return rows
 
 
@@ -101,15 +128,27 @@ def wraparound() -> dict:
         oldest = fetch_all(
             cursor,
             """
-            SELECT c.oid::regclass::text AS "table", age(c.relfrozenxid) AS xid_age
-            FROM pg_class c WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> 0
+            SELECT c.oid::bigint AS oid, n.nspname AS schema, c.relname AS "table",
+                   n.nspname || '.' || c.relname AS name, c.relkind = 't' AS toast, age(c.relfrozenxid) AS xid_age
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> 0
             ORDER BY age(c.relfrozenxid) DESC LIMIT 5
             """,
         )
+    used = db["xid_age"] / XID_LIMIT
     return {
         **db,
         "xid_limit": XID_LIMIT,
         "headroom": XID_LIMIT - db["xid_age"],
-        "used_ratio": db["xid_age"] / XID_LIMIT,
+        "used_ratio": used,
+        "status": wraparound_status(used, db["xid_age"], db["freeze_max_age"]),
         "oldest_tables": oldest,
     }
+
+
+def wraparound_status(used_ratio: float, xid_age: int, freeze_max_age: int) -> str:
+    """Red past half the way to wraparound (the Overview's critical finding), amber once the age
+    passed autovacuum_freeze_max_age (anti-wraparound autovacuum should have frozen it)."""
+    if used_ratio > WRAPAROUND_RED_RATIO:
+        return "red"
+    return "amber" if xid_age > freeze_max_age else "green"

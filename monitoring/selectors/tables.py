@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 
-from monitoring.selectors.base import catalog_cursor, extension_installed, fetch_all, ratio
+from monitoring.selectors.base import catalog_cursor, extension_installed, fetch_all, locked_relations, ratio
 from monitoring.selectors.tracing import model_for_table
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
@@ -22,6 +22,8 @@ TABLES_SQL = f"""
 WITH leaf AS (
     SELECT c.oid, c.relname, n.nspname, c.relkind, c.reltuples, c.relpages, c.reltoastrelid,
            coalesce(pg_partition_root(c.oid), c.oid) AS root,
+           -- size functions would queue behind an ACCESS EXCLUSIVE lock: skipped (base.locked_relations)
+           (c.oid = ANY(%(locked)s::oid[]) OR c.reltoastrelid = ANY(%(locked)s::oid[])) AS locked,
            coalesce(substring(array_to_string(c.reloptions, ' ') FROM 'fillfactor=([0-9]+)')::int, 100) AS fillfactor
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -38,12 +40,15 @@ width AS (
     GROUP BY leaf.oid
 ),
 leaf_figures AS (
-    SELECT leaf.*, st.n_live_tup, st.n_dead_tup, st.seq_scan, st.seq_tup_read, st.idx_scan, st.idx_tup_fetch,
+    -- idx_scan is NULL for a table without indexes: 0 scans, not an unknown that breaks the sums
+    SELECT leaf.*, st.n_live_tup, st.n_dead_tup, st.seq_scan, st.seq_tup_read,
+           coalesce(st.idx_scan, 0) AS idx_scan, coalesce(st.idx_tup_fetch, 0) AS idx_tup_fetch,
            st.last_vacuum, st.last_autovacuum, st.last_analyze, st.last_autoanalyze, st.n_mod_since_analyze,
            io.heap_blks_hit, io.heap_blks_read, io.idx_blks_hit, io.idx_blks_read,
-           pg_relation_size(leaf.oid) AS table_bytes,
-           pg_indexes_size(leaf.oid) AS index_bytes,
-           CASE WHEN leaf.reltoastrelid = 0 THEN 0 ELSE pg_total_relation_size(leaf.reltoastrelid) END AS toast_bytes,
+           CASE WHEN NOT leaf.locked THEN pg_relation_size(leaf.oid) END AS table_bytes,
+           CASE WHEN NOT leaf.locked THEN pg_indexes_size(leaf.oid) END AS index_bytes,
+           CASE WHEN leaf.reltoastrelid = 0 THEN 0
+                WHEN NOT leaf.locked THEN pg_total_relation_size(leaf.reltoastrelid) END AS toast_bytes,
            GREATEST(leaf.relpages - ceil(GREATEST(leaf.reltuples, 0) / GREATEST(floor(
                (current_setting('block_size')::int - 24) * leaf.fillfactor / 100.0
                / (4 + (23 + CASE WHEN width.max_null_frac > 0 THEN (width.ncols + 7) / 8 ELSE 0 END + 7) / 8 * 8
@@ -66,20 +71,27 @@ SELECT r.oid, rn.nspname AS schema, r.relname AS "table", r.relkind = 'p' AS par
        sum(f.idx_scan)::bigint AS idx_scan, sum(f.n_mod_since_analyze)::bigint AS modified_since_analyze,
        max(f.last_vacuum) AS last_vacuum, min(f.last_autovacuum) AS last_autovacuum,
        max(f.last_analyze) AS last_analyze, min(f.last_autoanalyze) AS last_autoanalyze,
-       sum(f.heap_blks_hit)::bigint AS heap_blks_hit, sum(f.heap_blks_read)::bigint AS heap_blks_read
+       sum(f.heap_blks_hit)::bigint AS heap_blks_hit, sum(f.heap_blks_read)::bigint AS heap_blks_read,
+       array_agg(f.oid::bigint) FILTER (WHERE f.locked) AS locked_oids
 FROM leaf_figures f
 JOIN pg_class r ON r.oid = f.root
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
 GROUP BY r.oid, rn.nspname, r.relname, r.relkind
-ORDER BY sum(f.table_bytes + f.index_bytes + f.toast_bytes) DESC
+ORDER BY sum(f.table_bytes + f.index_bytes + f.toast_bytes) DESC NULLS LAST, rn.nspname, r.relname
 """
 
 
 def tables() -> list[dict]:
+    """Every table with its figures; a table whose size cannot be read without waiting for a lock
+    has `size_unavailable` ("locked by pid X") and no sizes instead of holding the page up."""
     with catalog_cursor() as cursor:
-        rows = fetch_all(cursor, TABLES_SQL)
+        locked = locked_relations(cursor)
+        rows = fetch_all(cursor, TABLES_SQL, {"locked": list(locked)})
     for row in rows:
-        row["model"] = model_for_table(row["table"]) if row["schema"] == "public" else None
+        locked_oids = row.pop("locked_oids") or []
+        row["size_unavailable"] = "; ".join(f"size unavailable: {locked[oid]}" for oid in locked_oids) or None
+        row["name"] = f"{row['schema']}.{row['table']}"
+        row["model"] = model_for_table(row["table"], schema=row["schema"])
         row["dead_ratio"] = ratio(row["dead_rows"], (row["live_rows"] or 0) + (row["dead_rows"] or 0))
         row["bloat_ratio"] = ratio(row["bloat_bytes"], row["table_bytes"])
         row["cache_hit_ratio"] = ratio(row["heap_blks_hit"], (row["heap_blks_hit"] or 0) + (row["heap_blks_read"] or 0))
@@ -175,36 +187,46 @@ def partitions(now: datetime | None = None) -> list[dict]:
     now = now or datetime.now(UTC)
     managed = {model._meta.db_table for model in registered_partitioned_models()}
     with catalog_cursor() as cursor:
+        locked = locked_relations(cursor)
         rows = fetch_all(
             cursor,
             f"""
             SELECT p.oid AS parent_oid, pn.nspname AS schema, p.relname AS parent, c.relname AS partition,
-                   pg_get_expr(c.relpartbound, c.oid) AS bound,
-                   pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS is_default,
+                   c.oid::bigint AS partition_oid,
+                   -- pg_get_expr() and pg_get_partkeydef() open the relation: skipped while DDL holds
+                   -- or awaits a lock on it (base.locked_relations)
+                   CASE WHEN NOT (c.oid = ANY(%(locked)s::oid[]) OR p.oid = ANY(%(locked)s::oid[]))
+                        THEN pg_get_expr(c.relpartbound, c.oid) ELSE '(bound unavailable: locked)' END AS bound,
+                   c.oid = pt.partdefid AS is_default,
                    GREATEST(c.reltuples, 0)::bigint AS rows_estimate,
                    coalesce(st.n_live_tup, 0)::bigint AS live_rows,
-                   pg_total_relation_size(c.oid) AS size_bytes,
-                   pg_get_partkeydef(p.oid) AS partition_key
+                   CASE WHEN NOT c.oid = ANY(%(locked)s::oid[]) THEN pg_total_relation_size(c.oid) END AS size_bytes,
+                   CASE WHEN NOT p.oid = ANY(%(locked)s::oid[]) THEN pg_get_partkeydef(p.oid)
+                        ELSE '(partition key unavailable: locked)' END AS partition_key
             FROM pg_class p
             JOIN pg_namespace pn ON pn.oid = p.relnamespace
+            JOIN pg_partitioned_table pt ON pt.partrelid = p.oid
             JOIN pg_inherits i ON i.inhparent = p.oid
             JOIN pg_class c ON c.oid = i.inhrelid
             LEFT JOIN pg_stat_all_tables st ON st.relid = c.oid
             WHERE p.relkind = 'p' AND {USER_SCHEMAS.replace("n.", "pn.")}
-            ORDER BY p.relname, c.relname
+            ORDER BY pn.nspname, p.relname, c.relname
             """,
+            {"locked": list(locked)},
         )
     tables_by_name: dict[str, dict] = {}
     for row in rows:
         table = tables_by_name.setdefault(
-            row["parent"],
+            (row["schema"], row["parent"]),
             {
                 "oid": row["parent_oid"],
                 "schema": row["schema"],
                 "table": row["parent"],
-                "model": model_for_table(row["parent"]),
+                "name": f"{row['schema']}.{row['parent']}",
+                "model": model_for_table(row["parent"], schema=row["schema"]),
                 "partition_key": row["partition_key"],
-                "managed": row["parent"] in managed,
+                "managed": row["parent"] in managed and row["schema"] == "public",
+                "size_unavailable": None,
                 "partitions": [],
                 "default_rows": 0,
                 "rows_estimate": 0,
@@ -225,7 +247,9 @@ def partitions(now: datetime | None = None) -> list[dict]:
             }
         )
         table["rows_estimate"] += max(row["rows_estimate"], row["live_rows"])
-        table["size_bytes"] += row["size_bytes"]
+        table["size_bytes"] += row["size_bytes"] or 0
+        if row["partition_oid"] in locked:
+            table["size_unavailable"] = f"size of {row['partition']} unavailable: {locked[row['partition_oid']]}"
         if row["is_default"]:
             table["default_rows"] += max(row["rows_estimate"], row["live_rows"])
     for table in tables_by_name.values():
@@ -249,24 +273,28 @@ def materialized_views() -> list[dict]:
     database has, so an unregistered one is seen too."""
     from project.matviews import materialized_view_status
 
-    registered = materialized_view_status()
-    known = {view["name"] for view in registered}
     with catalog_cursor() as cursor:
+        registered = materialized_view_status()  # its size reads run under this cursor's timeouts
+        locked = locked_relations(cursor)
         others = fetch_all(
             cursor,
             f"""
-            SELECT c.relname AS name, m.ispopulated AS populated, pg_total_relation_size(c.oid) AS size_bytes
+            SELECT c.relname AS name, n.nspname AS schema, m.ispopulated AS populated,
+                   CASE WHEN NOT c.oid = ANY(%s::oid[]) THEN pg_total_relation_size(c.oid) END AS size_bytes
             FROM pg_matviews m
             JOIN pg_class c ON c.relname = m.matviewname
             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = m.schemaname
             WHERE {USER_SCHEMAS}
-            ORDER BY c.relname
+            ORDER BY n.nspname, c.relname
             """,
+            [list(locked)],
         )
+    known = {view["name"] for view in registered}
     views = [{**view, "registered": True} for view in registered]
     views += [
         {
-            "name": other["name"],
+            # Registered views live in the default schema; another schema's is named with its own.
+            "name": other["name"] if other["schema"] == "public" else f"{other['schema']}.{other['name']}",
             "registered": False,
             "refresh_every_s": None,
             "last_refreshed_at": None,
@@ -278,6 +306,6 @@ def materialized_views() -> list[dict]:
             "size_bytes": other["size_bytes"],
         }
         for other in others
-        if other["name"] not in known
+        if other["schema"] != "public" or other["name"] not in known
     ]
     return views

@@ -43,13 +43,21 @@ def _models_by_table() -> dict[str, type[models.Model]]:
     }
 
 
-def model_for_table(table: str) -> str | None:
+# Opsdeck's migrations create every table in the default schema (search_path "$user", public):
+# a table or index of the same name in another schema is not the model's, and must never be
+# traced to it (its migration would drop the real one in public).
+MODELS_SCHEMA = "public"
+
+
+def model_for_table(table: str, *, schema: str = MODELS_SCHEMA) -> str | None:
+    if schema != MODELS_SCHEMA:
+        return None
     model = _models_by_table().get(table)
     return model._meta.label if model else None
 
 
-def trace_index(table: str, index_name: str, key_columns: list[str]) -> Trace | None:
-    model = _models_by_table().get(table)
+def trace_index(table: str, index_name: str, key_columns: list[str], *, schema: str = MODELS_SCHEMA) -> Trace | None:
+    model = _models_by_table().get(table) if schema == MODELS_SCHEMA else None
     if model is None:
         return None
     opts = model._meta
@@ -100,4 +108,26 @@ def rebuild_code(trace: Trace | None) -> str:
             _operation_code(RemoveIndexConcurrently(model_name=model_name, name=trace.index.name)),
             _operation_code(AddIndexConcurrently(model_name=model_name, index=trace.index)),
         ]
+    )
+
+
+def addition_code(table: str, columns: list[str]) -> tuple[str, str] | None:
+    """(model label, the `Meta.indexes` entry and `AddIndexConcurrently` operation) for a new
+    btree on `table`'s `columns`, or None when the table is not one of Opsdeck's own models or
+    a column is not a concrete field of it. The index name is Django's own for those fields."""
+    model = _models_by_table().get(table)
+    if model is None or not _is_ours(model):
+        return None
+    by_column = {f.column: f.name for f in model._meta.local_fields if f.column}
+    if not all(column in by_column for column in columns):
+        return None
+    from django.contrib.postgres.operations import AddIndexConcurrently
+
+    index = models.Index(fields=[by_column[column] for column in columns])
+    index.set_name_with_model(model)
+    meta = f"models.Index(fields={[by_column[c] for c in columns]!r}, name={index.name!r})"
+    operation = AddIndexConcurrently(model_name=model._meta.model_name, index=index)
+    return model._meta.label, (
+        f"# {model._meta.label}: Meta.indexes += [{meta}]\n"
+        "# in a migration with atomic = False\n" + _operation_code(operation)
     )

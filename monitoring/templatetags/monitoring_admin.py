@@ -98,3 +98,8 @@ def plan_text(plan) -> str:
         if key in plan[0]:
             lines.append(f"{key}: {plan[0][key]} ms")
     return "\n".join(lines)
+
+
+@register.filter
+def is_list(value) -> bool:
+    return isinstance(value, list | tuple)

@@ -2,13 +2,34 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from project.api.throttling import throttle_refused_request
+
 logger = logging.getLogger("opsdeck.api")
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+class TooManyFields(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "The request has too many fields."
+    default_code = "too_many_fields"
+
+
+class BadRequest(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "Bad request."
+    default_code = "bad_request"
 
 
 class Conflict(exceptions.APIException):
@@ -59,6 +80,20 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django's own limits, hit while DRF reads a form or multipart body.
+        exc = PayloadTooLarge(f"Request bodies are limited to {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = TooManyFields(f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields per request.")
+    elif isinstance(exc, SuspiciousOperation):
+        exc = BadRequest()
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied)):
+        # DRF checks permissions before throttles: count refused requests here, and answer 429 once
+        # a client is over its rate, refused or not.
+        try:
+            throttle_refused_request(context.get("request"), context.get("view"))
+        except exceptions.Throttled as throttled:
+            exc = throttled
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)

@@ -12,8 +12,11 @@ OFFSET and no COUNT, so page 18,000 costs what page 1 does. What this adds to th
 
 import base64
 import binascii
+import decimal
 import json
+import math
 
+import orjson
 from cursor_pagination import CursorPaginator as LibraryCursorPaginator
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -23,10 +26,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from project.api.filters import utc_offset_in_range
 from project.db.expressions import RowComparison
 
 DEFAULT_ORDERING = ("-created_at", "-id")
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+# Cursors this API issues are a few dozen bytes; anything much longer is not one of them.
+MAX_CURSOR_LENGTH = 1024
 
 
 class InvalidCursor(ValidationError):
@@ -96,12 +102,15 @@ class KeysetPaginator(LibraryCursorPaginator):
         )
 
     def decode_position(self, cursor: str) -> tuple[str, list]:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise InvalidCursor("it is not a cursor this API issued")
         try:
             padded = cursor + "=" * (-len(cursor) % 4)
             # validate=True: the lenient default silently drops characters outside the alphabet.
             raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
-            decoded = json.loads(raw)
-        except (binascii.Error, ValueError, UnicodeError):
+            # orjson: no recursion to exhaust ("[" * 2500 is a decode error, not a RecursionError).
+            decoded = orjson.loads(raw)
+        except (binascii.Error, ValueError, UnicodeError, RecursionError):
             raise InvalidCursor("it is not a cursor this API issued") from None
         if not isinstance(decoded, list) or len(decoded) != len(self.fields) + 1:
             raise InvalidCursor("wrong number of parts")
@@ -114,6 +123,8 @@ class KeysetPaginator(LibraryCursorPaginator):
     def _typed(field: models.Field, raw):
         if not isinstance(raw, str):
             raise InvalidCursor(f"{field.name} is not a string")
+        if "\x00" in raw:  # PostgreSQL text cannot hold NUL: the query itself would fail
+            raise InvalidCursor(f"{field.name} contains a NUL character")
         try:
             value = field.to_python(raw)
         except (DjangoValidationError, ValueError, TypeError, OverflowError):
@@ -122,6 +133,13 @@ class KeysetPaginator(LibraryCursorPaginator):
             raise InvalidCursor(f"{field.name} is empty")
         if isinstance(field, models.DateTimeField) and value.tzinfo is None:
             raise InvalidCursor(f"{field.name} has no time zone")
+        if isinstance(field, models.DateTimeField) and not utc_offset_in_range(value):
+            raise InvalidCursor(f"{field.name} has a UTC offset beyond 15:59")
+        if isinstance(value, float) and not math.isfinite(value):
+            # A search rank is never nan or infinite; PostgreSQL would compare them as numbers.
+            raise InvalidCursor(f"{field.name} is not a finite number")
+        if isinstance(value, decimal.Decimal) and not value.is_finite():
+            raise InvalidCursor(f"{field.name} is not a finite number")
         if isinstance(value, int) and not BIGINT_MIN <= value <= BIGINT_MAX:
             raise InvalidCursor(f"{field.name} is out of range")
         return value

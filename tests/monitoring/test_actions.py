@@ -1,6 +1,7 @@
 """Maintenance actions: superuser only, confirmed by POST, run as monitoring.maintenance_* jobs
 (eagerly here), with the request and the outcome in ActivityLog."""
 
+import re
 import threading
 import time
 
@@ -279,3 +280,28 @@ def test_explain_analyze_from_the_queries_page_asks_for_the_parameters_and_shows
     assert "Aggregate" in run_page and "actual " in run_page  # the plan as an indented tree
     act = ActivityLog.objects.get(category="monitoring", action="explain_analyze")
     assert act.metadata["queryid"] == queryid and act.user_id == superuser.pk
+
+
+@pytest.mark.parametrize(
+    "statement, refused",
+    [
+        ("SELECT count(*) FROM tasks_task WHERE priority = $1", None),
+        ("SELECT pg_cancel_backend($1)", "pg_cancel_backend() is VOLATILE"),
+        ("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity", "pg_catalog.pg_terminate_backend()"),
+        ("WITH x AS (SELECT nextval($1)) SELECT * FROM x", "nextval() is VOLATILE"),
+        ("SELECT * FROM tasks_task WHERE id IN (SELECT pg_advisory_lock($1))", "pg_advisory_lock() is VOLATILE"),
+        ("SELECT set_config($1, $2, $3)", "set_config() is VOLATILE"),
+        ("SELECT no_such_function($1)", "no_such_function() is not a known function"),
+        ("SELECT now(), lower(title) FROM tasks_task ORDER BY 1", None),
+    ],
+)
+def test_explain_analyze_guard_refuses_every_volatile_or_unknown_function(statement, refused):
+    """Issue 9, defect 4: a READ ONLY transaction that is rolled back does not undo a function's
+    side effect; every function of the parsed statement is checked in pg_proc."""
+    from monitoring.explain_guard import UnsafeStatement, check_read_only_functions
+
+    if refused is None:
+        check_read_only_functions(statement)
+    else:
+        with pytest.raises(UnsafeStatement, match=re.escape(refused)):
+            check_read_only_functions(statement)

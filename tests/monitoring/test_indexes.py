@@ -138,6 +138,16 @@ def test_duplicate_rules():
     assert find_duplicates([a, _index(2, columns=[1, 2], valid=False)]) == {}
 
 
+def test_the_index_queries_use_is_kept_whichever_is_older():
+    """Issue 10, defect 6: the used twin was called "duplicate of" the unused one, which was
+    itself "unused": following both findings dropped both."""
+    unused_old, used_new = _index(1, columns=[1, 2]), {**_index(2, columns=[1, 2]), "idx_scan": 7}
+    assert find_duplicates([unused_old, used_new]) == {1: used_new}
+    # A used index is not redundant to a longer one nothing uses (that one goes as unused).
+    used_short, unused_long = {**_index(1, columns=[1]), "idx_scan": 3}, _index(2, columns=[1, 2])
+    assert find_duplicates([used_short, unused_long]) == {}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_big_table_read_by_sequential_scans_is_missing_an_index(settings):
     """A throwaway table with no index, scanned sequentially (statistics count committed work)."""
