@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -27,8 +27,8 @@ from monitoring.selectors import backlog, connections, indexes, pool, reconcilia
 from monitoring.selectors.advisor import index_advice, suggestions_by_table
 from monitoring.selectors.base import request_lock_timeout, unavailable
 from project.activity import activity_record
-from project.celery import app as celery_app
 from project.models import JobRun
+from project.outbox import outbox_enqueue
 
 VIEW_PERMISSION = "monitoring.view_dashboard"
 
@@ -536,23 +536,25 @@ class DashboardAdmin(admin.ModelAdmin):
             return self._render(
                 request, "confirm.html", action.label, {"action": action, "target": target, "kwargs": kwargs}
             )
-        if action.name == "run_job":
-            from django_celery_beat.models import PeriodicTask
+        # Through the outbox: a broker outage delays the job, it does not hang or fail this page.
+        with transaction.atomic():
+            if action.name == "run_job":
+                from django_celery_beat.models import PeriodicTask
 
-            task = PeriodicTask.objects.get(pk=kwargs["task"])
-            result = celery_app.send_task(task.task, kwargs=json.loads(task.kwargs or "{}"), queue=task.queue or None)
-            celery_id = result.id
-        else:
-            celery_id = action.job.apply_async(kwargs={**kwargs, "requested_by": request.user.pk}).id
-        activity_record(
-            category=actions.CATEGORY,
-            action=f"{action.name}_requested",
-            user=request.user,
-            entity_type="monitoring_action",
-            entity_id=celery_id,
-            metadata={"action": action.name, **{k: v for k, v in kwargs.items() if k != "parameters"}},
-            request=request,
-        )
+                task = PeriodicTask.objects.get(pk=kwargs["task"])
+                message = outbox_enqueue(task.task, kwargs=json.loads(task.kwargs or "{}"), queue=task.queue or "")
+            else:
+                message = outbox_enqueue(action.job.name, kwargs={**kwargs, "requested_by": request.user.pk})
+            celery_id = str(message.idempotency_key)  # the outbox publishes it as the Celery task id
+            activity_record(
+                category=actions.CATEGORY,
+                action=f"{action.name}_requested",
+                user=request.user,
+                entity_type="monitoring_action",
+                entity_id=celery_id,
+                metadata={"action": action.name, **{k: v for k, v in kwargs.items() if k != "parameters"}},
+                request=request,
+            )
         messages.success(request, f"{action.label} queued (job {celery_id}).")
         return HttpResponseRedirect(reverse("admin:monitoring_run", args=[celery_id]))
 

@@ -12,6 +12,7 @@ class ProjectConfig(AppConfig):
         from project.db.slow_queries import install_slow_query_logger
         from project.metrics import register_metrics_collector
         from project.models import ActivityLog
+        from project.outbox import OutboxCollector
         from project.partitions import maintain_partitions_after_migrate, register_monthly_partitions
         from project.poolstats import PoolStatsCollector
         from project.schedules import sync_schedules_after_migrate
@@ -19,6 +20,7 @@ class ProjectConfig(AppConfig):
         install_slow_query_logger()
         install_sql_attribution()
         register_metrics_collector(PoolStatsCollector())
+        register_metrics_collector(OutboxCollector())
         register_monthly_partitions(ActivityLog)
         post_migrate.connect(sync_schedules_after_migrate, sender=self)
         # A fresh database gets its monthly partitions at once, not at the first nightly run.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -194,10 +195,34 @@ def prepare_and_print_admin(env: dict) -> None:
     subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "prepare_dev"], env=env, check=True)
 
 
+def local_production_like_settings(env: dict) -> dict:
+    """`make run` runs with DEBUG off unless DEBUG is set: Django's debug pages list every URL
+    pattern and show settings and tracebacks to anyone who reaches the port. Plain HTTP on
+    localhost, so no HTTPS redirect or secure-only cookies; a secret key of this checkout's own
+    (var/secret_key), since DEBUG off refuses the development key."""
+    if env.get("DEBUG"):
+        return {}
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    defaults = {
+        "DEBUG": "false",
+        "SECRET_KEY": key_file.read_text().strip(),
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "SECURE_HSTS_SECONDS": "0",
+    }
+    return {name: value for name, value in defaults.items() if not env.get(name)}
+
+
 def run_stack() -> int:
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
     with services_environment() as env:
+        env.update(local_production_like_settings(env))
         # Web and worker are separate processes: Prometheus' multiprocess mode lets /metrics (web)
         # report what the workers recorded too. Stale files of a previous run are removed.
         metrics_dir = VAR_DIR / "prometheus"
@@ -246,7 +271,7 @@ def run_stack() -> int:
                 "--loglevel",
                 "INFO",
                 "--scheduler",
-                "django_celery_beat.schedulers:DatabaseScheduler",
+                "project.beat:SlottedDatabaseScheduler",
                 "--schedule",
                 str(VAR_DIR / "celerybeat-schedule"),
             ],

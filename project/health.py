@@ -43,8 +43,13 @@ def check_redis() -> None:
 def check_broker() -> None:
     from project.celery import app
 
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=0, timeout=settings.READY_CHECK_TIMEOUT_S)
+    # Every socket step bounded by the check's timeout too: a stalled (not closed) Redis would
+    # otherwise hold this pool thread for the broker's socket_timeout, and the next /ready's
+    # checks would queue behind it.
+    timeout_s = settings.READY_CHECK_TIMEOUT_S
+    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s, "max_retries": 0}
+    with app.connection_for_write(connect_timeout=timeout_s, transport_options=options) as conn:
+        conn.ensure_connection(max_retries=0, timeout=timeout_s)
 
 
 READY_CHECKS = {"database": check_database, "redis": check_redis, "broker": check_broker}

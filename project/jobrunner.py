@@ -13,13 +13,17 @@ import logging
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, connection
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from project.beat import SCHEDULE_HEADER, SLOT_HEADER
 from project.db.attribution import sql_origin
 from project.db.locks import session_advisory_lock
 from project.models import JobRun
@@ -92,24 +96,36 @@ def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 
 
 
 def _run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1) -> dict:
-    celery_id = getattr(getattr(celery_task, "request", None), "id", None) or ""
+    request = getattr(celery_task, "request", None)
+    celery_id = getattr(request, "id", None) or ""
+    abandoned = _abandon_earlier_attempts(celery_id)
+    if abandoned >= settings.JOB_MAX_REDELIVERIES:
+        # Each delivery so far killed its worker: stop here (acked), or it would loop forever.
+        _record_unrun(name, celery_id, JobRun.Status.FAILED, error=f"gave up: its worker was lost {abandoned} times")
+        return {"failed": f"worker lost {abandoned} times"}
+    schedule, slot_start = _schedule_slot(request)
+    run = _claim_run(name, celery_id, schedule, slot_start)
+    if run is None:
+        _record_unrun(
+            name,
+            celery_id,
+            JobRun.Status.SKIPPED,
+            result={"skipped": f"duplicate: {schedule} already ran {slot_start}"},
+        )
+        logger.warning("job skipped: slot already run (a second beat?)", extra={"job": name, "schedule": schedule})
+        return {"skipped": "duplicate"}
     with _job_slot(name, concurrency) as acquired:
         if not acquired:
-            JobRun.objects.create(
-                name=name,
-                celery_id=celery_id,
+            # Counted, not timed: the histogram is for runs that did work.
+            JobRun.objects.filter(pk=run.pk).update(
                 status=JobRun.Status.SKIPPED,
-                started_at=timezone.now(),
-                finished_at=timezone.now(),
+                finished_at=Now(),
                 duration_ms=0,
                 result={"skipped": "another run of this job holds its lock"},
             )
             job_runs_total.labels(job=name, status=JobRun.Status.SKIPPED).inc()
             logger.info("job skipped: already running", extra={"job": name})
             return {"skipped": True}
-        run = JobRun.objects.create(
-            name=name, celery_id=celery_id, status=JobRun.Status.RUNNING, started_at=timezone.now()
-        )
         started = time.perf_counter()
         try:
             result = func(**kwargs) or {}
@@ -144,3 +160,91 @@ def _finish(run: JobRun, started: float, status: str, *, result: dict | None = N
     job_run_duration_seconds.labels(job=run.name).observe(time.perf_counter() - started)
     log = logger.error if status == JobRun.Status.FAILED else logger.info
     log("job finished", extra={"job": run.name, "status": status, "duration_ms": run.duration_ms})
+
+
+def _header(request, name: str):
+    value = getattr(request, name, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(name)
+    return value
+
+
+def _schedule_slot(request) -> tuple[str, datetime | None]:
+    """(schedule, slot start) for a first delivery sent by beat; a retry runs its slot again."""
+    if request is None or getattr(request, "retries", 0):
+        return "", None
+    schedule, slot = _header(request, SCHEDULE_HEADER), _header(request, SLOT_HEADER)
+    if not schedule or not slot:
+        return "", None
+    try:
+        return str(schedule)[:200], datetime.fromisoformat(slot)
+    except (TypeError, ValueError):
+        return "", None
+
+
+def _claim_run(name: str, celery_id: str, schedule: str, slot_start: datetime | None) -> JobRun | None:
+    """The run's JobRun, or None if another message already claimed this schedule's slot."""
+    if slot_start is None:
+        return JobRun.objects.create(
+            name=name, celery_id=celery_id, status=JobRun.Status.RUNNING, started_at=timezone.now()
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO project_jobrun (name, celery_id, status, started_at, result, error, schedule, slot_start)
+            VALUES (%s, %s, %s, statement_timestamp(), '{}', '', %s, %s)
+            ON CONFLICT (schedule, slot_start) WHERE slot_start IS NOT NULL DO NOTHING
+            RETURNING id
+            """,
+            [name, celery_id, JobRun.Status.RUNNING, schedule, slot_start],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        return JobRun.objects.get(pk=row[0])
+    holder = JobRun.objects.filter(schedule=schedule, slot_start=slot_start).values_list("celery_id", flat=True).first()
+    if celery_id and holder == celery_id:
+        # Our own message again (redelivered after its worker died): run it, outside the slot.
+        return _claim_run(name, celery_id, "", None)
+    return None
+
+
+def _record_unrun(name: str, celery_id: str, status: str, *, result: dict | None = None, error: str = "") -> None:
+    now = timezone.now()
+    JobRun.objects.create(
+        name=name, celery_id=celery_id, status=status, started_at=now, finished_at=now, duration_ms=0,
+        result=result or {}, error=error,
+    )  # fmt: skip
+    job_runs_total.labels(job=name, status=status).inc()
+
+
+def _abandon_earlier_attempts(celery_id: str) -> int:
+    """A message delivered again while its earlier run is still `running` lost that run's worker:
+    mark it abandoned. Returns how many runs of this message were abandoned so far."""
+    if not celery_id:
+        return 0
+    with transaction.atomic():
+        JobRun.objects.filter(celery_id=celery_id, status=JobRun.Status.RUNNING).update(
+            status=JobRun.Status.ABANDONED, finished_at=Now(), error="worker lost; the message was delivered again"
+        )
+        return JobRun.objects.filter(celery_id=celery_id, status=JobRun.Status.ABANDONED).count()
+
+
+def job_runs_mark_abandoned(*, margin_s: int = 60) -> dict:
+    """Runs still `running` past their job's hard time limit lost their worker (a killed worker
+    whose message was not redelivered, a worker that never came back): mark them abandoned."""
+    from project.celery import app
+
+    abandoned: dict[str, int] = {}
+    names = JobRun.objects.filter(status=JobRun.Status.RUNNING).values_list("name", flat=True).distinct()
+    for name in list(names):
+        task = app.tasks.get(name)
+        limit_s = getattr(task, "time_limit", None) or settings.CELERY_TASK_TIME_LIMIT
+        cutoff = timezone.now() - timedelta(seconds=limit_s + margin_s)
+        count = JobRun.objects.filter(name=name, status=JobRun.Status.RUNNING, started_at__lt=cutoff).update(
+            status=JobRun.Status.ABANDONED,
+            finished_at=Now(),
+            error=f"still running {limit_s + margin_s}s after start: worker lost",
+        )
+        if count:
+            abandoned[name] = count
+    return {"abandoned": abandoned}

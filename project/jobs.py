@@ -24,3 +24,17 @@ def refresh_materialized_view_job(name: str) -> dict:
             raise JobSkipped(f"another refresh of {view.name} is running")
         refresh = refresh_materialized_view(view.name)
     return {"view": view.name, "duration_ms": refresh.duration_ms, "concurrently": refresh.concurrently}
+
+
+@scheduled_job("project.relay_outbox", soft_time_limit_s=50, time_limit_s=55)
+def relay_outbox() -> dict:
+    from project.outbox import relay
+
+    return relay()
+
+
+@scheduled_job("project.mark_abandoned_job_runs", soft_time_limit_s=50, time_limit_s=55)
+def mark_abandoned_job_runs() -> dict:
+    from project.jobrunner import job_runs_mark_abandoned
+
+    return job_runs_mark_abandoned()

@@ -10,6 +10,7 @@ import uuid
 import brotli
 from django.http import HttpResponseNotModified
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject, empty
 
 from project.logging import request_id_var, user_id_var
 
@@ -46,6 +47,10 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         user = getattr(request, "user", None)
+        if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+            # Nothing in the request looked at the user: loading it now would read the session
+            # (the database) for the log line alone, /health included. Log it as unknown.
+            user = None
         user_id = user.pk if user is not None and user.is_authenticated else None
         token = user_id_var.set(user_id)
         try:

@@ -1,5 +1,8 @@
-"""Platform models: who did what (ActivityLog), how each scheduled job run went (JobRun) and when
-each materialized view was refreshed (MaterializedViewRefresh)."""
+"""Platform models: who did what (ActivityLog), how each scheduled job run went (JobRun), when
+each materialized view was refreshed (MaterializedViewRefresh) and which Celery jobs a write
+asked for (OutboxMessage)."""
+
+import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -18,6 +21,9 @@ class JobRun(models.Model):
         FAILED = "failed"
         SKIPPED = "skipped"
         RETRYING = "retrying"
+        # Its worker died mid-run (the message was redelivered, or the sweeper found it past its
+        # time limit): the run never finished and never will.
+        ABANDONED = "abandoned"
 
     name = models.CharField(max_length=200)
     celery_id = models.CharField(max_length=255, blank=True)
@@ -27,13 +33,30 @@ class JobRun(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # For runs sent by beat: the schedule and the minute it fired for (project/beat.py). A second
+    # beat's message for the same slot cannot claim it (jobrun_one_per_schedule_slot).
+    schedule = models.CharField(max_length=200, blank=True)
+    slot_start = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "slot_start"],
+                condition=models.Q(slot_start__isnull=False),
+                name="jobrun_one_per_schedule_slot",
+            ),
+        ]
         indexes = [
             # "last runs of job X": the backlog page and the admin filter by job.
             models.Index(fields=["name", "-started_at"], name="jobrun_name_started_idx"),
             # Admin list ordered by newest first.
             models.Index(fields=["-started_at"], name="jobrun_started_idx"),
+            # Every job start: earlier unfinished runs of the same message (jobrunner, worker lost).
+            models.Index(
+                fields=["celery_id"],
+                condition=models.Q(status__in=["running", "abandoned"]),
+                name="jobrun_celery_unfinished_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -112,3 +135,41 @@ class MaterializedViewRefresh(models.Model):
 
     def __str__(self) -> str:
         return f"{self.view_name} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class OutboxMessage(models.Model):
+    """A Celery job a write asked for, stored in the write's own transaction (project/outbox.py).
+
+    The write and its job cannot diverge: both commit or neither does. The message is published
+    after commit with a short broker timeout; if the broker is away the row stays and the relay
+    (project.relay_outbox, and each worker at start) publishes it once the broker is back.
+    """
+
+    job = models.CharField(max_length=200)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, blank=True)
+    # Also the Celery task id, and the key a delivering job checks (outbox.effect_once) so a
+    # message published twice has its side effect once.
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(db_default=Func(function="now"))
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    publish_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    # effect_once: a delivering job leases the message, then marks it done.
+    effect_leased_until = models.DateTimeField(null=True, blank=True)
+    effect_done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The relay's batch: oldest undispatched first (and the chaos harness' "nothing lost").
+            models.Index(
+                fields=["created_at"], condition=models.Q(dispatched_at__isnull=True), name="outbox_pending_idx"
+            ),
+            # Pruning dispatched messages past OUTBOX_KEEP_DAYS.
+            models.Index(
+                fields=["dispatched_at"], condition=models.Q(dispatched_at__isnull=False), name="outbox_dispatched_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.idempotency_key}"

@@ -75,6 +75,22 @@ SCHEDULES = [
         expires_s=55,
     ),
     Schedule(
+        name="Relay the outbox",
+        job="project.relay_outbox",
+        queue="default",
+        crontab={"minute": "*"},
+        description="Publish the jobs writes asked for that could not be published after commit (broker away).",
+        expires_s=55,
+    ),
+    Schedule(
+        name="Mark abandoned job runs",
+        job="project.mark_abandoned_job_runs",
+        queue="default",
+        crontab={"minute": "*/5"},
+        description="Mark JobRuns still running past their job's time limit as abandoned (worker lost).",
+        expires_s=240,
+    ),
+    Schedule(
         name="Maintain monthly partitions",
         job="project.maintain_partitions",
         queue="maintenance",

@@ -250,7 +250,20 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT_S", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT_S", 330)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+# A message a worker took but never acknowledged (the whole worker died) is handed out again
+# after visibility_timeout. It must exceed the longest job's time limit (maintenance actions:
+# 3700 s), or a job still running would be delivered a second time.
+CELERY_BROKER_VISIBILITY_TIMEOUT_S = env_int("CELERY_BROKER_VISIBILITY_TIMEOUT_S", 3900)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_S,
+}
+# A prefork child killed mid-job (OOM, SIGKILL): its acks_late message goes back to the queue
+# instead of being acked as failed. Only scheduled_job jobs are acks_late (they are idempotent);
+# the job runner bounds the redeliveries (JOB_MAX_REDELIVERIES) and marks the dead run abandoned.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+JOB_MAX_REDELIVERIES = env_int("JOB_MAX_REDELIVERIES", 3)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Queues: default, automation, reconciliation, webhooks, maintenance (workers take them with -Q).
 CELERY_TASK_ROUTES = {
@@ -262,7 +275,20 @@ CELERY_TASK_ROUTES = {
     "project.maintain_partitions": {"queue": "maintenance"},
     "project.refresh_materialized_view": {"queue": "maintenance"},
 }
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, stamping each message with its schedule slot so a second
+# beat cannot run a schedule twice in one slot (project/beat.py).
+CELERY_BEAT_SCHEDULER = "project.beat:SlottedDatabaseScheduler"
+
+# --- Outbox: jobs asked for by writes (project/outbox.py, docs/operations.md) ------------------
+
+# A request waits at most this long for the broker after its commit (connect and send, no retry).
+OUTBOX_PUBLISH_TIMEOUT_S = float(env_str("OUTBOX_PUBLISH_TIMEOUT_S", "1.0"))
+# After a failed publish, a process leaves publishing to the relay for this long.
+OUTBOX_BREAKER_S = float(env_str("OUTBOX_BREAKER_S", "10"))
+# The relay publishes messages at least this old (younger ones are being published after commit).
+OUTBOX_RELAY_AFTER_S = float(env_str("OUTBOX_RELAY_AFTER_S", "10"))
+OUTBOX_RELAY_BATCH = env_int("OUTBOX_RELAY_BATCH", 500)
+OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7)  # published messages are deleted after this
 CELERY_TIMEZONE = "UTC"
 
 # --- API --------------------------------------------------------------------------------------
@@ -369,6 +395,8 @@ JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 30)  # a run stops between 
 QUEUE_MAX_SIZE = env_int("QUEUE_MAX_SIZE", 1000)  # "run now" refuses beyond this many queued jobs
 AUTOMATION_CPU_MAX_PERCENT = env_int("AUTOMATION_CPU_MAX_PERCENT", 80)
 AUTOMATION_MEMORY_MAX_PERCENT = env_int("AUTOMATION_MEMORY_MAX_PERCENT", 85)
+# The overload guard's input: a function returning approvals.jobs.HostLoad (tests pin it).
+AUTOMATION_LOAD_PROBE = env_str("AUTOMATION_LOAD_PROBE", "approvals.jobs.host_load")
 AUTOMATION_RULE_CACHE_TTL_S = 300
 APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
 REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)

@@ -18,6 +18,7 @@ from django.utils import timezone
 from project.activity import activity_record, authenticated_user_or_none
 from project.db.locks import session_advisory_lock
 from project.jobrunner import TRANSIENT_ERRORS, JobSkipped
+from project.outbox import outbox_enqueue, outbox_enqueue_many
 from reconciliation import metrics
 from reconciliation.exceptions import (
     ExecutionActive,
@@ -55,6 +56,7 @@ from reconciliation.webhooks import webhook_event_queue
 
 logger = logging.getLogger("opsdeck.reconciliation")
 CATEGORY = "reconciliation"
+RUN_EXECUTION_JOB = "reconciliation.run_execution"
 PASS_ATTEMPTS = 3
 
 
@@ -101,9 +103,8 @@ def job_update(*, job: ReconciliationJob, user=None, **changes) -> Reconciliatio
 
 @transaction.atomic
 def execution_start(*, job: ReconciliationJob, dry_run: bool = False, user=None) -> Execution:
-    """Queue an execution of `job`; the worker picks it up after commit."""
-    from reconciliation.jobs import run_execution
-
+    """Queue an execution of `job`: the outbox publishes its job after commit (or, with the
+    broker away, once it is back), so the execution and its job never diverge."""
     if not job.is_active:
         raise JobInactive(f"Job {job.pk} is inactive; activate it to run it.")
     parse_rules(job.rules)  # rules saved before a validation change must not fail in the worker
@@ -127,7 +128,7 @@ def execution_start(*, job: ReconciliationJob, dry_run: bool = False, user=None)
         entity_id=execution.pk,
         metadata={"job_id": job.pk, "dry_run": dry_run},
     )
-    transaction.on_commit(lambda: run_execution.delay(execution_id=execution.pk))
+    outbox_enqueue(RUN_EXECUTION_JOB, kwargs={"execution_id": execution.pk})
     return execution
 
 
@@ -322,8 +323,6 @@ def _is_transient(error: Exception) -> bool:
 def executions_requeue_stuck(*, stuck_after_s: int | None = None, max_attempts: int | None = None) -> dict:
     """Queue again the running executions whose worker stopped sending heartbeats (it died);
     fail those that have used up their attempts. Queued ones nobody picked up are queued again."""
-    from reconciliation.jobs import run_execution
-
     stuck_after_s = stuck_after_s or settings.RECONCILIATION_STUCK_AFTER_S
     max_attempts = max_attempts or settings.RECONCILIATION_MAX_ATTEMPTS
     cutoff = timezone.now() - timezone.timedelta(seconds=stuck_after_s)
@@ -343,8 +342,7 @@ def executions_requeue_stuck(*, stuck_after_s: int | None = None, max_attempts: 
             failed.append(execution.pk)
         else:
             requeued.append(execution.pk)
-    for execution_id in requeued:
-        transaction.on_commit(lambda execution_id=execution_id: run_execution.delay(execution_id=execution_id))
+    outbox_enqueue_many([(RUN_EXECUTION_JOB, {"execution_id": execution_id}, None) for execution_id in requeued])
     return {"requeued": requeued, "failed": failed}
 
 

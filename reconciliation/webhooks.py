@@ -45,6 +45,7 @@ from prometheus_client import Counter
 from project.activity import activity_record, activity_record_bulk
 from project.celery import app as celery_app
 from project.jobrunner import scheduled_job
+from project.outbox import outbox_enqueue_many
 from reconciliation.exceptions import ReconciliationError, WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, WebhookDelivery, WebhookEndpoint
 
@@ -287,10 +288,14 @@ def webhook_event_queue(*, execution_id: int, event: str) -> int:
         )
         delivery_ids = [row[0] for row in cursor.fetchall()]
     if delivery_ids:
-        # robust: the transaction has committed by then; a broker outage must not turn the caller's
-        # success into an error. The deliveries are due now, so send_due sends them within a minute.
-        transaction.on_commit(functools.partial(_enqueue_deliveries, delivery_ids), robust=True)
+        # Through the outbox: published after commit with a bounded wait, or by its relay once the
+        # broker is back (and send_due sends any due delivery whose job was lost anyway).
+        _enqueue_deliveries_on_commit(delivery_ids)
     return len(delivery_ids)
+
+
+def _enqueue_deliveries_on_commit(delivery_ids: list[int]) -> None:
+    outbox_enqueue_many([(DELIVER_JOB, {"delivery_id": delivery_id}, None) for delivery_id in delivery_ids])
 
 
 def _enqueue_deliveries(delivery_ids: list[int], *, expires_s: int | None = None) -> None:
@@ -556,7 +561,7 @@ def webhook_redeliver(*, delivery_id: int, user, request=None) -> WebhookDeliver
         },
         request=request,
     )
-    transaction.on_commit(functools.partial(_enqueue_deliveries, [delivery.pk]), robust=True)
+    _enqueue_deliveries_on_commit([delivery.pk])
     delivery.refresh_from_db(fields=["next_attempt_at"])
     return delivery
 
@@ -582,5 +587,5 @@ def webhook_redeliver_bulk(*, delivery_ids: list[int], user, request=None) -> in
             entity_ids=ids,
             request=request,
         )
-        transaction.on_commit(functools.partial(_enqueue_deliveries, ids), robust=True)
+        _enqueue_deliveries_on_commit(ids)
     return len(ids)

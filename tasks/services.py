@@ -21,13 +21,15 @@ TASK_FIELDS_EDITABLE = ("project", "title", "description", "assignee", "status",
 def _invalidate_stats_on_commit(assignee_ids: Iterable[int | None]) -> None:
     keys = [task_stats_cache_key(assignee_id) for assignee_id in set(assignee_ids) if assignee_id is not None]
     if keys:
-        transaction.on_commit(lambda: cache.delete_many(keys))
+        # robust: the write has committed; a failed delete leaves stats stale for their TTL at worst.
+        transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
 
 
 def _notify_on_commit(task_ids: list[int], event: str) -> None:
+    """One outbox message per receiver, in the write's transaction (project/outbox.py)."""
     from tasks.jobs import queue_task_notifications
 
-    transaction.on_commit(lambda: queue_task_notifications(task_ids=task_ids, event=event))
+    queue_task_notifications(task_ids=task_ids, event=event)
 
 
 @transaction.atomic

@@ -1,15 +1,17 @@
 """One JSON envelope for every 4xx/5xx: {"error": {"code", "message", "fields"}}."""
 
 import logging
+import sys
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from project.api.throttling import throttle_refused_request
+from project.db.errors import RETRY_AFTER_S, database_unavailable
 
 logger = logging.getLogger("opsdeck.api")
 
@@ -94,6 +96,15 @@ def exception_handler(exc, context):
             throttle_refused_request(context.get("request"), context.get("view"))
         except exceptions.Throttled as throttled:
             exc = throttled
+    if database_unavailable(exc):
+        # The connection was terminated (restart, failover): a retry soon succeeds, so say so.
+        logger.warning("database unavailable during an API request", exc_info=exc)
+        return Response(
+            error_body("database_unavailable", "The database is briefly unavailable; retry shortly.",
+                       retry_after_s=RETRY_AFTER_S),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )  # fmt: skip
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
@@ -126,4 +137,26 @@ def json_error_view(status_code: int, code: str, message: str):
 handler400 = json_error_view(400, "bad_request", "Bad request.")
 handler403 = json_error_view(403, "permission_denied", "You do not have permission to perform this action.")
 handler404 = json_error_view(404, "not_found", "Not found.")
-handler500 = json_error_view(500, "server_error", "Internal server error.")
+_server_error = json_error_view(500, "server_error", "Internal server error.")
+
+
+def handler500(request):
+    """Django's last resort (admin, middleware, non-DRF views). A lost database connection is a
+    503 with Retry-After: plain text for the admin and other pages, the envelope for the API."""
+    exc = sys.exc_info()[1]
+    if exc is None or not database_unavailable(exc):
+        return _server_error(request)
+    if request.path.startswith("/api/"):
+        response = JsonResponse(
+            error_body("database_unavailable", "The database is briefly unavailable; retry shortly.",
+                       retry_after_s=RETRY_AFTER_S),
+            status=503,
+        )  # fmt: skip
+    else:
+        response = HttpResponse(
+            "Service briefly unavailable (database connection lost); retry shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+    response["Retry-After"] = str(RETRY_AFTER_S)
+    return response

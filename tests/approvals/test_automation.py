@@ -148,9 +148,9 @@ def test_the_job_uses_the_cached_active_rule_and_records_its_run(short_edits_rul
 
 
 @pytest.mark.django_db
-def test_the_job_is_skipped_and_says_why_when_the_machine_is_overloaded(short_edits_rule, monkeypatch):
+def test_the_job_is_skipped_and_says_why_when_the_machine_is_overloaded(short_edits_rule, host_load):
     VersionFactory(content="tiny")
-    monkeypatch.setattr(jobs.psutil, "cpu_percent", lambda interval=None: 95.0)
+    host_load(cpu_percent=95.0)
 
     summary = jobs.run_automation.run_now({})
 
@@ -162,10 +162,15 @@ def test_the_job_is_skipped_and_says_why_when_the_machine_is_overloaded(short_ed
 
 
 @pytest.mark.django_db
-def test_memory_pressure_also_skips_the_run(monkeypatch):
-    monkeypatch.setattr(jobs.psutil, "cpu_percent", lambda interval=None: 10.0)
-    monkeypatch.setattr(jobs.psutil, "virtual_memory", lambda: type("Memory", (), {"percent": 90.0})())
+def test_memory_pressure_also_skips_the_run(host_load):
+    host_load(cpu_percent=10.0, memory_percent=90.0)
     assert jobs.overload_reason() == "memory 90% > 85%"
+
+
+def test_the_default_load_probe_reads_the_host(settings, monkeypatch):
+    settings.AUTOMATION_LOAD_PROBE = "approvals.jobs.host_load"
+    monkeypatch.setattr(jobs.psutil, "cpu_percent", lambda interval=None: 95.0)
+    assert jobs.overload_reason() == "cpu 95% > 80%"
 
 
 @pytest.mark.django_db

@@ -18,6 +18,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
+def run_on_commit(django_capture_on_commit_callbacks):
+    # Actions are queued through the outbox after commit; the test's transaction never commits.
+    return django_capture_on_commit_callbacks
+
+
+@pytest.fixture
 def eager_celery(monkeypatch):
     monkeypatch.setitem(project.celery.app.conf, "task_always_eager", True)
 
@@ -159,28 +165,23 @@ def test_drop_invalid_index_refuses_a_valid_index():
         actions.drop_invalid_index(oid=table_oid("task_priority_idx"))
 
 
-def test_run_now_sends_the_beat_job_to_its_queue_and_is_audited(superuser, login, monkeypatch):
+def test_run_now_stores_the_beat_job_for_its_queue_in_the_outbox_and_is_audited(superuser, login):
     from django_celery_beat.models import PeriodicTask
 
-    sent = []
+    from project.models import OutboxMessage
 
-    class Sent:
-        id = "run-now-test"
-
-    def send_task(name, kwargs=None, queue=None):
-        sent.append((name, kwargs, queue))
-        return Sent()
-
-    # Not the real broker: under `make run` it is shared, and a worker would pick the job up.
-    monkeypatch.setattr(project.celery.app, "send_task", send_task)
+    # The test transaction never commits, so nothing reaches the broker (under `make run` it is
+    # shared, and a worker would pick the job up); the outbox row is what would be published.
     task = PeriodicTask.objects.get(task="project.maintain_partitions")
     client = login(superuser)
     assert "project.maintain_partitions" in client.get(action_url("run_job"), {"task": task.pk}).content.decode()
     response = client.post(action_url("run_job"), {"task": task.pk})
     assert response.status_code == 302
-    assert sent == [("project.maintain_partitions", {}, "maintenance")]
+    message = OutboxMessage.objects.get()
+    assert (message.job, message.kwargs, message.queue) == ("project.maintain_partitions", {}, "maintenance")
     act = ActivityLog.objects.get(category="monitoring", action="run_job_requested")
-    assert act.user_id == superuser.pk and act.entity_id == "run-now-test"
+    assert act.user_id == superuser.pk and act.entity_id == str(message.idempotency_key)
+    assert response["Location"].endswith(f"/{message.idempotency_key}/")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -219,7 +220,7 @@ def test_reindex_concurrently_rebuilds_the_index(superuser, login, eager_celery)
     assert JobRun.objects.get(name="monitoring.maintenance_reindex").status == JobRun.Status.SUCCEEDED
 
 
-def test_create_partitions_brings_back_a_missing_month(superuser, login, eager_celery):
+def test_create_partitions_brings_back_a_missing_month(superuser, login, eager_celery, run_on_commit):
     from datetime import UTC, datetime
 
     from dateutil.relativedelta import relativedelta
@@ -232,7 +233,8 @@ def test_create_partitions_brings_back_a_missing_month(superuser, login, eager_c
         cursor.execute(f'DROP TABLE "{name}"')
     table = next(t for t in tables.partitions() if t["table"] == "project_activitylog")
     assert table["months_ahead"] == 0 and table["status"] == "red"
-    response = login(superuser).post(action_url("create_partitions"), {"oid": table["oid"]})
+    with run_on_commit(execute=True):
+        response = login(superuser).post(action_url("create_partitions"), {"oid": table["oid"]})
     assert response.status_code == 302
     table = next(t for t in tables.partitions() if t["table"] == "project_activitylog")
     assert table["months_ahead"] >= 2 and table["status"] == "green"
@@ -240,10 +242,11 @@ def test_create_partitions_brings_back_a_missing_month(superuser, login, eager_c
     assert act.metadata["created"] == [name]
 
 
-def test_refresh_view_refreshes_a_registered_view_and_records_it(superuser, login, eager_celery):
+def test_refresh_view_refreshes_a_registered_view_and_records_it(superuser, login, eager_celery, run_on_commit):
     from project.models import MaterializedViewRefresh
 
-    response = login(superuser).post(action_url("refresh_view"), {"name": "mv_job_performance"})
+    with run_on_commit(execute=True):
+        response = login(superuser).post(action_url("refresh_view"), {"name": "mv_job_performance"})
     assert response.status_code == 302
     refresh = MaterializedViewRefresh.objects.get(view_name="mv_job_performance")
     assert refresh.status == MaterializedViewRefresh.Status.OK
@@ -251,9 +254,10 @@ def test_refresh_view_refreshes_a_registered_view_and_records_it(superuser, logi
 
 
 @pytest.mark.usefixtures("with_pg_stat_statements")
-def test_reset_statements_empties_this_databases_statistics_only(superuser, login, eager_celery):
+def test_reset_statements_empties_this_databases_statistics_only(superuser, login, eager_celery, run_on_commit):
     _a_statement_queryid()
-    response = login(superuser).post(action_url("reset_statements"))
+    with run_on_commit(execute=True):
+        response = login(superuser).post(action_url("reset_statements"))
     assert response.status_code == 302
     with connection.cursor() as cursor:
         cursor.execute(
@@ -267,13 +271,14 @@ def test_reset_statements_empties_this_databases_statistics_only(superuser, logi
 
 @pytest.mark.usefixtures("with_pg_stat_statements")
 def test_explain_analyze_from_the_queries_page_asks_for_the_parameters_and_shows_the_plan(
-    superuser, login, eager_celery
+    superuser, login, eager_celery, run_on_commit
 ):
     queryid = _a_statement_queryid()
     client = login(superuser)
     confirm = client.get(action_url("explain_analyze"), {"queryid": queryid}).content.decode()
     assert 'name="p1"' in confirm and "READ ONLY" in confirm
-    response = client.post(action_url("explain_analyze"), {"queryid": queryid, "p1": "high"})
+    with run_on_commit(execute=True):
+        response = client.post(action_url("explain_analyze"), {"queryid": queryid, "p1": "high"})
     assert response.status_code == 302
     run_page = client.get(response["Location"]).content.decode()
     assert "Execution Time: " in run_page and "succeeded" in run_page

@@ -68,6 +68,53 @@ def test_health_answers_without_touching_the_database(client, django_assert_num_
 
 
 @pytest.mark.django_db
+def test_health_of_a_logged_in_browser_touches_neither_the_session_nor_the_database(
+    client, django_assert_num_queries, monkeypatch
+):
+    # A browser that is logged in to the admin sends its session cookie to /health too; the
+    # access log used to load the user for its line (session + user: two queries).
+    client.force_login(UserFactory())
+    from django.core.cache import cache
+
+    monkeypatch.setattr(cache, "get", lambda *args, **kwargs: pytest.fail("/health read the cache"))
+    with django_assert_num_queries(0):
+        response = client.get("/health")
+
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_ready_answers_within_its_timeout_while_redis_is_paused_and_keeps_answering(
+    client, settings, private_redis, monkeypatch
+):
+    import os
+    import signal
+
+    import project.celery
+
+    socket_path, redis_process = private_redis
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = f"unix://{socket_path}?db=0"
+    settings.CACHES = caches
+    monkeypatch.setitem(project.celery.app.conf, "broker_url", f"redis+socket://{socket_path}")
+    monkeypatch.setitem(project.celery.app.conf, "broker_write_url", f"redis+socket://{socket_path}")
+    os.kill(redis_process.pid, signal.SIGSTOP)  # stalled, not gone: connects succeed, replies never come
+    try:
+        timings, bodies = [], []
+        for _ in range(3):  # the checks of one call must not starve the next call's checks
+            started = time.monotonic()
+            response = client.get("/ready")
+            timings.append(time.monotonic() - started)
+            bodies.append(response.json())
+            assert response.status_code == 503
+    finally:
+        os.kill(redis_process.pid, signal.SIGCONT)
+
+    assert max(timings) < settings.READY_CHECK_TIMEOUT_S + 0.5, timings
+    assert all(set(body["failed"]) == {"redis", "broker"} for body in bodies), bodies
+
+
+@pytest.mark.django_db
 def test_ready_is_200_when_database_redis_and_broker_answer(client):
     response = client.get("/ready")
 

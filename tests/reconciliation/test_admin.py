@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from project.models import ActivityLog
+from project.models import ActivityLog, OutboxMessage
 from reconciliation import jobs
 from reconciliation.admin import candidate_queryset
 from reconciliation.models import (
@@ -213,19 +213,15 @@ def test_cancel_action_cancels_a_queued_execution_through_the_service(logged_in)
 # --- Jobs: rules editor, run now ---------------------------------------------------------------------
 
 
-def test_run_now_queues_an_execution_through_the_service(logged_in, django_capture_on_commit_callbacks):
+def test_run_now_queues_an_execution_through_the_service(logged_in):
     job = JobFactory()
     client = logged_in(staff("reconciliation.view_reconciliationjob", "reconciliation.add_execution"))
 
-    with (
-        mock.patch("reconciliation.jobs.run_execution.delay") as delay,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        response = client.post(
-            reverse("admin:reconciliation_reconciliationjob_changelist"),
-            {"action": "run_selected", "_selected_action": [job.pk]},
-            follow=True,
-        )
+    response = client.post(
+        reverse("admin:reconciliation_reconciliationjob_changelist"),
+        {"action": "run_selected", "_selected_action": [job.pk]},
+        follow=True,
+    )
 
     execution = Execution.objects.get(job=job)
     assert (execution.status, execution.dry_run, execution.requested_by_id) == (
@@ -233,7 +229,10 @@ def test_run_now_queues_an_execution_through_the_service(logged_in, django_captu
         False,
         response.wsgi_request.user.pk,
     )
-    delay.assert_called_once_with(execution_id=execution.pk)
+    # Its job is in the outbox, committed with the execution (published after commit).
+    assert list(OutboxMessage.objects.values_list("job", "kwargs")) == [
+        ("reconciliation.run_execution", {"execution_id": execution.pk})
+    ]
     assert any(f"execution {execution.pk}" in message for message in messages_of(response))
     assert ActivityLog.objects.filter(action="execution_start", entity_id=str(execution.pk)).exists()
 
@@ -588,21 +587,19 @@ def test_an_endpoint_whose_host_does_not_resolve_can_still_be_deactivated(world,
     assert WebhookEndpoint.objects.get(pk=endpoint.pk).is_active is False
 
 
-def test_redeliver_action_requeues_the_deliveries(world, logged_in, django_capture_on_commit_callbacks):
+def test_redeliver_action_requeues_the_deliveries(world, logged_in):
     delivery = world["delivery"]
     client = logged_in(staff("reconciliation.view_webhookdelivery", "reconciliation.change_webhookdelivery"))
 
-    with (
-        mock.patch("reconciliation.webhooks._enqueue_deliveries") as enqueue,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        client.post(
-            reverse("admin:reconciliation_webhookdelivery_changelist"),
-            {"action": "redeliver_selected", "_selected_action": [delivery.pk]},
-        )
+    client.post(
+        reverse("admin:reconciliation_webhookdelivery_changelist"),
+        {"action": "redeliver_selected", "_selected_action": [delivery.pk]},
+    )
 
     assert WebhookDelivery.objects.get(pk=delivery.pk).status == "pending"
-    enqueue.assert_called_once_with([delivery.pk])
+    assert list(OutboxMessage.objects.values_list("job", "kwargs")) == [
+        ("webhooks.deliver", {"delivery_id": delivery.pk})
+    ]
     assert ActivityLog.objects.filter(action="webhook_redeliver").exists()
 
 

@@ -1,12 +1,10 @@
 """The reconciliation API: tenant isolation on every endpoint, roles, ingest, runs, review, caching."""
 
-from unittest import mock
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from project.models import ActivityLog
+from project.models import ActivityLog, OutboxMessage
 from reconciliation import jobs
 from reconciliation.models import (
     Execution,
@@ -232,7 +230,7 @@ def test_match_filters_by_confidence_and_amount(client_for):
     assert client.get(reverse("recon-match-list"), {"confidence_min": "high"}).status_code == 400
 
 
-def test_csv_upload_then_run_then_poll_the_summary(client_for, django_capture_on_commit_callbacks):
+def test_csv_upload_then_run_then_poll_the_summary(client_for):
     tenant = TenantFactory()
     job = JobFactory(tenant=tenant)
     client = client_for(member(tenant, Role.OPERATOR))
@@ -249,8 +247,7 @@ def test_csv_upload_then_run_then_poll_the_summary(client_for, django_capture_on
         {"file": SimpleUploadedFile("ledger.csv", csv_body.replace(b"L1", b"R1"), content_type="text/csv")},
         format="multipart",
     )
-    with mock.patch.object(jobs.run_execution, "delay") as delay, django_capture_on_commit_callbacks(execute=True):
-        started = client.post(reverse("recon-job-run", kwargs={"pk": job.pk}), {}, format="json")
+    started = client.post(reverse("recon-job-run", kwargs={"pk": job.pk}), {}, format="json")
     conflict = client.post(reverse("recon-job-run", kwargs={"pk": job.pk}), {}, format="json")
 
     assert (uploaded.status_code, uploaded.json()["inserted"]) == (201, 1)
@@ -259,7 +256,9 @@ def test_csv_upload_then_run_then_poll_the_summary(client_for, django_capture_on
     assert started.status_code == 202 and started.json()["status"] == "queued"
     assert conflict.status_code == 409
     execution_id = started.json()["id"]
-    delay.assert_called_once_with(execution_id=execution_id)
+    assert list(OutboxMessage.objects.values_list("job", "kwargs")) == [
+        ("reconciliation.run_execution", {"execution_id": execution_id})
+    ]
 
     jobs.run_execution.run_now({"execution_id": execution_id})
     summary = client.get(reverse("reconciliation-summary", kwargs={"pk": execution_id}))

@@ -23,7 +23,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 import project.celery
-from project.models import ActivityLog, JobRun
+from project.models import ActivityLog, JobRun, OutboxMessage
 from reconciliation import webhooks
 from reconciliation.exceptions import WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, Tenant, WebhookDelivery, WebhookEndpoint
@@ -265,7 +265,7 @@ def test_event_queue_creates_one_delivery_per_active_subscribed_endpoint_of_the_
     make_endpoint(tenant, "http://127.0.0.1:9/inactive", is_active=False)
     make_endpoint(make_tenant("other"), "http://127.0.0.1:9/other-tenant")
 
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the deliveries, and their jobs in the outbox
         created = webhooks.webhook_event_queue(execution_id=execution.pk, event=COMPLETED)
 
     deliveries = list(WebhookDelivery.objects.order_by("endpoint_id"))
@@ -299,19 +299,23 @@ def test_event_queue_creates_one_delivery_per_active_subscribed_endpoint_of_the_
 def test_event_queue_sends_the_deliveries_after_commit_only(
     tenant, receiver, monkeypatch, django_capture_on_commit_callbacks
 ):
-    queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.extend(ids))
+    monkeypatch.setitem(project.celery.app.conf, "task_always_eager", True)
     execution = make_execution(tenant, status=Execution.Status.FAILED)
     make_endpoint(tenant, receiver.url, events=[FAILED])
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         webhooks.webhook_event_queue(execution_id=execution.pk, event=FAILED)
-    assert queued == []  # nothing leaves before the transaction commits
+    # The job waits in the outbox, committed with the delivery; nothing leaves before commit.
+    (delivery_id,) = WebhookDelivery.objects.values_list("pk", flat=True)
+    assert list(OutboxMessage.objects.values_list("job", "kwargs", "dispatched_at")) == [
+        (webhooks.DELIVER_JOB, {"delivery_id": delivery_id}, None)
+    ]
+    assert receiver.requests == []
     for callback in callbacks:
         callback()
 
-    assert queued == list(WebhookDelivery.objects.values_list("pk", flat=True))
-    assert len(queued) == 1
+    assert len(receiver.requests) == 1
+    assert OutboxMessage.objects.get().dispatched_at is not None
 
 
 def test_event_queue_for_a_tenant_without_endpoints_creates_nothing_and_queues_nothing(
@@ -701,11 +705,7 @@ def test_redeliver_resets_a_dead_delivery_keeps_its_attempts_audits_and_sends_it
     tenant, receiver, monkeypatch, django_capture_on_commit_callbacks
 ):
     user = get_user_model().objects.create_user(username="ops")
-    monkeypatch.setattr(
-        webhooks,
-        "_enqueue_deliveries",
-        lambda ids, **kwargs: [webhooks.webhook_deliver(delivery_id=i) for i in ids],
-    )
+    monkeypatch.setitem(project.celery.app.conf, "task_always_eager", True)
     delivery = make_delivery(make_endpoint(tenant, receiver.url), status=WebhookDelivery.Status.DEAD, attempts=8)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None, last_error="HTTP 500")
 
@@ -734,17 +734,16 @@ def test_redeliver_of_a_missing_delivery_raises_does_not_exist():
 def test_bulk_redeliver_resets_many_in_one_update_with_one_audit_row(
     tenant, monkeypatch, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
-    queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.extend(ids))
     endpoint = make_endpoint(tenant, "http://127.0.0.1:9/hook")
     dead = make_delivery(endpoint, status=WebhookDelivery.Status.DEAD, attempts=8)
     delivered = make_delivery(endpoint, status=WebhookDelivery.Status.DELIVERED, attempts=1)
 
-    with django_capture_on_commit_callbacks(execute=True), django_assert_num_queries(5):
-        # savepoint, lock, update, audit row, release
+    with django_capture_on_commit_callbacks(execute=False), django_assert_num_queries(6):
+        # savepoint, lock, update, audit row, outbox rows, release
         count = webhooks.webhook_redeliver_bulk(delivery_ids=[dead.pk, delivered.pk, 987654321], user=None)
 
     assert count == 2
+    queued = [kwargs["delivery_id"] for kwargs in OutboxMessage.objects.values_list("kwargs", flat=True)]
     assert sorted(queued) == sorted([dead.pk, delivered.pk])
     assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"pending"}
     log = ActivityLog.objects.get(action="webhook_redeliver")

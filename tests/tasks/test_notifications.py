@@ -1,4 +1,5 @@
-"""Task webhooks are Celery jobs queued after commit, one per receiver, never run in the request."""
+"""Task webhooks are Celery jobs stored in the write's transaction (the outbox), one per receiver,
+published after commit, never run in the request, and delivered once per event."""
 
 import json
 import threading
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 import project.celery
+from project.models import OutboxMessage
 from tasks import jobs
 from tasks.models import Task
 from tests.factories import ProjectFactory
@@ -25,6 +27,7 @@ class Receiver:
 
     url: str
     bodies: list[dict] = field(default_factory=list)
+    idempotency_keys: list[str] = field(default_factory=list)
 
 
 def _start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
@@ -37,6 +40,7 @@ def _start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
             # Recorded before answering, so a delivery has been seen once its POST returned.
             with lock:
                 receiver.bodies.append(body)
+                receiver.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
             self.send_response(204)
             self.end_headers()
 
@@ -108,30 +112,58 @@ def test_nothing_is_delivered_before_the_transaction_commits(
 
 
 @pytest.mark.parametrize(("urls", "jobs_queued"), [([], 0), (["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"], 2)])
-def test_one_job_is_queued_per_configured_receiver(
-    urls, jobs_queued, staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
-):
+def test_one_outbox_message_per_configured_receiver_is_stored_with_the_write(urls, jobs_queued, staff_client, settings):
     settings.TASK_NOTIFY_WEBHOOK_URLS = urls
-    queued_groups: list[list] = []
-
-    class RecordingGroup:
-        def __init__(self, signatures):
-            self.signatures = list(signatures)
-
-        def apply_async(self):
-            queued_groups.append(self.signatures)
-
-    monkeypatch.setattr(jobs, "group", RecordingGroup)
     project = ProjectFactory()
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        create_task(staff_client, project)
+    task_id = create_task(staff_client, project)
 
-    assert len(callbacks) == 1  # the notification hook ran; it decided whether to queue
-    queued = [signature for signatures in queued_groups for signature in signatures]
-    assert len(queued) == jobs_queued
-    assert [signature.kwargs["url"] for signature in queued] == urls
-    assert all(signature.task == "tasks.notify_webhook" for signature in queued)
+    messages = list(OutboxMessage.objects.order_by("id"))
+    assert len(messages) == jobs_queued
+    assert [message.kwargs["url"] for message in messages] == urls
+    assert all(message.job == "tasks.notify_webhook" for message in messages)
+    assert all(message.kwargs["task_ids"] == [task_id] for message in messages)
+    # Each event has its own id, which is also the message's idempotency key.
+    assert [message.kwargs["event_id"] for message in messages] == [str(m.idempotency_key) for m in messages]
+    assert all(message.dispatched_at is None for message in messages)  # not before commit
+
+
+def test_each_delivery_carries_its_event_id_as_idempotency_key(
+    staff_client, receivers, eager_celery, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        create_task(staff_client, ProjectFactory())
+
+    keys = {str(key) for key in OutboxMessage.objects.values_list("idempotency_key", flat=True)}
+    for receiver in receivers:
+        (body,) = receiver.bodies
+        assert receiver.idempotency_keys == [body["id"]]
+        assert body["id"] in keys
+    assert OutboxMessage.objects.filter(dispatched_at__isnull=False, effect_done_at__isnull=False).count() == 2
+
+
+def test_a_message_published_twice_delivers_its_event_once(
+    staff_client, receivers, eager_celery, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        create_task(staff_client, ProjectFactory())
+    # The relay (or a redelivery) publishes the same messages again.
+    for message in OutboxMessage.objects.all():
+        jobs.notify_task_webhook.apply(kwargs=message.kwargs, task_id=str(message.idempotency_key))
+
+    assert [len(receiver.bodies) for receiver in receivers] == [1, 1]
+
+
+def test_a_failed_delivery_releases_its_event_for_the_retry(staff_client, settings):
+    settings.TASK_NOTIFY_WEBHOOK_URLS = ["http://127.0.0.1:9/closed-port"]
+    create_task(staff_client, ProjectFactory())
+    message = OutboxMessage.objects.get()
+
+    jobs.notify_task_webhook.apply(kwargs=message.kwargs, task_id=str(message.idempotency_key))
+
+    message.refresh_from_db()
+    assert message.effect_done_at is None
+    assert message.effect_leased_until is None  # a retry may claim it again
 
 
 def test_http_client_is_one_pooled_client_with_the_configured_timeout(settings, monkeypatch):
