@@ -357,14 +357,18 @@ def test_a_slow_statement_run_100_times_is_found_and_explained_three_times_in_a_
 
 
 @pytest.mark.usefixtures("with_pg_stat_statements")
-def test_explain_analyze_of_a_side_effecting_statement_is_refused_and_audited(planted, superuser, login, eager_celery):
+def test_explain_analyze_of_a_side_effecting_statement_is_refused_and_audited(
+    planted, superuser, login, eager_celery, django_capture_on_commit_callbacks
+):
     queryid = _queryid_of("SELECT pg_cancel_backend(")
     with pytest.raises(actions.ActionRefused, match=r"pg_cancel_backend\(\) is VOLATILE"):
         actions.explain(queryid=queryid, analyze=True, parameters=[])
     url = reverse("admin:monitoring_action", args=["explain_analyze"])
     confirm = login(superuser).get(url, {"queryid": queryid})
     assert "pg_cancel_backend() is VOLATILE" in confirm.context["target"]["refused"]
-    response = login(superuser).post(url, {"queryid": queryid})
+    # Actions are queued through the outbox after commit; the test's transaction never commits.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = login(superuser).post(url, {"queryid": queryid})
     assert response.status_code == 302
     run = JobRun.objects.get(name="monitoring.maintenance_explain")
     assert run.status == JobRun.Status.SKIPPED and run.error == ""
@@ -389,13 +393,18 @@ def test_create_missing_partitions_lists_what_it_creates_and_archives(planted, s
     assert "will_create" in body and "will_detach_and_archive" in body
 
 
-def test_a_refused_action_is_audited_as_refused_with_a_clean_message(planted, superuser, login, eager_celery):
+def test_a_refused_action_is_audited_as_refused_with_a_clean_message(
+    planted, superuser, login, eager_celery, django_capture_on_commit_callbacks
+):
     # The index was dropped between the page and the click.
     oid = _oid(f"{SCHEMA}.acc_orders_created_idx")
     with _connect() as conn:
         conn.execute(f"UPDATE pg_index SET indisvalid = true WHERE indexrelid = {oid}")
     try:
-        response = login(superuser).post(reverse("admin:monitoring_action", args=["drop_invalid_index"]), {"oid": oid})
+        with django_capture_on_commit_callbacks(execute=True):
+            response = login(superuser).post(
+                reverse("admin:monitoring_action", args=["drop_invalid_index"]), {"oid": oid}
+            )
         run = JobRun.objects.get(name="monitoring.maintenance_drop_invalid_index")
         assert run.status == JobRun.Status.SKIPPED and "only invalid indexes" in run.result["skipped"]
         act = ActivityLog.objects.get(category="monitoring", action="drop_invalid_index")
