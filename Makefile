@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos clean-venv
+.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos fuzz clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -93,6 +93,13 @@ bench-reconciliation: $(VENV)/.installed-dev
 CHAOS_PORT ?= 8765
 chaos: $(VENV)/.installed-dev
 	$(PY) bench/chaos.py --port $(CHAOS_PORT) $(CHAOS_ARGS)
+
+# schemathesis over every API operation against its own `make run` stack (port FUZZ_PORT, default
+# 8931; data in var/fuzz/), bounded by FUZZ_MAX_TIME_S (default 300 s). Prints a table, writes it
+# to bench/results/fuzz-<timestamp>.txt, fails on any server error or schema/status violation.
+# docs/testing.md says what it checks.
+fuzz: $(VENV)/.installed-dev
+	$(PY) bench/fuzz.py $(FUZZ_ARGS)
 
 # Headless-Chromium smoke test of the monitoring cockpit: screenshots in var/e2e/. Not part of
 # `make test`/CI (it starts a browser and a server). Installs Debian's chromium if it is missing.
