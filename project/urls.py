@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from project import health
+from project.api.activity import ActivityLogViewSet
 
 urlpatterns = [
     path("health", health.health, name="health"),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/activity/", ActivityLogViewSet.as_view({"get": "list"}), name="activity-list"),
     path("api/v1/", include("tasks.urls")),
     path("api/v1/approvals/", include("approvals.urls")),
     path("api/v1/database/performance/", include("monitoring.urls")),
