@@ -42,7 +42,9 @@ def test_the_page_walks_the_log_newest_first_without_counting(admin_client_, dja
     with django_assert_max_num_queries(10) as captured:
         first = admin_client_.get(URL)
     assert first.status_code == 200
-    assert not [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    # (The admin header's approvals badge counts pending versions; the log itself is never counted.)
+    reads_of_the_log = [q["sql"] for q in captured.captured_queries if "project_activitylog" in q["sql"]]
+    assert len(reads_of_the_log) == 1 and "COUNT(" not in reads_of_the_log[0].upper()
     assert rows_on(first)[:2] == [f"act_{PAGE_SIZE + 4}", f"act_{PAGE_SIZE + 3}"]
     assert len(rows_on(first)) == PAGE_SIZE
     older = re.search(r'href="([^"]+)" rel="next"', first.content.decode())[1].replace("&amp;", "&")
