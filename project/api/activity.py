@@ -7,6 +7,7 @@ non-superuser staff member could not be limited to their tenants' rows. See docs
 
 import json
 
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
@@ -97,6 +98,7 @@ class IsSuperuser(permissions.BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
 
 
+@extend_schema_view(list=extend_schema(parameters=[ActivityFilterSerializer]))
 class ActivityLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ActivityLogSerializer
     permission_classes = [IsSuperuser]
