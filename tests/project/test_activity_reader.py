@@ -324,3 +324,23 @@ def test_the_user_foreign_key_has_no_redundant_index_of_its_own():
         names = {row[0] for row in cursor.fetchall()}
     assert "activity_user_created_idx" in names
     assert not [name for name in names if name.startswith("project_activitylog_user_id")]
+
+
+def test_the_action_index_is_valid_and_on_every_partition():
+    """Migration 0004 builds it partition by partition (CONCURRENTLY) and attaches each: the
+    parent's index is only valid when every partition has its own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'activity_action_created_idx'::regclass")
+        assert cursor.fetchone() == (True,)
+        cursor.execute(
+            """
+            SELECT count(*) FILTER (WHERE NOT EXISTS (
+                SELECT 1 FROM pg_inherits child_index
+                JOIN pg_index x ON x.indexrelid = child_index.inhrelid
+                WHERE child_index.inhparent = 'activity_action_created_idx'::regclass
+                  AND x.indrelid = partition.inhrelid)), count(*)
+            FROM pg_inherits partition WHERE partition.inhparent = 'project_activitylog'::regclass
+            """
+        )
+        missing, partitions = cursor.fetchone()
+    assert partitions > 1 and missing == 0
