@@ -1,9 +1,10 @@
 """Reads of the platform's own tables.
 
 The activity log reader: one filtered query set, read newest first on (created_at, id) with
-keyset pagination (project.api.pagination.KeysetPaginator), never OFFSET and never COUNT. Each
-filter is the leading key of one index on ActivityLog (see the model), and a time range prunes
-partitions at plan time (constants in the WHERE clause).
+keyset pagination (project.api.pagination.KeysetPaginator), never OFFSET and never COUNT. User,
+action, level, entity, metadata and tag each lead one index on ActivityLog (see the model);
+category narrows the action index's range (or, alone, the newest-first scan; there are few
+categories). A time range prunes partitions at plan time (constants in the WHERE clause).
 """
 
 from dataclasses import dataclass, field
