@@ -1,7 +1,7 @@
 """Benchmark: guide 003's four activity-log reads through project.selectors.activity_logs.
 
-    make bench-activity                                  # 10M rows (the issue's size)
-    python -m project.devservices exec -- .venv/bin/python bench/activity.py --rows 1000000
+    .venv/bin/python -m project.devservices exec -- .venv/bin/python bench/activity.py              # 10M rows
+    .venv/bin/python -m project.devservices exec -- .venv/bin/python bench/activity.py --rows 1000000
 
 Seeds N rows (default 10,000,000) spread evenly over 12 monthly partitions ending this month,
 then times the first page (50 rows, keyset on (created_at, id), as the API reads it) of:
