@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from project.adminlogin import ThrottledAdminLoginForm
 
 # ActivityLog has a composite primary key (it is partitioned), which Django 5.2's admin cannot
-# register; it is read through the API and the monitoring pages instead.
+# register; it is read at /admin/activity-log/ (project.admin_activity) and GET /api/v1/activity/.
 from project.models import JobRun, MaterializedViewRefresh
 
 admin.site.site_header = "Opsdeck"

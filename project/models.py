@@ -77,8 +77,15 @@ class ActivityLog(PostgresPartitionedModel):
     pk = models.CompositePrimaryKey("id", "created_at")
     id = models.BigIntegerField(db_default=Func(Value("project_activitylog_id_seq"), function="nextval"))
     created_at = models.DateTimeField(db_default=Func(function="now"))
+    # No index of its own: activity_user_created_idx starts with user_id (the FK's default
+    # single-column index was redundant, flagged by the cockpit).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        db_index=False,
     )
     category = models.CharField(max_length=50)
     action = models.CharField(max_length=100)
@@ -95,13 +102,23 @@ class ActivityLog(PostgresPartitionedModel):
 
     class Meta:
         indexes = [
-            # Indexes from the platform guide (003), each named for the query it serves.
-            models.Index(fields=["-created_at"], name="activity_created_desc_idx"),  # recent activity
-            models.Index(fields=["user", "created_at"], name="activity_user_created_idx"),  # timeline
-            models.Index(fields=["category", "action"], name="activity_category_action_idx"),
+            # Each index serves one read of project.selectors.activity_logs (guide 003's reads);
+            # tests/project/test_activity_reader.py asserts the plan of each uses its index.
+            # Recent activity, newest first, and every time-bounded read without a better key.
+            models.Index(fields=["-created_at"], name="activity_created_desc_idx"),
+            # A user's timeline: user_id = ? ORDER BY created_at DESC.
+            models.Index(fields=["user", "created_at"], name="activity_user_created_idx"),
+            # By category/action: action = ? [AND category = ?] ORDER BY created_at DESC. The guide's
+            # (category, action) could not serve the ordering (a sort of every matching row);
+            # an action names its category, so category stays a filter on this range.
+            models.Index(fields=["action", "created_at"], name="activity_action_created_idx"),
+            # By level (errors first in an incident): level = ? ORDER BY created_at DESC.
             models.Index(fields=["level", "created_at"], name="activity_level_created_idx"),
-            models.Index(fields=["entity_type", "entity_id"], name="activity_entity_idx"),  # history
+            # An entity's history (activity_for_entity, and the entity_type + entity_id filter).
+            models.Index(fields=["entity_type", "entity_id"], name="activity_entity_idx"),
+            # Metadata search: metadata @> {...} (and bulk acts' metadata @> {"ids": [id]}).
             GinIndex(fields=["metadata"], name="activity_metadata_gin"),
+            # Tag search: tags @> [tag].
             GinIndex(fields=["tags"], name="activity_tags_gin"),
         ]
 

@@ -1,0 +1,60 @@
+"""Reads of the platform's own tables.
+
+The activity log reader: one filtered query set, read newest first on (created_at, id) with
+keyset pagination (project.api.pagination.KeysetPaginator), never OFFSET and never COUNT. User,
+action, level, entity, metadata and tag each lead one index on ActivityLog (see the model);
+category narrows the action index's range (or, alone, the newest-first scan; there are few
+categories). A time range prunes partitions at plan time (constants in the WHERE clause).
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+
+from project.models import ActivityLog
+
+ACTIVITY_ORDERING = ("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class ActivityFilters:
+    """What an operator can narrow the log by; every field is optional."""
+
+    user_id: int | None = None
+    category: str | None = None
+    action: str | None = None
+    level: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+    metadata: dict[str, Any] = field(default_factory=dict)  # containment: metadata @> this
+    tag: str | None = None
+
+
+def activity_logs(filters: ActivityFilters = ActivityFilters()) -> QuerySet[ActivityLog]:
+    """The activity log narrowed by `filters`, newest first; page it with KeysetPaginator."""
+    queryset = ActivityLog.objects.all()
+    if filters.user_id is not None:
+        queryset = queryset.filter(user_id=filters.user_id)  # activity_user_created_idx
+    if filters.action:
+        queryset = queryset.filter(action=filters.action)  # activity_action_created_idx
+    if filters.category:
+        queryset = queryset.filter(category=filters.category)
+    if filters.level:
+        queryset = queryset.filter(level=filters.level)  # activity_level_created_idx
+    if filters.entity_type:
+        queryset = queryset.filter(entity_type=filters.entity_type)  # activity_entity_idx
+    if filters.entity_id:
+        queryset = queryset.filter(entity_id=filters.entity_id)
+    if filters.created_from is not None:
+        queryset = queryset.filter(created_at__gte=filters.created_from)  # partition pruning
+    if filters.created_to is not None:
+        queryset = queryset.filter(created_at__lt=filters.created_to)
+    if filters.metadata:
+        queryset = queryset.filter(metadata__contains=filters.metadata)  # activity_metadata_gin
+    if filters.tag:
+        queryset = queryset.filter(tags__contains=[filters.tag])  # activity_tags_gin
+    return queryset.select_related("user").order_by(*ACTIVITY_ORDERING)
