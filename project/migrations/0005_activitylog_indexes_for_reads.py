@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
-        ("project", "0003_materializedviewrefresh_plural"),
+        ("project", "0004_outbox_jobrun_slots_abandoned"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
