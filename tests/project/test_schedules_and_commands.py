@@ -243,3 +243,24 @@ def test_production_mode_starts_with_a_real_secret_key():
     process = start_django(DEBUG="false", SECRET_KEY="k3y-" + "x" * 60)
 
     assert process.returncode == 0, process.stderr
+
+
+def test_make_run_collects_static_files_again_only_when_a_source_changed(settings, tmp_path, monkeypatch):
+    from project.management.commands import prepare_dev
+
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STATIC_ROOT.mkdir()
+    collected = []
+    monkeypatch.setattr(prepare_dev, "call_command", lambda name, **kwargs: collected.append(name))
+    source = tmp_path / "app-static"
+    source.mkdir()
+    (source / "app.css").write_text("body {}")
+    settings.STATICFILES_DIRS = [source]
+
+    prepare_dev.collect_static_when_changed()
+    prepare_dev.collect_static_when_changed()
+    assert collected == ["collectstatic"]
+
+    (source / "app.css").write_text("body { color: red }")
+    prepare_dev.collect_static_when_changed()
+    assert collected == ["collectstatic", "collectstatic"]
