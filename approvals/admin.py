@@ -13,7 +13,7 @@ from django.utils.safestring import mark_safe
 from approvals import jobs, rules, selectors, services
 from approvals.exceptions import ApprovalError
 from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
-from project.admin import BigTableAdmin
+from project.admin import BigTableAdmin, url_with, url_without
 from project.api.pagination import InvalidCursor, KeysetPaginator
 
 RULE_PREVIEW_MAX_VERSIONS = 10_000  # what the API's preview evaluates, so both agree
@@ -315,7 +315,7 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
             direction, position = paginator.decode_position(cursor) if cursor else ("n", None)
         except InvalidCursor:
             self.message_user(request, "That page link is not valid; showing the newest entries.", messages.WARNING)
-            return HttpResponseRedirect(_url_without(request, "cursor"))
+            return HttpResponseRedirect(url_without(request, "cursor"))
         if direction == "n":
             page = paginator.page(first=AUDIT_LOG_PAGE_SIZE, after=position)
         else:
@@ -330,25 +330,12 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
             for entry in page
         ]
         if page and page.has_next:
-            context["older_url"] = _url_with(request, cursor=paginator.encode_position(page[-1], "n"))
+            context["older_url"] = url_with(request, cursor=paginator.encode_position(page[-1], "n"))
         if page and page.has_previous:
-            context["newer_url"] = _url_with(request, cursor=paginator.encode_position(page[0], "p"))
+            context["newer_url"] = url_with(request, cursor=paginator.encode_position(page[0], "p"))
         if cursor:
-            context["newest_url"] = _url_without(request, "cursor")
+            context["newest_url"] = url_without(request, "cursor")
         return TemplateResponse(request, "admin/approvals/audit_log.html", context)
-
-
-def _url_with(request, **params) -> str:
-    query = request.GET.copy()
-    for name, value in params.items():
-        query[name] = value
-    return f"{request.path}?{query.urlencode()}"
-
-
-def _url_without(request, name: str) -> str:
-    query = request.GET.copy()
-    query.pop(name, None)
-    return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
 class EntityAdmin(BigTableAdmin):

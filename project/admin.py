@@ -15,6 +15,22 @@ from project.adminlogin import ThrottledAdminLoginForm
 # register; it is read at /admin/activity-log/ (project.admin_activity) and GET /api/v1/activity/.
 from project.models import JobRun, MaterializedViewRefresh
 
+
+def url_with(request, **params) -> str:
+    """This admin page's URL with `params` set, the other query parameters (filters) kept."""
+    query = request.GET.copy()
+    for name, value in params.items():
+        query[name] = value
+    return f"{request.path}?{query.urlencode()}"
+
+
+def url_without(request, name: str) -> str:
+    """This admin page's URL without the query parameter `name` (back to the first page)."""
+    query = request.GET.copy()
+    query.pop(name, None)
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
+
 admin.site.site_header = "Opsdeck"
 admin.site.site_title = "Opsdeck admin"
 admin.site.index_title = "Operations"

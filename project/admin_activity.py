@@ -12,6 +12,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from rest_framework.exceptions import ValidationError
 
+from project.admin import url_with, url_without
 from project.api.activity import ActivityFilterSerializer, activity_filters_from
 from project.api.pagination import InvalidCursor, KeysetPaginator
 from project.models import ActivityLog
@@ -19,19 +20,6 @@ from project.selectors import ACTIVITY_ORDERING, activity_logs
 
 PAGE_SIZE = 100
 TEMPLATE = "admin/project/activity_log.html"
-
-
-def _url_with(request, **params) -> str:
-    query = request.GET.copy()
-    for name, value in params.items():
-        query[name] = value
-    return f"{request.path}?{query.urlencode()}"
-
-
-def _url_without(request, name: str) -> str:
-    query = request.GET.copy()
-    query.pop(name, None)
-    return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
 def activity_log_view(request):
@@ -58,16 +46,16 @@ def activity_log_view(request):
         direction, position = paginator.decode_position(cursor) if cursor else ("n", None)
     except InvalidCursor:
         messages.warning(request, "That page link is not valid; showing the newest entries.")
-        return HttpResponseRedirect(_url_without(request, "cursor"))
+        return HttpResponseRedirect(url_without(request, "cursor"))
     if direction == "n":
         page = paginator.page(first=PAGE_SIZE, after=position)
     else:
         page = paginator.page(last=PAGE_SIZE, before=position)
     context["entries"] = list(page)
     if page and page.has_next:
-        context["older_url"] = _url_with(request, cursor=paginator.encode_position(page[-1], "n"))
+        context["older_url"] = url_with(request, cursor=paginator.encode_position(page[-1], "n"))
     if page and page.has_previous:
-        context["newer_url"] = _url_with(request, cursor=paginator.encode_position(page[0], "p"))
+        context["newer_url"] = url_with(request, cursor=paginator.encode_position(page[0], "p"))
     if cursor:
-        context["newest_url"] = _url_without(request, "cursor")
+        context["newest_url"] = url_without(request, "cursor")
     return TemplateResponse(request, TEMPLATE, context)

@@ -39,7 +39,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from project.activity import activity_record
-from project.admin import BigTableAdmin, EstimatedCountPaginator
+from project.admin import BigTableAdmin, EstimatedCountPaginator, url_with, url_without
 from project.api.pagination import InvalidCursor, KeysetPaginator
 from reconciliation import services, webhooks
 from reconciliation.exceptions import InvalidRules, ReconciliationError
@@ -571,11 +571,11 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
             page = paginator.page(last=QUEUE_PAGE_SIZE, before=position)
         rows = list(page)
         if rows and page.has_next:
-            context["next_url"] = _url_with(request, cursor=paginator.encode_position(rows[-1], "n"))
+            context["next_url"] = url_with(request, cursor=paginator.encode_position(rows[-1], "n"))
         if rows and page.has_previous:
-            context["previous_url"] = _url_with(request, cursor=paginator.encode_position(rows[0], "p"))
+            context["previous_url"] = url_with(request, cursor=paginator.encode_position(rows[0], "p"))
         if cursor:
-            context["first_url"] = _url_without(request, "cursor")
+            context["first_url"] = url_without(request, "cursor")
         return rows
 
     def review_queue_view(self, request):
@@ -602,7 +602,7 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
         matches = self._keyset_page(request, queryset, context)
         if matches is None:
             self.message_user(request, "That page link is not valid; showing the first page.", messages.WARNING)
-            return HttpResponseRedirect(_url_without(request, "cursor"))
+            return HttpResponseRedirect(url_without(request, "cursor"))
         record_ids = {record_id for match in matches for record_id in (*match.left_ids, *match.right_ids)}
         records = _records_by_id(record_ids)
         jobs = _jobs_by_id({match.job_id for match in matches})
@@ -663,7 +663,7 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
         exceptions = self._keyset_page(request, queryset, context)
         if exceptions is None:
             self.message_user(request, "That page link is not valid; showing the first page.", messages.WARNING)
-            return HttpResponseRedirect(_url_without(request, "cursor"))
+            return HttpResponseRedirect(url_without(request, "cursor"))
         records = _records_by_id({exception.record_id for exception in exceptions})
         jobs = _jobs_by_id({exception.job_id for exception in exceptions})
         context["rows"] = [
@@ -872,19 +872,6 @@ def _posted_action(request, *, allowed: tuple[str, ...]) -> tuple[str, list[int]
         messages.error(request, f"At most {MAX_BULK} at a time; nothing was done.")
         parsed = []
     return action, parsed, note.strip()
-
-
-def _url_with(request, **params) -> str:
-    query = request.GET.copy()
-    for name, value in params.items():
-        query[name] = value
-    return f"{request.path}?{query.urlencode()}"
-
-
-def _url_without(request, name: str) -> str:
-    query = request.GET.copy()
-    query.pop(name, None)
-    return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
 # --- Records ------------------------------------------------------------------------------------
