@@ -54,21 +54,26 @@ def reset_breaker() -> None:
 def _guarded(operation):
     @functools.wraps(operation)
     def guarded(self, *args, **kwargs):
-        global _open_until
         if breaker_open():
             # Same exception as a real failure: the cache's IGNORE_EXCEPTIONS turns it into a miss.
             raise ConnectionInterrupted(connection=None) from RedisConnectionError("cache circuit breaker open")
         try:
             return operation(self, *args, **kwargs)
         except ConnectionInterrupted:
-            if not breaker_open():
-                logger.warning("Redis cache failed: skipping it", extra={"for_s": settings.CACHE_BREAKER_S})
-            # Jittered: processes that failed together must not all try again together, or every
-            # web worker waits out the same timeout at once and nothing answers meanwhile.
-            _open_until = _clock() + settings.CACHE_BREAKER_S * random.uniform(0.5, 1.5)  # noqa: S311
+            trip_breaker()
             raise
 
     return guarded
+
+
+def trip_breaker() -> None:
+    """Redis failed: skip it in this process for CACHE_BREAKER_S (±50%)."""
+    global _open_until
+    if not breaker_open():
+        logger.warning("Redis cache failed: skipping it", extra={"for_s": settings.CACHE_BREAKER_S})
+    # Jittered: processes that failed together must not all try again together, or every
+    # web worker waits out the same timeout at once and nothing answers meanwhile.
+    _open_until = _clock() + settings.CACHE_BREAKER_S * random.uniform(0.5, 1.5)  # noqa: S311
 
 
 class CircuitBreakerClient(DefaultClient):

@@ -9,7 +9,9 @@ weighted by how much of it still overlaps the last `duration` seconds, plus the 
 in one Lua script: O(1) memory and one round trip per throttle, and a burst can never pass
 more than the limit. A denied request is not counted.
 
-Redis unreachable: the request is allowed (Opsdeck gets slower without Redis, never a 500).
+Redis unreachable: the request is allowed (Opsdeck gets slower without Redis, never a 500), and
+the cache's circuit breaker (project/cachebreaker.py) is tripped so the next requests do not
+each wait out Redis' socket timeout again.
 
 Counted at most once per request, so refused requests can be counted too: DRF's `APIView.initial()`
 checks permissions before throttles, so a request refused with 401/403 was never counted and a
@@ -24,6 +26,8 @@ from django.core.cache import cache
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 from rest_framework import throttling
+
+from project.cachebreaker import breaker_open, trip_breaker
 
 logger = logging.getLogger("opsdeck.throttle")
 
@@ -71,6 +75,8 @@ class AtomicRateThrottleMixin:
         window = now_ms // window_ms
         self.elapsed_ms = now_ms - window * window_ms
         keys = [cache.make_key(f"{self.key}:{window}"), cache.make_key(f"{self.key}:{window - 1}")]
+        if breaker_open():
+            return True  # Redis failed moments ago in this process: do not wait out its timeout again
         try:
             client = get_redis_connection("default")
             allowed, self.current, self.previous = self._sliding_window(client)(
@@ -78,6 +84,7 @@ class AtomicRateThrottleMixin:
             )
         except (RedisError, OSError):
             logger.warning("throttle check skipped: Redis unreachable", extra={"throttle_key": self.key})
+            trip_breaker()
             return True
         return bool(allowed)
 

@@ -106,6 +106,23 @@ def test_redis_unreachable_lets_requests_through(monkeypatch):
     assert all(throttling.UserRateThrottle().allow_request(request_as(user), None) for _ in range(3))
 
 
+def test_after_a_redis_failure_throttles_skip_redis_while_the_cache_breaker_is_open(monkeypatch):
+    # A stalled Redis cost every request its socket timeout (make chaos: writes took 1.6 s).
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    calls = []
+
+    def stalled(alias):
+        calls.append(alias)
+        raise RedisTimeoutError("stalled")
+
+    monkeypatch.setattr(throttling, "get_redis_connection", stalled)
+    user = UserFactory()
+
+    assert all(throttling.UserRateThrottle().allow_request(request_as(user), None) for _ in range(3))
+    assert len(calls) == 1
+
+
 def test_one_redis_round_trip_per_throttle_check(monkeypatch):
     from django_redis import get_redis_connection
 
