@@ -30,19 +30,10 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from monitoring import urls as performance_urls  # noqa: E402
+
 PAGES = ["", "indexes/", "pool/", "backlog/", "queries/", "queries/?window=24h", "tables/", "system/"]
-API = [
-    "pool-stats",
-    "database-stats",
-    "index-usage",
-    "cache-stats",
-    "table-bloat",
-    "slow-queries",
-    "partitions",
-    "system-metrics",
-    "backlog",
-    "full-report",
-]
+API = [str(pattern.pattern) for pattern in performance_urls.urlpatterns]
 
 
 def biggest_tables() -> list[tuple[str, int]]:

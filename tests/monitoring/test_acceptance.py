@@ -19,25 +19,15 @@ from rest_framework.test import APIClient
 
 import project.celery
 from monitoring import actions, history
+from monitoring import urls as performance_urls
 from monitoring.selectors import connections, indexes, statements, system, tables
 from project.models import ActivityLog, JobRun
 from tasks.models import Task
 
 SCHEMA = "acceptance"
 API = "/api/v1/database/performance/"
-API_ENDPOINTS = [
-    "pool-stats",
-    "database-stats",
-    "index-usage",
-    "cache-stats",
-    "table-bloat",
-    "slow-queries",
-    "partitions",
-    "system-metrics",
-    "backlog",
-    "full-report",
-]
-PAGES = ["dashboard_changelist", "indexes", "pool", "backlog", "queries", "tables", "system"]
+API_ENDPOINTS = [str(pattern.pattern) for pattern in performance_urls.urlpatterns]  # every one, advisor included
+PAGES = ["dashboard_changelist", "indexes", "pool", "backlog", "queries", "tables", "system", "advisor"]
 INT4_MAX = 2_147_483_647
 SLOW_STATEMENT = f"SELECT count(*) FROM {SCHEMA}.acc_orders WHERE note = %s"
 # A model index name (Task.Meta.indexes) reused by an index in the scratch schema: defect 8.
