@@ -446,6 +446,12 @@ class DashboardAdmin(admin.ModelAdmin):
                 unit="bytes",
                 element_id="chart-dbsize",
             ),
+            self._chart(
+                history.series(["http.route_p95_ms"]),
+                title="Request p95 by route, ms (24 h)",
+                unit="ms",
+                element_id="chart-routes",
+            ),
         ]
         return self._render(
             request,
@@ -457,8 +463,10 @@ class DashboardAdmin(admin.ModelAdmin):
                     database=system.database,
                     sequences=lambda: system.sequences()[:20],
                     wraparound=system.wraparound,
+                    routes=history.route_latency,
                 ),
                 "charts": charts,
+                "routes_shown": settings.MONITORING_ROUTES_SHOWN,
             },
         )
 

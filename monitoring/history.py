@@ -13,7 +13,8 @@ from monitoring.models import IndexUsageSnapshot, MetricSample, StatementSnapsho
 from monitoring.selectors.base import catalog_cursor, fetch_all
 from monitoring.selectors.statements import STATEMENTS_SQL, statements_available
 
-PROMETHEUS_STATE_KEY = "monitoring:prometheus-previous:v1"
+PROMETHEUS_STATE_KEY = "monitoring:prometheus-previous:v2"  # v2: with per-route buckets
+ROUTE_LATENCY_HISTOGRAM = "django_http_requests_latency_seconds_by_view_method"
 
 
 def _histogram_buckets(families, name: str) -> dict[float, float]:
@@ -39,6 +40,20 @@ def _counter_totals(families, name: str) -> dict[str, float]:
                 status = str(sample.labels.get("status", ""))[:1] + "xx"
                 totals[status] = totals.get(status, 0.0) + sample.value
     return totals
+
+
+def _histogram_buckets_by_label(families, name: str, label: str) -> dict[str, dict[float, float]]:
+    """{label value: {le: cumulative count}} of one histogram, summed over its other labels."""
+    by_label: dict[str, dict[float, float]] = {}
+    for family in families:
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                buckets = by_label.setdefault(str(sample.labels.get(label, "")), {})
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return by_label
 
 
 def quantile_from_buckets(buckets: dict[float, float], q: float) -> float | None:
@@ -67,6 +82,7 @@ def request_figures() -> dict:
     current = {
         "query_buckets": _histogram_buckets(families, "django_db_query_duration_seconds"),
         "responses": _counter_totals(families, "django_http_responses_total_by_status_view_method"),
+        "route_buckets": _histogram_buckets_by_label(families, ROUTE_LATENCY_HISTOGRAM, "view"),
     }
     previous = cache.get(PROMETHEUS_STATE_KEY)
     cache.set(PROMETHEUS_STATE_KEY, current, 3600)
@@ -85,7 +101,25 @@ def request_figures() -> dict:
     if total > 0 and min(delta_responses.values()) >= 0:
         figures["http.requests"] = total
         figures["http.error_rate"] = delta_responses.get("5xx", 0.0) / total
+    figures["routes"] = route_figures(previous.get("route_buckets", {}), current["route_buckets"])
     return figures
+
+
+def route_figures(previous: dict, current: dict) -> dict[str, dict]:
+    """{view: {"requests", "p95_ms"}} over the minute, for the MONITORING_ROUTES_SHOWN busiest
+    views: what Grafana's histogram_quantile(0.95, ...by view) shows, kept in the cockpit's history.
+    A view whose counters went down (a restart) is skipped for that minute."""
+    routes = {}
+    for view, buckets in current.items():
+        before = previous.get(view, {})
+        delta = {bound: count - before.get(bound, 0.0) for bound, count in buckets.items()}
+        requests = delta.get(float("inf"), 0.0)
+        if requests <= 0 or min(delta.values()) < 0:
+            continue
+        p95 = quantile_from_buckets(delta, 0.95)
+        routes[view] = {"requests": requests, "p95_ms": None if p95 is None else p95 * 1000}
+    busiest = sorted(routes, key=lambda view: routes[view]["requests"], reverse=True)
+    return {view: routes[view] for view in busiest[: settings.MONITORING_ROUTES_SHOWN]}
 
 
 def samples_from_figures(figures: dict, taken_at: datetime) -> list[MetricSample]:
@@ -128,7 +162,10 @@ def samples_from_figures(figures: dict, taken_at: datetime) -> list[MetricSample
         ]
     if database := figures.get("database"):
         rows.append(("db.size_bytes", "", database["size_bytes"]))
-    rows += [(name, "", value) for name, value in (figures.get("requests") or {}).items()]
+    requests = dict(figures.get("requests") or {})
+    for view, route in requests.pop("routes", {}).items():
+        rows += [("http.route_requests", view, route["requests"]), ("http.route_p95_ms", view, route["p95_ms"])]
+    rows += [(name, "", value) for name, value in requests.items()]
     return [
         MetricSample(taken_at=taken_at, name=name, key=key[:200], value=float(value))
         for name, key, value in rows
@@ -330,3 +367,28 @@ def series(names: list[str], *, hours: int = 24, now: datetime | None = None) ->
                 points.append([points[-1][0] + bucket_s * 1000, None])
             points.append([moment, value])
     return result
+
+
+def route_latency(*, hours: int = 1, now: datetime | None = None) -> list[dict]:
+    """Per route over the window, busiest first: requests, the latest minute's p95 and the worst
+    minute's p95 (p95s of different minutes cannot be averaged into one p95, so both are shown)."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT key,
+                   sum(value) FILTER (WHERE name = 'http.route_requests') AS requests,
+                   (array_agg(value ORDER BY taken_at DESC) FILTER (WHERE name = 'http.route_p95_ms'))[1],
+                   max(value) FILTER (WHERE name = 'http.route_p95_ms') AS worst_p95_ms,
+                   max(taken_at) AS last_seen
+            FROM {MetricSample._meta.db_table}
+            WHERE name IN ('http.route_requests', 'http.route_p95_ms') AND taken_at >= %s
+            GROUP BY key
+            ORDER BY requests DESC NULLS LAST, key
+            """,
+            [now - timedelta(hours=hours)],
+        )
+        return [
+            {"route": key, "requests": int(requests or 0), "p95_ms": p95, "worst_p95_ms": worst, "last_seen": seen}
+            for key, requests, p95, worst, seen in cursor.fetchall()
+        ]

@@ -452,6 +452,8 @@ MONITORING_STATEMENT_TIMEOUT = env_str("MONITORING_STATEMENT_TIMEOUT", "3s")  # 
 # the object or panel then says "unavailable: locked by pid X" instead of the page hanging.
 MONITORING_LOCK_TIMEOUT = env_str("MONITORING_LOCK_TIMEOUT", "100ms")
 MONITORING_HISTORY_DAYS = env_int("MONITORING_HISTORY_DAYS", 14)
+# Request latency by route: the busiest views whose per-minute p95 the sampler keeps (System page).
+MONITORING_ROUTES_SHOWN = env_int("MONITORING_ROUTES_SHOWN", 10)
 MONITORING_UNUSED_INDEX_MIN_BYTES = env_int("MONITORING_UNUSED_INDEX_MIN_BYTES", 1024 * 1024)
 MONITORING_MISSING_INDEX_MIN_ROWS = env_int("MONITORING_MISSING_INDEX_MIN_ROWS", 10_000)
 # Index advisor: the top statements by total time it reads, the calls one needs to count, and

@@ -23,6 +23,7 @@ ENDPOINTS = {
     "system-metrics": {"cpu_percent", "memory_percent", "load_average", "process"},
     "backlog": {"approvals", "queues", "workers", "beat_jobs", "reconciliation"},
     "full-report": {"timestamp", "services", "figures", "data", "recommendations"},
+    "request-latency": {"hours", "routes"},
 }
 
 
@@ -67,6 +68,21 @@ def test_backlog_counts_pending_approvals(admin_api):
     approvals = admin_api.get(BASE + "backlog").json()["approvals"]
     assert approvals["count"] == 3
     assert approvals["oldest_age_s"] >= approvals["p50_age_s"] >= 0
+
+
+def test_request_latency_is_per_route_over_the_asked_window(admin_api):
+    from django.utils import timezone
+
+    from monitoring.history import samples_from_figures
+    from monitoring.models import MetricSample
+
+    routes = {"tasks.list": {"requests": 7, "p95_ms": 12.0}}
+    MetricSample.objects.bulk_create(samples_from_figures({"requests": {"routes": routes}}, timezone.now()))
+    body = admin_api.get(BASE + "request-latency", {"hours": 2}).json()
+    assert body["hours"] == 2
+    assert [(r["route"], r["requests"], r["p95_ms"]) for r in body["routes"]] == [("tasks.list", 7, 12.0)]
+    response = admin_api.get(BASE + "request-latency", {"hours": "0"})
+    assert response.status_code == 400 and "hours" in response.json()["error"]["fields"]
 
 
 @pytest.mark.parametrize(

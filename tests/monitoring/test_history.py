@@ -63,6 +63,50 @@ def test_request_figures_are_the_last_minute_not_the_lifetime(monkeypatch):
     assert figures["http.error_rate"] == pytest.approx(0.01)
 
 
+def test_route_p95_is_per_view_over_the_minute_for_the_busiest_views(monkeypatch, settings):
+    from prometheus_client import CollectorRegistry, Histogram
+
+    settings.MONITORING_ROUTES_SHOWN = 2
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "django_http_requests_latency_seconds_by_view_method",
+        "l",
+        ["view", "method"],
+        buckets=(0.01, 0.1, 1.0),
+        registry=registry,
+    )
+    monkeypatch.setattr("project.metrics.metrics_registry", lambda: registry)
+    for _ in range(50):
+        latency.labels("tasks.list", "GET").observe(0.5)  # before the baseline: not this minute's
+    history.request_figures()
+    for _ in range(100):
+        latency.labels("tasks.list", "GET").observe(0.005)
+    for _ in range(20):
+        latency.labels("tasks.detail", "GET").observe(0.5)
+    latency.labels("health", "GET").observe(0.005)  # the third busiest: not kept
+    routes = history.request_figures()["routes"]
+    assert list(routes) == ["tasks.list", "tasks.detail"]
+    assert routes["tasks.list"]["requests"] == 100
+    assert routes["tasks.list"]["p95_ms"] < 10
+    assert 100 < routes["tasks.detail"]["p95_ms"] <= 1000
+
+
+def test_route_latency_reads_requests_the_latest_and_the_worst_p95_of_the_window():
+    now = timezone.now().replace(second=0, microsecond=0)
+    figures = {
+        "requests": {"http.requests": 3, "routes": {"tasks.list": {"requests": 10, "p95_ms": 40.0}}},
+    }
+    MetricSample.objects.bulk_create(history.samples_from_figures(figures, now - timedelta(minutes=2)))
+    figures["requests"]["routes"]["tasks.list"] = {"requests": 5, "p95_ms": 20.0}
+    MetricSample.objects.bulk_create(history.samples_from_figures(figures, now - timedelta(minutes=1)))
+    MetricSample.objects.create(taken_at=now - timedelta(hours=2), name="http.route_p95_ms", key="old", value=9)
+    [route] = history.route_latency(hours=1, now=now)
+    assert route["route"] == "tasks.list"
+    assert route["requests"] == 15
+    assert route["p95_ms"] == 20.0 and route["worst_p95_ms"] == 40.0
+    assert MetricSample.objects.filter(name="http.requests").count() == 2
+
+
 def test_chart_series_are_bucketed_and_show_gaps_where_no_sample_was_taken():
     now = timezone.now().replace(second=0, microsecond=0)
     for minutes_ago in (180, 179, 178, 2, 1):  # the sampler stopped for almost three hours

@@ -120,6 +120,21 @@ def test_charts_are_drawn_from_the_minute_samples(viewer, login):
     assert all(len(d["data"]) == 1 for d in chart["datasets"])
 
 
+def test_system_page_shows_request_latency_by_route(viewer, login):
+    from django.utils import timezone
+
+    from monitoring.history import samples_from_figures
+    from monitoring.models import MetricSample
+
+    routes = {"tasks.views.TaskViewSet.list": {"requests": 120, "p95_ms": 42.5}}
+    MetricSample.objects.bulk_create(samples_from_figures({"requests": {"routes": routes}}, timezone.now()))
+    body = login(viewer).get(PAGES["system"]).content.decode()
+    table = body.split('id="route-table"')[1].split("</table>")[0]
+    assert "tasks.views.TaskViewSet.list" in table and "120" in table and "42.5 ms" in table
+    chart = json.loads(body.split('<script id="chart-routes" type="application/json">')[1].split("</script>")[0])
+    assert [d["label"] for d in chart["datasets"]] == ["tasks.views.TaskViewSet.list"]
+
+
 @pytest.mark.usefixtures("with_pg_stat_statements")
 def test_queries_page_refuses_unknown_order_gracefully(viewer, login):
     response = login(viewer).get(PAGES["queries"], {"order": "bogus", "window": "99y"})
