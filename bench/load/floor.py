@@ -6,7 +6,9 @@ Same gunicorn, same worker count, same PostgreSQL and Redis as Opsdeck, and for 
 the statement Opsdeck runs for it (page of 51 rows ordered by (created_at, id) with the row
 comparison seek, the status/priority filter, the bounded ranked search, the detail by id, the
 INSERT of a create) through a psycopg pool, rendered with orjson. A cache hit is a Redis GET.
-What it leaves out is what the ratio measures: Django, DRF, auth, throttles, middleware.
+Approvals and reconciliation scenarios replay the statements Opsdeck ran for the same request
+(captured by run.py). What it leaves out is what the ratio measures: Django, DRF, auth, throttles,
+middleware.
 """
 
 import base64
@@ -86,13 +88,40 @@ def _task_list(query: dict) -> dict:
     return {"results": page, "next": _cursor(page[-1]) if len(rows) > PAGE_SIZE else None, "previous": None}
 
 
+# Approvals and reconciliation: the statements Opsdeck ran for each scenario's request, captured
+# by run.py (bench/load/run.py replayed_requests), replayed in one transaction; none means the
+# answer was a cache hit, served here as a Redis GET of the body run.py stored.
+REPLAYED = {
+    entry["path"]: (name, entry["sql"])
+    for name, entry in (
+        json.loads(open(os.environ["FLOOR_REPLAY"]).read())["replayed"].items()  # noqa: SIM115
+        if os.environ.get("FLOOR_REPLAY")
+        else []
+    )
+}
+
+
+def _replay(start_response, name: str, statements: list[str]) -> list[bytes]:
+    if not statements:
+        return _json(start_response, "200 OK", (cache.get(f"floor:replay:{name}") if cache else None) or b"{}")
+    rows = []
+    with pool.connection() as conn, conn.transaction():
+        for statement in statements:
+            cursor = conn.execute(statement)  # interpolated by Django: no placeholders left
+            rows = cursor.fetchall() if cursor.description else rows
+    return _json(start_response, "200 OK", {"results": rows})
+
+
 def app(environ, start_response):
     global _opened
     if not _opened:  # after gunicorn's fork: each worker its own pool
         pool.open(wait=True)
         _opened = True
     path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-    query = parse_qs(environ.get("QUERY_STRING", ""))
+    query_string = environ.get("QUERY_STRING", "")
+    if (replayed := REPLAYED.get(f"{path}?{query_string}" if query_string else path)) and method == "GET":
+        return _replay(start_response, *replayed)
+    query = parse_qs(query_string)
     if path == "/api/v1/tasks/" and method == "GET":
         return _json(start_response, "200 OK", _task_list(query))
     if path == "/api/v1/tasks/" and method == "POST":

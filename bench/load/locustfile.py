@@ -61,8 +61,48 @@ class Endpoints:
                 r.failure(f"HTTP {r.status_code}")
 
     def admin_changelist(self):
-        headers = {"Cookie": f"sessionid={CONFIG['session']}", "Accept-Encoding": "gzip, br"}
-        self.get("/admin/tasks/task/", "admin task changelist", headers=headers)
+        self.get("/admin/tasks/task/", "admin task changelist", headers=self.session_headers())
+
+    def session_headers(self) -> dict:
+        return {"Cookie": f"sessionid={CONFIG['session']}", "Accept-Encoding": "gzip, br"}
+
+    # Approvals (seed 000) and reconciliation (seed 001): fixed paths chosen by run.py, whose SQL
+    # the floor replays (bench/load/floor.py).
+    def _replayed(self, name: str):
+        self.get(CONFIG["replayed"][name]["path"], name)
+
+    def versions_pending(self):
+        self._replayed("versions_pending")
+
+    def version_detail(self):
+        self._replayed("version_detail")
+
+    def pending_count(self):
+        self._replayed("pending_count")
+
+    def rules(self):
+        self._replayed("rules")
+
+    def recon_jobs(self):
+        self._replayed("recon_jobs")
+
+    def recon_job_detail(self):
+        self._replayed("recon_job_detail")
+
+    def recon_summary(self):
+        self._replayed("recon_summary")
+
+    def recon_matches(self):
+        self._replayed("recon_matches")
+
+    def recon_exceptions(self):
+        self._replayed("recon_exceptions")
+
+    def admin_versions(self):
+        self.get("/admin/approvals/version/?status__exact=pending", "admin versions changelist", self.session_headers())
+
+    def admin_executions(self):
+        self.get("/admin/reconciliation/execution/", "admin executions changelist", self.session_headers())
 
 
 # The seed 002 task mix: mostly reads of lists and single tasks, some writes and stats.
@@ -76,8 +116,13 @@ MIX_002 = {
     "stats": 5,
     "create": 10,
 }
-SCENARIOS = {name: {name: 1} for name in dir(Endpoints) if not name.startswith("_") and name != "get"}
-SCENARIOS["mix_002"] = MIX_002
+# The seed 000 approvals mix: staff working the pending queue, the admin badge polling the count.
+MIX_000 = {"versions_pending": 40, "version_detail": 25, "pending_count": 25, "rules": 10}
+# The seed 001 reconciliation mix: job list, job, the run's summary, its matches and exceptions.
+MIX_001 = {"recon_jobs": 20, "recon_job_detail": 15, "recon_summary": 30, "recon_matches": 20, "recon_exceptions": 15}
+HELPERS = {"get", "session_headers"}
+SCENARIOS = {name: {name: 1} for name in dir(Endpoints) if not name.startswith("_") and name not in HELPERS}
+SCENARIOS.update(mix_002=MIX_002, mix_000=MIX_000, mix_001=MIX_001)
 
 
 class ApiUser(FastHttpUser):

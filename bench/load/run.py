@@ -5,7 +5,10 @@
     LOAD_SCENARIOS=task_list,mix_002 make load  # some scenarios only
 
 What it does, in order:
-1. seeds the database up to LOAD_TASKS tasks once (kept under var/, reused by later runs),
+1. seeds the database up to LOAD_TASKS tasks, LOAD_VERSIONS pending versions and the demo
+   reconciliation of LOAD_RECON_RECORDS records (both sides, run once) — once, kept under var/
+   and reused by later runs;
+   it captures the SQL each approvals/reconciliation scenario runs, for the floor to replay;
    migrates, collects static files (the admin runs with DEBUG off) and prepares a superuser, an
    API token, an admin session and the ids/cursor/search terms the users need;
 2. starts Opsdeck as `make run` starts its web process (gunicorn, WEB_CONCURRENCY workers,
@@ -39,6 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 LOAD_SECONDS = int(os.environ.get("LOAD_SECONDS", "30"))
+REPLAYED = (
+    "versions_pending",
+    "version_detail",
+    "pending_count",
+    "rules",
+    "recon_jobs",
+    "recon_job_detail",
+    "recon_summary",
+    "recon_matches",
+    "recon_exceptions",
+)
 LOAD_USERS = [int(n) for n in os.environ.get("LOAD_USERS", "8,32,64").split(",")]
 ALL_SCENARIOS = [
     "task_list",
@@ -52,11 +66,20 @@ ALL_SCENARIOS = [
     "create",
     "admin_changelist",
     "mix_002",
+    # Approvals (seed 000) and reconciliation (seed 001): the floor replays the SQL each runs.
+    *REPLAYED,
+    "admin_versions",
+    "mix_000",
+    "admin_executions",
+    "mix_001",
 ]
 LOAD_SCENARIOS = os.environ.get("LOAD_SCENARIOS", ",".join(ALL_SCENARIOS)).split(",")
-# The floor serves every API scenario's SQL; the admin page and the mix have no floor.
-FLOOR_SCENARIOS = set(ALL_SCENARIOS) - {"admin_changelist", "mix_002"}
+# The floor serves every API scenario's SQL; the admin pages and the mixes have no floor.
+FLOOR_SCENARIOS = {name for name in ALL_SCENARIOS if not name.startswith(("admin_", "mix_"))}
 LOAD_TASKS = int(os.environ.get("LOAD_TASKS", "1000000"))
+LOAD_VERSIONS = int(os.environ.get("LOAD_VERSIONS", "1000000"))
+# Both sides together: 200,000 is the issue's 100k x 100k reconciliation, run once when seeded.
+LOAD_RECON_RECORDS = int(os.environ.get("LOAD_RECON_RECORDS", "200000"))
 LOAD_THROTTLE_SECONDS = int(os.environ.get("LOAD_THROTTLE_SECONDS", "20"))
 WEB_CONCURRENCY = os.environ.get("WEB_CONCURRENCY", "2")
 # 1: gunicorn's sync workers, as `make run`; more: gthread workers with this many threads each.
@@ -117,14 +140,27 @@ def load_average() -> str:
 # --- 1. data and credentials ---------------------------------------------------------------------
 
 
+def seed() -> None:
+    """Tasks, versions and the demo reconciliation up to their targets; seeded once, reused."""
+    from approvals.models import Version
+    from reconciliation.models import Record
+
+    for option, target, have in (
+        ("tasks", LOAD_TASKS, Task.objects.count()),
+        ("versions", LOAD_VERSIONS, Version.objects.count()),
+        ("reconciliation", LOAD_RECON_RECORDS, Record.objects.count()),
+    ):
+        # The demo reconciliation only ever grows by whole pairs: 'near' the target is there.
+        if have < target * 0.99:
+            log(f"seeding {option} up to {target:,} (have {have:,}); kept under {VAR_DIR} for later runs")
+            call_command("seed_demo", f"--{option}", str(target), verbosity=0)
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+
+
 def prepare() -> dict:
     call_command("migrate", interactive=False, verbosity=0)
-    have = Task.objects.count()
-    if have < LOAD_TASKS:
-        log(f"seeding tasks up to {LOAD_TASKS:,} (have {have:,}); kept under {VAR_DIR} for later runs")
-        call_command("seed_demo", "--tasks", str(LOAD_TASKS), verbosity=0)
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE tasks_task")
+    seed()
     if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
         log("collecting static files (the admin runs with DEBUG off)")
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -156,7 +192,78 @@ def prepare() -> dict:
         "assignees": assignees,
         "search": {"common": "invoice", "rare": rare_terms, "prefix": "invo*"},
         "tasks": Task.objects.count(),
+        "replayed": replayed_requests(user, token),
     }
+
+
+def first_path(*candidates: str) -> str:
+    """The first of the paths this URLconf serves (reconciliation's moved under one prefix)."""
+    from django.urls import Resolver404, resolve
+
+    for path in candidates:
+        try:
+            resolve(path.split("?")[0])
+        except Resolver404:
+            continue
+        return path
+    raise RuntimeError(f"none of {candidates} is served")
+
+
+def replayed_paths(user) -> dict[str, str]:
+    from approvals.models import ApprovalRule, Version
+    from reconciliation.models import Execution, ReconciliationJob, Tenant, TenantMembership
+    from reconciliation.seed import DEMO_TENANT_SLUG
+
+    tenant = Tenant.objects.get(slug=DEMO_TENANT_SLUG)
+    TenantMembership.objects.get_or_create(tenant=tenant, user=user, defaults={"role": "admin"})
+    job = ReconciliationJob.objects.filter(tenant=tenant).order_by("pk").first()
+    execution = Execution.objects.filter(job=job).order_by("-pk").first()
+    if not ApprovalRule.objects.exists():
+        ApprovalRule.objects.create(name="load: trusted small edits", conditions={"max_length": 200}, action="approve")
+    version = Version.objects.filter(status="pending").order_by("-pk").first()
+    recon = "/api/v1/reconciliations/"
+    return {
+        "versions_pending": "/api/v1/approvals/versions/?status=pending",
+        "version_detail": f"/api/v1/approvals/versions/{version.pk}/",
+        "pending_count": "/api/v1/approvals/pending-count/",
+        "rules": "/api/v1/approvals/rules/",
+        "recon_jobs": first_path(f"{recon}jobs/", "/api/v1/reconciliation/jobs/"),
+        "recon_job_detail": first_path(f"{recon}jobs/{job.pk}/", f"/api/v1/reconciliation/jobs/{job.pk}/"),
+        "recon_summary": f"{recon}{execution.pk}/summary",
+        "recon_matches": first_path(
+            f"{recon}matches/?execution={execution.pk}", f"/api/v1/reconciliation/matches/?execution={execution.pk}"
+        ),
+        "recon_exceptions": first_path(
+            f"{recon}exceptions/?execution={execution.pk}&open=true",
+            f"/api/v1/reconciliation/unmatched/?execution={execution.pk}&open=true",
+        ),
+    }
+
+
+def replayed_requests(user, token: str) -> dict[str, dict]:
+    """Each approvals/reconciliation scenario's path, and the SQL Opsdeck runs for it beyond what
+    every authenticated request runs (token lookup, throttle bookkeeping): the floor replays that
+    SQL, so its ratio measures Django and DRF, not a different query. A request whose answer is a
+    cache hit runs no such SQL: the floor answers it from Redis (the body Opsdeck served)."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
+
+    def statements(path: str) -> tuple[list[str], bytes]:
+        client.get(path)  # fills the caches a steady state has filled
+        with CaptureQueriesContext(db) as captured:
+            response = client.get(path)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+        return [query["sql"] for query in captured.captured_queries], response.content
+
+    overhead = set(statements("/api/v1/approvals/pending-count/")[0])
+    replayed = {}
+    for name, path in replayed_paths(user).items():
+        sql, body = statements(path)
+        replayed[name] = {"path": path, "sql": [q for q in sql if q not in overhead], "body": body.decode()}
+    return replayed
 
 
 def warm_stats_caches(config: dict) -> None:
@@ -164,6 +271,9 @@ def warm_stats_caches(config: dict) -> None:
     import redis
 
     floor_cache = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for name, replayed in config["replayed"].items():
+        if not replayed["sql"]:
+            floor_cache.set(f"floor:replay:{name}", replayed["body"].encode(), ex=3600)
     for assignee in config["assignees"]:
         stats = selectors.task_stats_cached(assignee_id=assignee, ttl_s=settings.TASK_STATS_CACHE_TTL_S)
         floor_cache.set(f"floor:stats:{assignee}", orjson.dumps(stats), ex=3600)
@@ -323,7 +433,12 @@ def floor_env() -> dict:
     if database.get("PORT"):
         url += f" port={database['PORT']}"
     redis_url = os.environ["REDIS_URL"]
-    env = {**os.environ, "FLOOR_DATABASE_URL": url, "DB_POOL_MAX_SIZE": str(settings.DB_POOL_MAX_SIZE)}
+    env = {
+        **os.environ,
+        "FLOOR_DATABASE_URL": url,
+        "DB_POOL_MAX_SIZE": str(settings.DB_POOL_MAX_SIZE),
+        "FLOOR_REPLAY": str(WORK_DIR / "config.json"),
+    }
     if redis_url.startswith("unix://"):
         env["FLOOR_REDIS_SOCKET"] = redis_url[len("unix://") :].split("?")[0]
     return env
@@ -410,8 +525,7 @@ def main() -> int:
         rss["opsdeck_start"] = opsdeck.worker_rss_mb()
         for scenario in LOAD_SCENARIOS:
             for users in LOAD_USERS:
-                if scenario in ("stats", "mix_002"):
-                    warm_stats_caches(config)
+                warm_stats_caches(config)
                 load_before = load_average()
                 buckets_before = latency_buckets(opsdeck)
                 mine = run_locust(opsdeck.url, scenario, users, LOAD_SECONDS, config_path)
