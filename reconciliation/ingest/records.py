@@ -21,7 +21,7 @@ from psycopg import sql
 
 from project.activity import activity_record
 from reconciliation import metrics
-from reconciliation.exceptions import ConcurrentUpload, InvalidUpload
+from reconciliation.errors import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
