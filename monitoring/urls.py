@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import api, api_advisor
+from monitoring import api, api_advisor, api_retention
 
 urlpatterns = [
     path("pool-stats", api.PoolStatsView.as_view(), name="performance-pool-stats"),
@@ -13,5 +13,6 @@ urlpatterns = [
     path("system-metrics", api.SystemMetricsView.as_view(), name="performance-system-metrics"),
     path("backlog", api.BacklogView.as_view(), name="performance-backlog"),
     path("index-advisor", api_advisor.IndexAdvisorView.as_view(), name="performance-index-advisor"),
+    path("retention", api_retention.RetentionView.as_view(), name="performance-retention"),
     path("full-report", api.FullReportView.as_view(), name="performance-full-report"),
 ]
