@@ -23,6 +23,7 @@ ENDPOINTS = {
     "system-metrics": {"cpu_percent", "memory_percent", "load_average", "process"},
     "backlog": {"approvals", "queues", "workers", "beat_jobs", "reconciliation"},
     "full-report": {"timestamp", "services", "figures", "data", "recommendations"},
+    "retention": {"last_run_at", "tables"},
 }
 
 

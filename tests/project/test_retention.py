@@ -291,3 +291,32 @@ def test_rows_another_transaction_holds_are_skipped_not_waited_for():
     assert apply_retention()["tables"]["project.JobRun"]["rows"] == 1  # the next run takes it
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM archive.project_jobrun WHERE id = ANY(%s)", [[held.pk, *(r.pk for r in others)]])
+
+
+def test_a_scrape_reads_the_last_run_from_the_cache_without_a_query(django_assert_num_queries):
+    from django.core.cache import cache
+
+    from project.retention import STATUS_CACHE_KEY, RetentionCollector
+
+    apply_retention()
+    with django_assert_num_queries(0):
+        names = {family.name for family in RetentionCollector().collect()}
+    assert "opsdeck_retention_last_run_timestamp_seconds" in names
+    cache.delete(STATUS_CACHE_KEY)
+    with django_assert_num_queries(0):
+        names = {family.name for family in RetentionCollector().collect()}
+    assert "opsdeck_retention_last_run_timestamp_seconds" not in names
+
+
+def test_the_cockpit_falls_back_on_the_last_job_run_when_the_cache_is_gone():
+    from django.core.cache import cache
+
+    from project.jobs import apply_retention_job
+    from project.retention import STATUS_CACHE_KEY, retention_overview
+
+    _job_run(31)
+    apply_retention_job.run_now({})
+    cache.delete(STATUS_CACHE_KEY)
+    overview = retention_overview()
+    assert overview["last_run_at"] is not None
+    assert next(t for t in overview["tables"] if t["model"] == "project.JobRun")["last_rows"] == 1
