@@ -76,6 +76,8 @@ class RetentionPolicy:
 
 
 def _validate(policy: RetentionPolicy, *, source: str) -> None:
+    if not isinstance(policy.enabled, bool):
+        raise ImproperlyConfigured(f"{source}: enabled must be true or false, not {policy.enabled!r}")
     if policy.mode not in MODES:
         raise ImproperlyConfigured(f"{source}: mode must be one of {MODES}, not {policy.mode!r}")
     if policy.business and policy.mode != ARCHIVE:
@@ -226,8 +228,10 @@ def move_one_batch(policy: RetentionPolicy, table: _Table, cutoff: datetime) -> 
     with transaction.atomic(), connection.cursor() as cursor:
         # Only DDL on the table could make it wait (rows others lock are skipped): then give up
         # this run rather than queue everyone else behind it.
-        cursor.execute(f"SET LOCAL lock_timeout = '{settings.RETENTION_LOCK_TIMEOUT}'")
-        cursor.execute(f"SET LOCAL statement_timeout = '{settings.RETENTION_STATEMENT_TIMEOUT}'")
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+            [settings.RETENTION_LOCK_TIMEOUT, settings.RETENTION_STATEMENT_TIMEOUT],
+        )
         cursor.execute(statement, {"cutoff": cutoff, "batch_size": policy.batch_size})
         if policy.mode == DELETE:
             return cursor.fetchone()[0]
@@ -242,7 +246,7 @@ def oldest_prunable_at(policy: RetentionPolicy, table: _Table) -> datetime | Non
         age=sql.Identifier(table.age), live=sql.Identifier(table.name), prunable=_prunable_sql(policy, table)
     )
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL statement_timeout = '{settings.RETENTION_STATEMENT_TIMEOUT}'")
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [settings.RETENTION_STATEMENT_TIMEOUT])
         cursor.execute(query)
         return cursor.fetchone()[0]
 

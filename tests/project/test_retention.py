@@ -85,7 +85,8 @@ def test_batches_are_bounded_and_a_run_stops_at_max_batches(settings):
     assert len(deletes) == 2
     assert all("LIMIT 2" in sql and "FOR UPDATE OF t SKIP LOCKED" in sql for sql in deletes)
     # Every batch in its own transaction, with its lock and statement limits.
-    assert sum("SET LOCAL lock_timeout" in q["sql"] for q in queries.captured_queries) >= 2
+    batches_of_all_tables = sum("WITH doomed AS" in q["sql"] for q in queries.captured_queries)
+    assert sum("set_config('lock_timeout'" in q["sql"] for q in queries.captured_queries) == batches_of_all_tables
 
     second = apply_retention(max_batches=2)["tables"]["project.JobRun"]
     assert (second["rows"], second["batches"]) == (1, 1)
@@ -182,6 +183,8 @@ def test_business_records_are_archived_never_deleted(settings):
         ({"project.JobRun": {"keep_dayz": 3}}, "unknown keys"),
         ({"project.JobRun": {"keep_days": 0}}, "keep_days"),
         ({"project.JobRun": {"batch_size": 1_000_000}}, "batch_size"),
+        ({"project.JobRun": {"enabled": "false"}}, "enabled must be true or false"),
+        ({"project.JobRun": {"mode": "truncate"}}, "mode must be one of"),
         ({"project.NoSuchTable": {"keep_days": 3}}, "nobody registered"),
     ],
 )
@@ -320,3 +323,32 @@ def test_the_cockpit_falls_back_on_the_last_job_run_when_the_cache_is_gone():
     overview = retention_overview()
     assert overview["last_run_at"] is not None
     assert next(t for t in overview["tables"] if t["model"] == "project.JobRun")["last_rows"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_table_locked_by_ddl_is_given_up_for_this_run_and_the_others_still_run(settings):
+    settings.RETENTION_LOCK_TIMEOUT = "100ms"
+    old_run = _job_run(31)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_table():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE project_materializedviewrefresh IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                release.wait(timeout=60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_table)
+    holder.start()
+    try:
+        assert locked.wait(timeout=60)
+        result = apply_retention()["tables"]
+    finally:
+        release.set()
+        holder.join()
+    assert "lock timeout" in result["project.MaterializedViewRefresh"]["error"]
+    assert result["project.JobRun"]["rows"] == 1 and result["project.JobRun"]["error"] == ""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM archive.project_jobrun WHERE id = %s", [old_run.pk])
