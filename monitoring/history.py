@@ -136,7 +136,7 @@ def samples_from_figures(figures: dict, taken_at: datetime) -> list[MetricSample
 
 
 def sample_metrics(now: datetime | None = None) -> dict:
-    """One minute's samples: collect the figures (and cache them), store them, prune old ones."""
+    """One minute's samples: collect the figures (and cache them) and store them."""
     now = (now or timezone.now()).replace(second=0, microsecond=0)
     figures = collect_figures()
     figures["requests"] = request_figures()
