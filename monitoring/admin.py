@@ -29,6 +29,7 @@ from monitoring.selectors.base import request_lock_timeout, unavailable
 from project.activity import activity_record
 from project.models import JobRun
 from project.outbox import outbox_enqueue
+from project.retention import retention_overview
 
 VIEW_PERMISSION = "monitoring.view_dashboard"
 
@@ -41,6 +42,7 @@ PAGES = [
     ("tables", "Tables, partitions, views"),
     ("system", "System"),
     ("advisor", "Index advisor"),
+    ("retention", "Retention"),
 ]
 
 
@@ -190,6 +192,7 @@ class DashboardAdmin(admin.ModelAdmin):
             page("tables", self.tables_view),
             page("system", self.system_view),
             page("advisor", self.advisor_view),
+            page("retention", self.retention_view),
             path("action/<str:name>/", self.admin_site.admin_view(self.action_view), name="monitoring_action"),
             path("run/<str:celery_id>/", self.admin_site.admin_view(self.run_view), name="monitoring_run"),
         ]
@@ -345,6 +348,9 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def advisor_view(self, request):
         return self._render(request, "advisor.html", "advisor", {"advice": index_advice()})
+
+    def retention_view(self, request):
+        return self._render(request, "retention.html", "retention", {"retention": retention_overview()})
 
     def pool_view(self, request):
         charts = [

@@ -174,7 +174,7 @@ def samples_from_figures(figures: dict, taken_at: datetime) -> list[MetricSample
 
 
 def sample_metrics(now: datetime | None = None) -> dict:
-    """One minute's samples: collect the figures (and cache them), store them, prune old ones."""
+    """One minute's samples: collect the figures (and cache them) and store them."""
     now = (now or timezone.now()).replace(second=0, microsecond=0)
     figures = collect_figures()
     figures["requests"] = request_figures()
@@ -183,12 +183,9 @@ def sample_metrics(now: datetime | None = None) -> dict:
     from monitoring.report import full_report
 
     full_report(refresh=True)  # the overview and the JSON report read this copy for the next minute
-    pruned, _ = MetricSample.objects.filter(
-        taken_at__lt=now - timedelta(days=settings.MONITORING_HISTORY_DAYS)
-    ).delete()
+    # Samples past MONITORING_HISTORY_DAYS are removed by retention (monitoring/retention.py).
     return {
         "samples": len(samples),
-        "pruned": pruned,
         "figures_ms": figures["duration_ms"],
         "errors": figures["errors"],
     }
@@ -196,10 +193,9 @@ def sample_metrics(now: datetime | None = None) -> dict:
 
 def snapshot_counters(now: datetime | None = None) -> dict:
     """Write pg_stat_statements and pg_stat_user_indexes counters that changed since their last
-    snapshot (all of them the first time), and prune history past MONITORING_HISTORY_DAYS while
-    keeping every statement's and index's newest row (the baseline of later windows)."""
+    snapshot (all of them the first time). Retention (monitoring/retention.py) removes history past
+    MONITORING_HISTORY_DAYS, keeping every statement's and index's newest row."""
     now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.MONITORING_HISTORY_DAYS)
     stmt_table, idx_table = StatementSnapshot._meta.db_table, IndexUsageSnapshot._meta.db_table
     written = {"statements": 0, "indexes": 0}
     with catalog_cursor() as cursor:
@@ -264,22 +260,6 @@ def snapshot_counters(now: datetime | None = None) -> dict:
                 ],
             )
             written["indexes"] = cursor.rowcount
-        cursor.execute(
-            f"""
-            DELETE FROM {stmt_table} o WHERE o.taken_at < %s AND EXISTS (
-                SELECT 1 FROM {stmt_table} n WHERE n.queryid = o.queryid AND n.userid = o.userid
-                AND n.dbid = o.dbid AND n.taken_at > o.taken_at)
-            """,
-            [cutoff],
-        )
-        cursor.execute(
-            f"""
-            DELETE FROM {idx_table} o WHERE o.taken_at < %s AND EXISTS (
-                SELECT 1 FROM {idx_table} n WHERE n.schema = o.schema AND n.index = o.index
-                AND n.taken_at > o.taken_at)
-            """,
-            [cutoff],
-        )
     return {"statements_available": available, **written}
 
 

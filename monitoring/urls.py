@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring import api, api_advisor, api_routes
+from monitoring import api, api_advisor, api_retention, api_routes
 
 urlpatterns = [
     path("pool-stats", api.PoolStatsView.as_view(), name="performance-pool-stats"),
@@ -14,5 +14,6 @@ urlpatterns = [
     path("backlog", api.BacklogView.as_view(), name="performance-backlog"),
     path("index-advisor", api_advisor.IndexAdvisorView.as_view(), name="performance-index-advisor"),
     path("request-latency", api_routes.RequestLatencyView.as_view(), name="performance-request-latency"),
+    path("retention", api_retention.RetentionView.as_view(), name="performance-retention"),
     path("full-report", api.FullReportView.as_view(), name="performance-full-report"),
 ]

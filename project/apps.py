@@ -7,6 +7,7 @@ class ProjectConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
+        from django.utils.module_loading import autodiscover_modules
 
         from project.db.attribution import install_sql_attribution
         from project.db.pool import install_quick_pool_reconnect
@@ -16,6 +17,7 @@ class ProjectConfig(AppConfig):
         from project.outbox import OutboxCollector
         from project.partitions import maintain_partitions_after_migrate, register_monthly_partitions
         from project.poolstats import PoolStatsCollector
+        from project.retention import RetentionCollector
         from project.schedules import sync_schedules_after_migrate
 
         install_slow_query_logger()
@@ -24,6 +26,9 @@ class ProjectConfig(AppConfig):
         register_metrics_collector(PoolStatsCollector())
         register_metrics_collector(OutboxCollector())
         register_monthly_partitions(ActivityLog)
+        # Every app's tables under retention: <app>/retention.py registers them.
+        autodiscover_modules("retention")
+        register_metrics_collector(RetentionCollector())
         post_migrate.connect(sync_schedules_after_migrate, sender=self)
         # A fresh database gets its monthly partitions at once, not at the first nightly run.
         post_migrate.connect(maintain_partitions_after_migrate, sender=self)

@@ -45,3 +45,12 @@ def mark_abandoned_job_runs() -> dict:
     from project.jobrunner import job_runs_mark_abandoned
 
     return job_runs_mark_abandoned()
+
+
+# Hourly; each table's batches stop at RETENTION_MAX_BATCHES, and no batch starts after
+# RETENTION_BUDGET_S, well inside the time limit.
+@scheduled_job("project.apply_retention", soft_time_limit_s=1800, time_limit_s=1860)
+def apply_retention_job() -> dict:
+    from project.retention import apply_retention
+
+    return apply_retention()

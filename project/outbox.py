@@ -97,18 +97,13 @@ def relay(*, batch_size: int | None = None, older_than_s: float | None = None, b
     from django.core.cache import cache
 
     cache.set(FIGURES_CACHE_KEY, figures, timeout=300)
-    return {"published": published, "pruned": _prune(), "pending": figures["pending"]}
+    # Published messages past OUTBOX_KEEP_DAYS are removed by retention (project/retention.py).
+    return {"published": published, "pending": figures["pending"]}
 
 
 def pending_count() -> int:
     """Messages not yet published (what the chaos harness watches drain to 0)."""
     return OutboxMessage.objects.filter(dispatched_at__isnull=True).count()
-
-
-def _prune() -> int:
-    cutoff = timezone.now() - timedelta(days=settings.OUTBOX_KEEP_DAYS)
-    old = OutboxMessage.objects.filter(dispatched_at__lt=cutoff).values("pk")[:5000]
-    return OutboxMessage.objects.filter(pk__in=old).delete()[0]
 
 
 def _locked_unpublished(queryset, limit: int | None) -> list[OutboxMessage]:

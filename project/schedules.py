@@ -136,6 +136,14 @@ SCHEDULES = [
         kwargs={"name": "mv_match_accuracy_by_job"},
     ),
     Schedule(
+        name="Apply retention",
+        job="project.apply_retention",
+        queue="maintenance",
+        crontab={"minute": "35"},
+        description="Archive or delete operational rows past their table's retention, in small batches.",
+        expires_s=3000,
+    ),
+    Schedule(
         name="Delete expired API tokens",
         job="project.delete_expired_api_tokens",
         queue="maintenance",

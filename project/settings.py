@@ -293,6 +293,21 @@ OUTBOX_BREAKER_S = float(env_str("OUTBOX_BREAKER_S", "10"))
 OUTBOX_RELAY_AFTER_S = float(env_str("OUTBOX_RELAY_AFTER_S", "10"))
 OUTBOX_RELAY_BATCH = env_int("OUTBOX_RELAY_BATCH", 500)
 OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7)  # published messages are deleted after this
+
+# --- Retention of operational tables (project/retention.py, docs/operations.md#retention) ------
+# Per table: {"project.JobRun": {"keep_days": 60, "batch_size": 500, "enabled": true,
+# "mode": "archive"}}; business records refuse "delete".
+try:
+    RETENTION_OVERRIDES = __import__("json").loads(env_str("RETENTION_OVERRIDES", "{}"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"RETENTION_OVERRIDES must be a JSON object: {exc}") from None
+if not isinstance(RETENTION_OVERRIDES, dict) or not all(isinstance(v, dict) for v in RETENTION_OVERRIDES.values()):
+    raise ImproperlyConfigured('RETENTION_OVERRIDES must map "app.Model" to an object of settings')
+RETENTION_MAX_BATCHES = env_int("RETENTION_MAX_BATCHES", 100)  # per table and run (hourly)
+RETENTION_BUDGET_S = env_int("RETENTION_BUDGET_S", 1500)  # no batch starts after this (limit: 1800 s)
+RETENTION_LOCK_TIMEOUT = env_str("RETENTION_LOCK_TIMEOUT", "2s")  # per batch
+RETENTION_STATEMENT_TIMEOUT = env_str("RETENTION_STATEMENT_TIMEOUT", "60s")  # per batch
+RETENTION_BEHIND_SLACK_S = env_int("RETENTION_BEHIND_SLACK_S", 86400)  # cockpit "behind" (alert: same)
 CELERY_TIMEZONE = "UTC"
 
 # --- API --------------------------------------------------------------------------------------

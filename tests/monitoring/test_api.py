@@ -24,6 +24,7 @@ ENDPOINTS = {
     "backlog": {"approvals", "queues", "workers", "beat_jobs", "reconciliation"},
     "full-report": {"timestamp", "services", "figures", "data", "recommendations"},
     "request-latency": {"hours", "routes"},
+    "retention": {"last_run_at", "tables"},
 }
 
 

@@ -1,4 +1,4 @@
-"""History: minute samples (pruned after 14 days), counter snapshots written only on change, and
+"""History: minute samples (pruned after 14 days by retention), counter snapshots written only on change, and
 the p95 and error rate of the last minute from the Prometheus histograms every process records."""
 
 from datetime import timedelta
@@ -12,15 +12,19 @@ from monitoring.models import IndexUsageSnapshot, MetricSample, StatementSnapsho
 pytestmark = pytest.mark.django_db
 
 
-def test_sampling_stores_the_key_figures_and_prunes_old_samples(settings):
+def test_sampling_stores_the_key_figures_and_retention_prunes_old_samples(settings):
+    from project.retention import apply_retention
+
     old = MetricSample.objects.create(
         taken_at=timezone.now() - timedelta(days=settings.MONITORING_HISTORY_DAYS, minutes=1), name="x", value=1
     )
-    result = history.sample_metrics()
+    history.sample_metrics()
     names = set(MetricSample.objects.values_list("name", flat=True))
     assert {"db.cache_hit", "db.connections", "celery.queue_depth", "backlog.approvals_pending"} <= names
     assert {"system.cpu_percent", "recon.executions", "db.size_bytes"} <= names
-    assert result["pruned"] == 1
+    assert MetricSample.objects.filter(pk=old.pk).exists()  # sampling itself no longer prunes
+    result = apply_retention()
+    assert result["tables"]["monitoring.MetricSample"]["rows"] == 1
     assert not MetricSample.objects.filter(pk=old.pk).exists()
 
 

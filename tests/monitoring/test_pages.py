@@ -25,6 +25,7 @@ PAGES = {
     "queries": reverse("admin:monitoring_queries"),
     "tables": reverse("admin:monitoring_tables"),
     "system": reverse("admin:monitoring_system"),
+    "retention": reverse("admin:monitoring_retention"),
 }
 
 
