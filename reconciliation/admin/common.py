@@ -1,8 +1,5 @@
 """What the reconciliation admin modules share: permissions, limits, paginator, filters, widgets."""
 
-import json
-
-from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
@@ -105,15 +102,6 @@ class IdOnlyRawIdWidget(ForeignKeyRawIdWidget):
 
     def label_and_url_for_value(self, value):
         return "", ""
-
-
-class PrettyJSONField(forms.JSONField):
-    """Rules shown indented, for people to edit."""
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
 
 
 def queue_links(request, **params) -> dict:

@@ -25,6 +25,7 @@ from django.db.models.fields.json import KT
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 
+from project.admin_widgets import ReadOnlyAdminMixin
 from reconciliation.admin.common import (
     ACT_IN_QUEUES,
     MAX_BULK,
@@ -45,7 +46,7 @@ from reconciliation.models import (
 )
 
 
-class _QueueEntryAdmin(admin.ModelAdmin):
+class _QueueEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Lists a queue in the admin index and sidebar (through a table-less model, as the
     monitoring cockpit does) for users who may view executions; its page is the queue view."""
 
@@ -56,15 +57,6 @@ class _QueueEntryAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm(VIEW_QUEUES)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
@@ -83,9 +75,10 @@ class ExceptionsQueueEntryAdmin(_QueueEntryAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReconciliationBigTableAdmin):
+class ExecutionAdmin(ReadOnlyAdminMixin, ReconciliationBigTableAdmin):
     """Executions, read-only (they are written by the matcher); cancel is an action. Its URLs
-    also serve the review queue, the exceptions queue and an exception's page (admin/queues.py)."""
+    also serve the review queue, the exceptions queue and an exception's page (admin/queues.py).
+    Executions are added by the jobs' Run now / Dry run actions (services.execution_start)."""
 
     list_display = ["id", "job", "tenant", "status", "dry_run", "match_rate", "created_at", "finished_at"]
     list_filter = ["status", "dry_run", TenantIdFilter, JobIdFilter]
@@ -120,15 +113,6 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
         if not str(object_id).isdigit():
             return None
         return Execution.objects.select_related("job", "tenant", "requested_by").filter(pk=object_id).first()
-
-    def has_add_permission(self, request):
-        return False  # through the jobs' Run now / Dry run actions (services.execution_start)
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_cancel_permission(self, request):
         return request.user.has_perm(ACT_IN_QUEUES)
