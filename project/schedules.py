@@ -151,6 +151,14 @@ SCHEDULES = [
         description="Queue a delivery job for every webhook delivery due for an attempt (retries, lost jobs).",
         expires_s=55,
     ),
+    Schedule(
+        name="Send due task webhooks",
+        job="tasks.notify_send_due",
+        queue="webhooks",
+        crontab={"minute": "*"},
+        description="Queue a delivery job for every task webhook delivery due for an attempt (retries, lost jobs).",
+        expires_s=55,
+    ),
 ]
 
 

@@ -390,6 +390,8 @@ MATVIEW_REFRESH_TIMEOUT_S = env_int("MATVIEW_REFRESH_TIMEOUT_S", 900)
 MATVIEW_REFRESH_LOCK_TIMEOUT_S = env_int("MATVIEW_REFRESH_LOCK_TIMEOUT_S", 10)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
+# HMAC key of the X-Opsdeck-Signature on task webhooks (docs/webhooks.md); empty sends them unsigned.
+TASK_NOTIFY_WEBHOOK_SECRET = env_str("TASK_NOTIFY_WEBHOOK_SECRET", "")
 TASK_STATS_CACHE_TTL_S = 300
 # Ranked search (`search=`) ranks at most this many matching tasks, found by the GIN index; a
 # word matching more is answered from the first ones found (refine the words to reach others).
