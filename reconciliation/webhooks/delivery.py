@@ -43,7 +43,7 @@ from prometheus_client import Counter
 
 from project.activity import activity_record, activity_record_bulk
 from project.outbox import outbox_enqueue_many
-from reconciliation.errors import ReconciliationError, WebhookTargetRefused
+from reconciliation.errors import DeliveryNotFound, ReconciliationError, WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger("opsdeck.webhooks")
@@ -512,8 +512,10 @@ def webhook_deliveries_due(*, limit: int) -> QuerySet:
 @transaction.atomic
 def webhook_redeliver(*, delivery_id: int, user, request=None) -> WebhookDelivery:
     """Send a delivery again now, whatever its state (dead, delivered, failed). Attempts are kept:
-    a redelivered dead delivery that fails again is dead again. Raises WebhookDelivery.DoesNotExist."""
-    delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
+    a redelivered dead delivery that fails again is dead again. Raises DeliveryNotFound (a 404)."""
+    delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
+    if delivery is None:
+        raise DeliveryNotFound(f"No webhook delivery {delivery_id}.")
     previous_status = delivery.status
     delivery.status = WebhookDelivery.Status.PENDING
     delivery.next_attempt_at = Now()
