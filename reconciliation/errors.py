@@ -84,11 +84,6 @@ class RecordsNotOpen(_Conflict):
         super().__init__(f"These records are not open (already matched, or not in this job): {record_ids}")
 
 
-class WebhookTargetRefused(ReconciliationError):
-    http_code = "webhook_target_refused"
-    http_field = "url"
-
-
 class _NotFound(ReconciliationError):
     """A row the caller named does not exist (in its tenants): a 404 that says no more. Each is also
     its model's DoesNotExist, so `except Match.DoesNotExist` keeps catching it."""

@@ -5,12 +5,12 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from project.admin_widgets import ReadOnlyAdminMixin
+from project.webhooks import WebhookTargetRefused
 from reconciliation.admin.common import (
     MAX_BULK,
     ReconciliationBigTableAdmin,
     TenantIdFilter,
 )
-from reconciliation.errors import ReconciliationError
 from reconciliation.models import (
     WebhookDelivery,
     WebhookEndpoint,
@@ -35,7 +35,7 @@ class WebhookEndpointForm(forms.ModelForm):
             return url  # unchanged: an endpoint whose host is down can still be deactivated
         try:
             webhooks.webhook_endpoint_validate_url(url)  # the services check it again on save
-        except ReconciliationError as exc:
+        except WebhookTargetRefused as exc:
             raise forms.ValidationError(str(exc)) from None
         return url
 
