@@ -191,12 +191,57 @@ def sample_metrics(now: datetime | None = None) -> dict:
     }
 
 
+STATEMENT_COLUMNS = ("queryid", "userid", "dbid", "calls", "total_exec_ms", "rows", "shared_blks_hit",
+                     "shared_blks_read")  # fmt: skip
+INDEX_COLUMNS = ("schema", "index", "table", "idx_scan", "idx_tup_read", "idx_tup_fetch")
+
+
+def _columns(rows: list[dict], names: tuple[str, ...]) -> list[list]:
+    return [[row[name] for row in rows] for name in names]
+
+
+def _write_statement_snapshots(cursor, now: datetime, statements: list[dict]) -> int:
+    """One INSERT of the statements whose calls changed since their newest snapshot."""
+    table = StatementSnapshot._meta.db_table
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (taken_at, queryid, userid, dbid, calls, total_exec_ms, rows,
+                             shared_blks_hit, shared_blks_read)
+        SELECT %s, s.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                                   %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[])
+             AS s(queryid, userid, dbid, calls, total_exec_ms, rows, hit, read)
+        WHERE s.calls IS DISTINCT FROM (
+            SELECT p.calls FROM {table} p
+            WHERE p.queryid = s.queryid AND p.userid = s.userid AND p.dbid = s.dbid
+            ORDER BY p.taken_at DESC LIMIT 1)
+        """,
+        [now, *_columns(statements, STATEMENT_COLUMNS)],
+    )
+    return cursor.rowcount
+
+
+def _write_index_snapshots(cursor, now: datetime, indexes: list[dict]) -> int:
+    """One INSERT of the indexes whose scan count changed since their newest snapshot."""
+    table = IndexUsageSnapshot._meta.db_table
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (taken_at, schema, index, "table", idx_scan, idx_tup_read, idx_tup_fetch)
+        SELECT %s, s.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+                                   %s::bigint[]) AS s(schema, index, tbl, idx_scan, tup_read, tup_fetch)
+        WHERE s.idx_scan IS DISTINCT FROM (
+            SELECT p.idx_scan FROM {table} p
+            WHERE p.schema = s.schema AND p.index = s.index ORDER BY p.taken_at DESC LIMIT 1)
+        """,
+        [now, *_columns(indexes, INDEX_COLUMNS)],
+    )
+    return cursor.rowcount
+
+
 def snapshot_counters(now: datetime | None = None) -> dict:
     """Write pg_stat_statements and pg_stat_user_indexes counters that changed since their last
     snapshot (all of them the first time). Retention (monitoring/retention.py) removes history past
     MONITORING_HISTORY_DAYS, keeping every statement's and index's newest row."""
     now = now or timezone.now()
-    stmt_table, idx_table = StatementSnapshot._meta.db_table, IndexUsageSnapshot._meta.db_table
     written = {"statements": 0, "indexes": 0}
     with catalog_cursor() as cursor:
         available = statements_available(cursor)
@@ -211,55 +256,9 @@ def snapshot_counters(now: datetime | None = None) -> dict:
         )
     with transaction.atomic(), connection.cursor() as cursor:
         if statements:
-            cursor.execute(
-                f"""
-                INSERT INTO {stmt_table} (taken_at, queryid, userid, dbid, calls, total_exec_ms, rows,
-                                          shared_blks_hit, shared_blks_read)
-                SELECT %s, s.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                                           %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[])
-                     AS s(queryid, userid, dbid, calls, total_exec_ms, rows, hit, read)
-                WHERE s.calls IS DISTINCT FROM (
-                    SELECT p.calls FROM {stmt_table} p
-                    WHERE p.queryid = s.queryid AND p.userid = s.userid AND p.dbid = s.dbid
-                    ORDER BY p.taken_at DESC LIMIT 1)
-                """,
-                [
-                    now,
-                    *[
-                        [row[column] for row in statements]
-                        for column in (
-                            "queryid",
-                            "userid",
-                            "dbid",
-                            "calls",
-                            "total_exec_ms",
-                            "rows",
-                            "shared_blks_hit",
-                            "shared_blks_read",
-                        )
-                    ],
-                ],
-            )
-            written["statements"] = cursor.rowcount
+            written["statements"] = _write_statement_snapshots(cursor, now, statements)
         if indexes:
-            cursor.execute(
-                f"""
-                INSERT INTO {idx_table} (taken_at, schema, index, "table", idx_scan, idx_tup_read, idx_tup_fetch)
-                SELECT %s, s.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-                                           %s::bigint[]) AS s(schema, index, tbl, idx_scan, tup_read, tup_fetch)
-                WHERE s.idx_scan IS DISTINCT FROM (
-                    SELECT p.idx_scan FROM {idx_table} p
-                    WHERE p.schema = s.schema AND p.index = s.index ORDER BY p.taken_at DESC LIMIT 1)
-                """,
-                [
-                    now,
-                    *[
-                        [row[column] for row in indexes]
-                        for column in ("schema", "index", "table", "idx_scan", "idx_tup_read", "idx_tup_fetch")
-                    ],
-                ],
-            )
-            written["indexes"] = cursor.rowcount
+            written["indexes"] = _write_index_snapshots(cursor, now, indexes)
     return {"statements_available": available, **written}
 
 

@@ -1,14 +1,11 @@
 """What the reconciliation admin modules share: permissions, limits, paginator, filters, widgets."""
 
-import json
-
-from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html, format_html_join
 
 from project.admin import BigTableAdmin, EstimatedCountPaginator
 from reconciliation.models import (
@@ -16,29 +13,11 @@ from reconciliation.models import (
 )
 
 VIEW_QUEUES = "reconciliation.view_execution"
-
-
 ACT_IN_QUEUES = "reconciliation.change_execution"
-
-
 RUN_JOBS = "reconciliation.add_execution"
-
-
-QUEUE_PAGE_SIZE = 50
-
-
-QUEUE_ORDERING = ("tenant_id", "id")  # a tenant's oldest first
-
-
 MAX_BULK = 100  # one service call (one transaction) per item: bounded per POST
-
-
 MAX_CANDIDATES = 50
-
-
 MAX_RUN_JOBS = 20
-
-
 FILTERED_COUNT_CAP = 10_000
 
 
@@ -125,15 +104,6 @@ class IdOnlyRawIdWidget(ForeignKeyRawIdWidget):
         return "", ""
 
 
-class PrettyJSONField(forms.JSONField):
-    """Rules shown indented, for people to edit."""
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
-
-
 def queue_links(request, **params) -> dict:
     if not request.user.has_perm(VIEW_QUEUES):
         return {}
@@ -148,6 +118,7 @@ def summary_table_html(summary: dict, *, job_id: int | None = None, pass_order: 
     """The summary JSON as tables: totals, per side, per pass, open exceptions by reason."""
     if not summary:
         return "No summary yet: it is written when the execution finishes."
+    duration_ms = summary.get("duration_ms")
     totals = [
         ("Dry run (nothing written)", "yes" if summary.get("dry_run") else "no"),
         ("Match rate", f"{float(summary.get('match_rate', 0)) * 100:.2f} %"),
@@ -156,60 +127,26 @@ def summary_table_html(summary: dict, *, job_id: int | None = None, pass_order: 
         ("Open records", summary.get("open_records", "")),
         ("Matches: auto", summary.get("matches", {}).get("auto", "")),
         ("Matches: suggested", summary.get("matches", {}).get("suggested", "")),
-        ("Duration", f"{summary['duration_ms'] / 1000:.3f} s" if summary.get("duration_ms") is not None else ""),
+        ("Duration", f"{duration_ms / 1000:.3f} s" if duration_ms is not None else ""),
     ]
-    totals_html = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", totals)
-    sides = format_html_join(
-        "",
-        "<tr><th scope='row'>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        (
-            (
-                side,
-                summary.get(side, {}).get("records", 0),
-                summary.get(side, {}).get("matched", 0),
-                summary.get(side, {}).get("amount_matched", "0"),
-                summary.get(side, {}).get("amount_open", "0"),
-            )
-            for side in ("left", "right")
-        ),
-    )
-    passes = format_html_join(
-        "",
-        "<tr><th scope='row'>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        (
-            (
-                name,
-                figures.get("auto", 0),
-                figures.get("suggested", 0),
-                figures.get("records", 0),
-                figures.get("candidates", 0),
-                f"{figures.get('duration_ms', 0)} ms",
-            )
-            for name, figures in sorted(
-                summary.get("passes", {}).items(),
-                # The order they ran in (JSONB keeps its own key order); a dry run records none.
-                key=lambda item: list(pass_order).index(item[0]) if item[0] in pass_order else len(pass_order),
-            )
-        ),
-    )
-    reasons = summary.get("open_by_reason", {})
-    exceptions_url = reverse("admin:reconciliation_exceptions_queue")
-    reasons_html = format_html_join(
-        "",
-        "<tr><th scope='row'><a href='{}?job={}&amp;reason={}'>{}</a></th><td>{}</td></tr>",
-        ((exceptions_url, job_id, reason, reason, count) for reason, count in sorted(reasons.items())),
-    ) or format_html("<tr><td colspan='2'>none</td></tr>")
-    return format_html(
-        "<div class='recon-summary'>"
-        "<table><tbody>{}</tbody></table>"
-        "<h4>Per side</h4><table><thead><tr><th>Side</th><th>Records</th><th>Matched</th>"
-        "<th>Amount matched</th><th>Amount open</th></tr></thead><tbody>{}</tbody></table>"
-        "<h4>Per pass</h4><table><thead><tr><th>Pass</th><th>Auto</th><th>Suggested</th>"
-        "<th>Records matched</th><th>Candidates</th><th>Duration</th></tr></thead><tbody>{}</tbody></table>"
-        "<h4>Open exceptions by reason</h4><table><tbody>{}</tbody></table>"
-        "</div>",
-        totals_html,
-        sides,
-        passes or format_html("<tr><td colspan='6'>no pass ran</td></tr>"),
-        reasons_html,
-    )
+    sides = [
+        {"name": side, "records": 0, "matched": 0, "amount_matched": "0", "amount_open": "0"} | summary.get(side, {})
+        for side in ("left", "right")
+    ]
+    # The order the passes ran in (JSONB keeps its own key order); a dry run records none.
+    order = list(pass_order)
+    passes = [
+        {"name": name, "auto": 0, "suggested": 0, "records": 0, "candidates": 0, "duration_ms": 0} | figures
+        for name, figures in sorted(
+            summary.get("passes", {}).items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)
+        )
+    ]
+    context = {
+        "totals": totals,
+        "sides": sides,
+        "passes": passes,
+        "reasons": sorted(summary.get("open_by_reason", {}).items()),
+        "exceptions_url": reverse("admin:reconciliation_exceptions_queue"),
+        "job_id": job_id,
+    }
+    return render_to_string("admin/reconciliation/execution/_summary.html", context)

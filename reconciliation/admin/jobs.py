@@ -5,10 +5,10 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from project.admin_widgets import PrettyJSONField
 from reconciliation.admin.common import (
     MAX_RUN_JOBS,
     RUN_JOBS,
-    PrettyJSONField,
     TenantIdFilter,
     queue_links,
 )

@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.db.models import F
 
+from project.admin_widgets import ReadOnlyAdminMixin
 from reconciliation.admin.common import (
     JobIdFilter,
     ReconciliationBigTableAdmin,
@@ -29,9 +30,10 @@ class RecordStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Record)
-class RecordAdmin(ReconciliationBigTableAdmin):
+class RecordAdmin(ReadOnlyAdminMixin, ReconciliationBigTableAdmin):
     """Millions of rows: estimated count, no date hierarchy, search by exact external id (an index
-    skip scan of the unique (job, side, external_id) index; PostgreSQL 18), filter by job id."""
+    skip scan of the unique (job, side, external_id) index; PostgreSQL 18), filter by job id.
+    Read-only: records arrive through the ingest API."""
 
     list_display = ["id", "external_id", "side", "amount", "currency", "booked_on", "reference", "job", "status"]
     list_filter = [JobIdFilter, TenantIdFilter, "side", RecordStatusFilter]
@@ -74,12 +76,3 @@ class RecordAdmin(ReconciliationBigTableAdmin):
         if getattr(obj, "match_id", None) is None:
             return Record.Status.OPEN
         return f"{Record.Status.MATCHED} (match {obj.match_id})"
-
-    def has_add_permission(self, request):
-        return False  # records arrive through the ingest API
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

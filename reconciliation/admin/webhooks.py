@@ -4,12 +4,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from project.admin_widgets import ReadOnlyAdminMixin
+from project.webhooks import WebhookTargetRefused
 from reconciliation.admin.common import (
     MAX_BULK,
     ReconciliationBigTableAdmin,
     TenantIdFilter,
 )
-from reconciliation.errors import ReconciliationError
 from reconciliation.models import (
     WebhookDelivery,
     WebhookEndpoint,
@@ -34,7 +35,7 @@ class WebhookEndpointForm(forms.ModelForm):
             return url  # unchanged: an endpoint whose host is down can still be deactivated
         try:
             webhooks.webhook_endpoint_validate_url(url)  # the services check it again on save
-        except ReconciliationError as exc:
+        except WebhookTargetRefused as exc:
             raise forms.ValidationError(str(exc)) from None
         return url
 
@@ -98,7 +99,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReconciliationBigTableAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, ReconciliationBigTableAdmin):
     list_display = ["id", "event", "endpoint", "tenant", "status", "attempts", "last_status_code", "next_attempt_at"]
     list_filter = ["status", "event", TenantIdFilter]
     list_select_related = ["endpoint", "tenant"]
@@ -108,15 +109,6 @@ class WebhookDeliveryAdmin(ReconciliationBigTableAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in WebhookDelivery._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_redeliver_permission(self, request):
         return request.user.has_perm("reconciliation.change_webhookdelivery")

@@ -1,60 +1,15 @@
-"""What every reconciliation API module shares: domain errors as 4xx, the tenant field of bodies."""
+"""What every reconciliation API module shares: the tenant field of bodies, the admin-role check.
 
-import functools
+Domain errors need nothing here: each declares its HTTP answer (reconciliation/errors.py) and the
+project's API exception handler maps it."""
 
-from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
-from rest_framework.response import Response
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
-from project.api.errors import Conflict, error_body
 from reconciliation.api.tenancy import has_role, roles_of
-from reconciliation.errors import (
-    ConcurrentUpload,
-    ExecutionActive,
-    InvalidRules,
-    InvalidUpload,
-    JobInactive,
-    NotReviewable,
-    ReconciliationError,
-    RecordsNotOpen,
-    WebhookTargetRefused,
-)
-from reconciliation.models import Match, ReconciliationException, Record, Tenant, TenantMembership, WebhookDelivery
+from reconciliation.models import Tenant, TenantMembership
 
 Role = TenantMembership.Role
-
-
-def domain_errors_to_http(view):
-    """Turn the app's domain errors into 4xx with the standard envelope."""
-
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        try:
-            return view(*args, **kwargs)
-        except InvalidRules as error:
-            raise ValidationError(
-                {"rules": [f"{path}: {message}" for path, message in error.errors.items()]}, code="invalid_rules"
-            ) from None
-        except InvalidUpload as error:
-            body = error_body("invalid_upload", str(error), rows=error.row_errors, bad_rows=error.bad_rows)
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        except (ExecutionActive, ConcurrentUpload) as error:
-            raise Conflict(str(error)) from None
-        except (NotReviewable, RecordsNotOpen) as error:
-            raise Conflict(str(error)) from None
-        except WebhookTargetRefused as error:
-            raise ValidationError({"url": [str(error)]}, code="webhook_target_refused") from None
-        except (JobInactive, ReconciliationError) as error:
-            raise ValidationError({"non_field_errors": [str(error)]}, code="invalid") from None
-        except (
-            Match.DoesNotExist,
-            ReconciliationException.DoesNotExist,
-            Record.DoesNotExist,
-            WebhookDelivery.DoesNotExist,
-        ):
-            raise NotFound() from None
-
-    return wrapped
 
 
 class TenantField(serializers.PrimaryKeyRelatedField):

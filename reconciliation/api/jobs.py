@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from project.api.filters import IdFilter
 from project.api.renderers import ORJSONParser
 from reconciliation import selectors
-from reconciliation.api.common import Role, TenantField, domain_errors_to_http, require_tenant_admin
+from reconciliation.api.common import Role, TenantField, require_tenant_admin
 from reconciliation.api.tenancy import TenantRolePermission, TenantScopedViewSet, roles_of
 from reconciliation.engine import services
 from reconciliation.ingest.records import records_ingest
@@ -211,17 +211,8 @@ class JobViewSet(
             cache.set(key, data, timeout=settings.RECONCILIATION_JOB_LIST_CACHE_S)
         return Response(data)
 
-    @domain_errors_to_http
     def perform_create(self, serializer):
         serializer.instance = services.job_create(user=self.request.user, **serializer.validated_data)
-
-    @domain_errors_to_http
-    def create(self, request, *args, **kwargs):
-        return super().create(request, *args, **kwargs)
-
-    @domain_errors_to_http
-    def update(self, request, *args, **kwargs):
-        return super().update(request, *args, **kwargs)
 
     def perform_update(self, serializer):
         changes = {k: v for k, v in serializer.validated_data.items() if k != "tenant"}
@@ -244,7 +235,6 @@ class JobViewSet(
     )
     @extend_schema(methods=["GET"], responses=RecordSerializer(many=True))
     @action(detail=True, methods=["get", "post"])
-    @domain_errors_to_http
     def records(self, request, pk=None):
         job = self.get_object()
         if request.method == "GET":
@@ -278,7 +268,6 @@ class JobViewSet(
 
     @extend_schema(request=RunSerializer, responses={202: ExecutionSerializer})
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def run(self, request, pk=None):
         """Queue an execution (202); poll /executions/{id}/ or the summary for its progress."""
         params = RunSerializer(data=request.data)
@@ -298,7 +287,6 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
 
     @extend_schema(request=None, responses=ExecutionSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def cancel(self, request, pk=None):
         execution = services.execution_cancel(execution=self.get_object(), user=request.user)
         return Response(ExecutionSerializer(execution).data)

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from project.api.filters import DecimalFilter, IdFilter
 from reconciliation import selectors
-from reconciliation.api.common import Role, domain_errors_to_http
+from reconciliation.api.common import Role
 from reconciliation.api.tenancy import TenantScopedViewSet, has_role, roles_of
 from reconciliation.models import (
     Match,
@@ -126,24 +126,20 @@ class MatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScope
 
     @extend_schema(request=NoteSerializer, responses=MatchSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def confirm(self, request, pk=None):
         return self._review(request, pk, services.match_confirm)
 
     @extend_schema(request=NoteSerializer, responses=MatchSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def reject(self, request, pk=None):
         return self._review(request, pk, services.match_reject)
 
     @extend_schema(request=NoteSerializer, responses=MatchSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def unmatch(self, request, pk=None):
         return self._review(request, pk, services.match_unmatch)
 
     @extend_schema(request=ManualMatchSerializer, responses={201: MatchSerializer})
-    @domain_errors_to_http
     def create(self, request):
         """Match open records by hand: one or more per side, all of one job."""
         params = ManualMatchSerializer(data=request.data)
@@ -174,7 +170,6 @@ class ReconciliationExceptionViewSet(mixins.ListModelMixin, mixins.RetrieveModel
 
     @extend_schema(request=ResolveSerializer, responses=ReconciliationExceptionSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def resolve(self, request, pk=None):
         params = ResolveSerializer(data=request.data)
         params.is_valid(raise_exception=True)

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from project.api.filters import IdFilter
 from reconciliation import selectors
-from reconciliation.api.common import Role, TenantField, domain_errors_to_http, require_tenant_admin
+from reconciliation.api.common import Role, TenantField, require_tenant_admin
 from reconciliation.api.tenancy import TenantScopedViewSet
 from reconciliation.models import (
     WebhookDelivery,
@@ -80,14 +80,12 @@ class WebhookEndpointViewSet(
         return selectors.webhook_endpoint_list(tenant_ids=tenant_ids)
 
     @extend_schema(responses={201: WebhookEndpointCreatedSerializer})
-    @domain_errors_to_http
     def create(self, request, *args, **kwargs):
         params = WebhookEndpointSerializer(data=request.data, context={"request": request})
         params.is_valid(raise_exception=True)
         endpoint = webhooks.webhook_endpoint_create(user=request.user, request=request, **params.validated_data)
         return Response(WebhookEndpointCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
-    @domain_errors_to_http
     def update(self, request, *args, **kwargs):
         endpoint = self.get_object()
         params = WebhookEndpointSerializer(
@@ -110,7 +108,6 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, T
 
     @extend_schema(request=None, responses=WebhookDeliverySerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def redeliver(self, request, pk=None):
         delivery = webhooks.webhook_redeliver(delivery_id=self.get_object().pk, user=request.user, request=request)
         return Response(WebhookDeliverySerializer(delivery).data)

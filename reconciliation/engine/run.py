@@ -36,6 +36,7 @@ from reconciliation.engine.passes import (
 from reconciliation.engine.rules import parse_rules
 from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Report
+from reconciliation.selectors import executions_stuck
 from reconciliation.webhooks.delivery import webhook_event_queue
 
 logger = logging.getLogger("opsdeck.reconciliation")
@@ -214,20 +215,10 @@ def _is_transient(error: Exception) -> bool:
 
 @transaction.atomic
 def executions_requeue_stuck(*, stuck_after_s: int | None = None, max_attempts: int | None = None) -> dict:
-    """Queue again the running executions whose worker stopped sending heartbeats (it died);
-    fail those that have used up their attempts. Queued ones nobody picked up are queued again."""
-    stuck_after_s = stuck_after_s or settings.RECONCILIATION_STUCK_AFTER_S
+    """Queue again the stuck executions (selectors.executions_stuck: running without heartbeats,
+    or queued and never picked up); fail those that have used up their attempts."""
     max_attempts = max_attempts or settings.RECONCILIATION_MAX_ATTEMPTS
-    cutoff = timezone.now() - timezone.timedelta(seconds=stuck_after_s)
-    stuck = list(
-        Execution.objects.select_for_update(skip_locked=True).filter(
-            status=Execution.Status.RUNNING, heartbeat_at__lt=cutoff
-        )
-    ) + list(
-        Execution.objects.select_for_update(skip_locked=True).filter(
-            status=Execution.Status.QUEUED, created_at__lt=cutoff
-        )
-    )
+    stuck = executions_stuck(stuck_after_s=stuck_after_s).select_for_update(skip_locked=True).order_by("id")
     requeued, failed = [], []
     for execution in stuck:
         if execution.attempts >= max_attempts:

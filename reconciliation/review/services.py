@@ -6,7 +6,14 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from project.activity import activity_record
-from reconciliation.errors import NotReviewable, ReconciliationError, RecordsNotOpen
+from reconciliation.errors import (
+    ExceptionNotFound,
+    MatchNotFound,
+    NotReviewable,
+    ReconciliationError,
+    RecordsNotFound,
+    RecordsNotOpen,
+)
 from reconciliation.models import Match, MatchedRecord, ReconciliationException, Record
 
 CATEGORY = "reconciliation"
@@ -15,7 +22,7 @@ CATEGORY = "reconciliation"
 def _locked_match(match_id: int, tenant_ids) -> Match:
     match = Match.objects.select_for_update().filter(id=match_id, tenant_id__in=tenant_ids).first()
     if match is None:
-        raise Match.DoesNotExist(f"No match {match_id}.")
+        raise MatchNotFound(f"No match {match_id}.")
     return match
 
 
@@ -101,7 +108,7 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
     }
     missing = [record_id for record_id in ids if record_id not in records]
     if missing:
-        raise Record.DoesNotExist(f"No records {missing}.")
+        raise RecordsNotFound(f"No records {missing}.")
     jobs = {record.job_id for record in records.values()}
     if len(jobs) != 1:
         raise ReconciliationError("All records of a match must belong to one job.")
@@ -154,7 +161,7 @@ def exception_resolve(*, exception_id: int, tenant_ids, note: str, user=None) ->
         ReconciliationException.objects.select_for_update().filter(id=exception_id, tenant_id__in=tenant_ids).first()
     )
     if exception is None:
-        raise ReconciliationException.DoesNotExist(f"No exception {exception_id}.")
+        raise ExceptionNotFound(f"No exception {exception_id}.")
     if exception.resolved_at is not None:
         raise NotReviewable(f"Exception {exception_id} is already resolved.")
     ReconciliationException.objects.filter(id=exception.id, created_at=exception.created_at).update(

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from project.models import ActivityLog, OutboxMessage
-from reconciliation.admin.executions import candidate_queryset
+from reconciliation.admin.common import MAX_CANDIDATES
 from reconciliation.engine import jobs
 from reconciliation.engine.rules import parse_rules
 from reconciliation.models import (
@@ -25,6 +25,7 @@ from reconciliation.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from reconciliation.review.selectors import exception_candidates
 from tests.conftest import grant
 from tests.factories import UserFactory
 from tests.plans import index_scans, scan_on
@@ -365,7 +366,7 @@ def test_bulk_confirm_reports_matches_already_decided(logged_in):
 
 
 def test_review_queue_pages_by_keyset(logged_in, monkeypatch):
-    monkeypatch.setattr("reconciliation.admin.executions.QUEUE_PAGE_SIZE", 2)
+    monkeypatch.setattr("reconciliation.admin.queues.QUEUE_PAGE_SIZE", 2)
     job = JobFactory(rules=REVIEW_RULES)
     suggested_pairs(job, 3)
     run(job)
@@ -455,7 +456,7 @@ def test_candidates_are_one_query_served_by_the_candidate_index(low_confidence_p
         client.get(url)
 
     assert len([q for q in queries if '"reconciliation_record"."booked_on" >=' in q["sql"]]) == 1
-    _drift, candidates = candidate_queryset(record, parse_rules(record.job.rules))
+    _drift, candidates = exception_candidates(record, parse_rules(record.job.rules), limit=MAX_CANDIDATES)
     with transaction.atomic(), connection.cursor() as cursor:
         # On 5 rows any index is as cheap as another: with the unique (job, side, external_id)
         # index out of the way (rolled back) the plan shows the candidate index can serve it all.
