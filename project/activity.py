@@ -80,3 +80,47 @@ def activity_for_entity(entity_type: str, entity_id: int) -> QuerySet[ActivityLo
     return ActivityLog.objects.filter(
         Q(entity_type=entity_type) & (Q(entity_id=str(entity_id)) | Q(metadata__contains={"ids": [entity_id]}))
     ).order_by("-created_at", "-id")
+
+
+def activity_bulk_insert_sql(
+    *,
+    ids_from: str,
+    category: str,
+    action: str,
+    entity_type: str,
+    user_id: int | None = None,
+    level: str = ActivityLog.Level.INFO,
+    metadata_sql: dict[str, str] | None = None,
+) -> tuple[str, dict]:
+    """activity_record_bulk as SQL, for a statement that decides rows and records the act in the
+    same statement (a data-modifying CTE: `WITH decided AS (UPDATE ... RETURNING id), activity AS
+    (<this>) ...`). One row listing the ids of the relation `ids_from` (a CTE or table with an `id`
+    column), none when it is empty. `metadata_sql` adds metadata keys as SQL expressions (which may
+    use the statement's own %(named)s parameters). Returns the SQL and its %(activity_*)s
+    parameters; the column list comes from the model, so callers never spell it."""
+    names = ("user", "category", "action", "level", "entity_type", "entity_id", "metadata", "tags", "ip")
+    fields = {name: ActivityLog._meta.get_field(name).column for name in names}
+    extra = "".join(f", {_sql_text(key)}, {expression}" for key, expression in (metadata_sql or {}).items())
+    sql = f"""
+        INSERT INTO {ActivityLog._meta.db_table} ({", ".join(fields.values())})
+        SELECT %(activity_user_id)s, %(activity_category)s, %(activity_action)s, %(activity_level)s,
+               %(activity_entity_type)s, '',
+               jsonb_build_object('ids', jsonb_agg(source.id ORDER BY source.id), 'count', count(*){extra}),
+               '[]'::jsonb, NULL
+        FROM {ids_from} AS source
+        HAVING count(*) > 0
+    """
+    params = {
+        "activity_user_id": user_id,
+        "activity_category": category,
+        "activity_action": action,
+        "activity_level": level,
+        "activity_entity_type": entity_type,
+    }
+    return sql, params
+
+
+def _sql_text(key: str) -> str:
+    if not key.replace("_", "").isalnum():
+        raise ValueError(f"metadata key must be an identifier-like word, not {key!r}")
+    return f"'{key}'"
