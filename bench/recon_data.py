@@ -47,6 +47,7 @@ import csv
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Collection, Iterable
@@ -66,6 +67,7 @@ SPAN_DAYS = 1000  # base dates run from 2024-01-01 to late September 2026
 DATE_MARGIN_DAYS = 130  # decoys and shifts reach this far outside the span
 SPLIT_MIN_AMOUNT = 100.00  # parts are >= 10% of the total: >= 10.00 each
 
+_REFERENCE_PADDING = re.compile(r"(^|[A-Z])0+(?=[0-9])")
 _REF_PREFIXES = ("INV", "PO", "CN", "SO")
 _REF_YEARS = (2025, 2026)
 _REF_SPACE = len(_REF_PREFIXES) * len(_REF_YEARS) * 1_000_000
@@ -361,8 +363,11 @@ class Score:
 
 
 def normalize_reference(reference: str) -> str:
-    """The equality the exact pass uses: upper-case, everything that is not A-Z or 0-9 dropped."""
-    return "".join(ch for ch in reference.upper() if "A" <= ch <= "Z" or "0" <= ch <= "9")
+    """The equality the exact pass uses: upper-case, everything that is not A-Z or 0-9 dropped,
+    then the zero padding of a number that follows letters (INV-0000109888 == INV109888), as
+    reconciliation.models.normalized_reference does in SQL."""
+    kept = "".join(ch for ch in reference.upper() if "A" <= ch <= "Z" or "0" <= ch <= "9")
+    return _REFERENCE_PADDING.sub(r"\1", kept)
 
 
 def parse_amount_units(text: str) -> int:

@@ -37,7 +37,8 @@ MAX_GREEDY_ROUNDS = 50
 # about this much; only what lies above it counts as evidence (measured on bench/recon_data.py
 # sets: 90% of wrong pairs score below 0.27 on references and 0.12 on counterparties).
 SIMILARITY_FLOOR = 0.3
-# Amount and date alone (no reference or counterparty on one side) suggest at most.
+# Amount and date alone (no reference or counterparty on one side; only with require_evidence
+# off) suggest at most, never above this nor at auto_threshold.
 NO_TEXT_EVIDENCE_CAP = 0.75
 
 
@@ -184,19 +185,25 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
 
     Amount and date score 0.5..1 inside the tolerance (anything inside is plausible); reference
     and counterparty similarity tell plausible pairs apart. A text missing on either side is
-    absent evidence, not a mismatch: its weight leaves the average. A pair with no text evidence
-    at all is capped at NO_TEXT_EVIDENCE_CAP, so an amount alone never matches automatically.
+    absent evidence, not a mismatch: its weight leaves the average. A pair needs evidence beyond
+    amount and date (a reference or counterparty similar above SIMILARITY_FLOOR): under the
+    default drift (max(1.00, 0.5%)) a 40,000 amount has ±200 of room, and amount and date alone
+    paired unrelated records (every such suggestion was wrong on bench/recon_data.py sets).
+    With `require_evidence` off, a pair without any is kept, capped at NO_TEXT_EVIDENCE_CAP.
     """
     weights = ctx.rules.tolerance.weights
     window = int(ctx.rules.date_window_days)
     tolerance = _tolerance_sql(ctx.rules, "l.amount")
+    evidence_filter = ""
+    if ctx.rules.tolerance.require_evidence:
+        evidence_filter = "AND (reference_score > 0 OR counterparty_score > 0)"
     return f"""
         CREATE TEMP TABLE cand AS
         SELECT left_id, right_id, days, left_amount, right_amount,
-               round(CASE WHEN text_weight = 0 THEN least(score, {NO_TEXT_EVIDENCE_CAP}) ELSE score END::numeric, 4)
+               round(CASE WHEN text_weight = 0 THEN least(score, {no_text_cap(ctx.rules)}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
         FROM (
-            SELECT left_id, right_id, days, left_amount, right_amount, text_weight,
+            SELECT left_id, right_id, days, left_amount, right_amount, text_weight, reference_score, counterparty_score,
                    ({weights["amount"]} * amount_score + {weights["date"]} * date_score
                     + {weights["reference"]} * reference_score + {weights["counterparty"]} * counterparty_score)
                    / nullif({weights["amount"]} + {weights["date"]} + text_weight, 0) AS score
@@ -222,8 +229,13 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
                 ) r
             ) parts
         ) scored
-        WHERE score IS NOT NULL
+        WHERE score IS NOT NULL {evidence_filter}
     """
+
+
+def no_text_cap(rules: MatchingRules) -> float:
+    """The most a pair without any text may score: below auto_threshold, whatever the rules say."""
+    return min(NO_TEXT_EVIDENCE_CAP, round(rules.auto_threshold - 0.0001, 4))
 
 
 def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
@@ -444,16 +456,23 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
 def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
     """SELECT id, side, amount, reason of every open record of the working set (rl, rr).
 
-    Reasons, from the records of the other side: one within the amount drift and date window
-    that is still open -> low_confidence (the pair scored below review_threshold); else one with
-    the same reference within drift and window, matched to another record -> ambiguous (it was
-    as good a partner, and went elsewhere); else one with the same reference in the window but
-    the amount outside the drift -> amount_outside_drift; else no_candidate. Open candidates are
-    probed in the working set's GiST index; the reference checks are one hash join.
+    The reason names the record's best candidate on the other side, strongest evidence first:
+    a record with the same reference in the date window that is
+
+    1. of the same currency, within the drift, and matched to another record -> ambiguous (it
+       was as good a partner, and went elsewhere);
+    2. of another currency, amount within the drift -> currency_mismatch (only the currency
+       keeps them apart);
+    3. of the same currency, amount outside the drift -> amount_outside_drift;
+
+    else an open record within the drift and window (other reference or none) -> low_confidence
+    (the pair lacked evidence or scored below review_threshold); else no_candidate. Open
+    candidates are probed in the working set's GiST index; the reference checks are one hash join.
     """
     window = int(rules.date_window_days)
     tolerance = _tolerance_sql(rules, "r.amount")
-    in_window = f"""o.currency = r.currency AND o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}
+    amount_in_drift = f"o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}"
+    in_window = f"""o.currency = r.currency AND {amount_in_drift}
                     AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}"""
 
     def open_records(table: str, side: str, other_table: str, other_side: str) -> str:
@@ -480,18 +499,22 @@ def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exceptio
             {open_records("rr", "right", "rl", "left")}
         ),
         same_reference AS (
-            SELECT r.id, bool_or({in_window}) AS in_drift
+            SELECT r.id,
+                   bool_or(o.currency = r.currency AND {amount_in_drift}) AS in_drift,
+                   bool_or(o.currency <> r.currency AND {amount_in_drift}) AS other_currency,
+                   bool_or(o.currency = r.currency) AS same_currency
             FROM open_records r
             JOIN reconciliation_record o
               ON o.job_id = %(job)s AND o.reference_norm = r.ref AND o.side = r.other_side
              AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}
-            WHERE r.ref <> '' AND NOT r.open_candidate
+            WHERE r.ref <> ''
             GROUP BY r.id
         )
         SELECT r.id, r.side, r.amount,
-               CASE WHEN r.open_candidate THEN 'low_confidence'
-                    WHEN s.in_drift THEN 'ambiguous'
-                    WHEN s.id IS NOT NULL THEN 'amount_outside_drift'
+               CASE WHEN s.in_drift THEN 'ambiguous'
+                    WHEN s.other_currency THEN 'currency_mismatch'
+                    WHEN s.same_currency THEN 'amount_outside_drift'
+                    WHEN r.open_candidate THEN 'low_confidence'
                     ELSE 'no_candidate'
                END AS reason
         FROM open_records r

@@ -19,7 +19,7 @@ from project.activity import activity_record, authenticated_user_or_none
 from project.db.locks import session_advisory_lock
 from project.jobrunner import TRANSIENT_ERRORS, JobSkipped
 from project.outbox import outbox_enqueue, outbox_enqueue_many
-from reconciliation import metrics
+from reconciliation import metrics, review_counts
 from reconciliation.exceptions import (
     ExecutionActive,
     JobInactive,
@@ -50,6 +50,7 @@ from reconciliation.models import (
     Tenant,
     Unmatched,
 )
+from reconciliation.review_counts import review_count
 from reconciliation.rules import parse_rules
 from reconciliation.selectors import job_list_invalidate
 from reconciliation.webhooks import webhook_event_queue
@@ -374,6 +375,7 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
     if match.status not in allowed:
         raise NotReviewable(f"Match {match_id} is {match.status}; {action} needs one that is {' or '.join(allowed)}.")
     _review(match, status=status, user=user, note=note)
+    review_count(match.execution_id, _REVIEW_COUNTER[action])
     if status == Match.Status.REJECTED:
         _release_records(match)
         _open_exceptions(match, reason=Unmatched.Reason.REJECTED)
@@ -389,6 +391,8 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
 
 
 UNDECIDED = (Match.Status.SUGGESTED, Match.Status.AUTO)
+_REVIEW_COUNTER = {"match_confirm": review_counts.CONFIRMED, "match_reject": review_counts.REJECTED,
+                   "match_unmatch": review_counts.UNMATCHED}  # fmt: skip
 
 
 @transaction.atomic
@@ -496,6 +500,7 @@ def unmatched_resolve(*, unmatched_id: int, tenant_ids, note: str, user=None) ->
     Unmatched.objects.filter(id=exception.id, created_at=exception.created_at).update(
         resolved_at=Now(), resolved_by_id=getattr(user, "pk", None), resolution=note.strip()
     )
+    review_count(exception.execution_id, review_counts.EXCEPTIONS_RESOLVED)
     activity_record(
         category=CATEGORY,
         action="unmatched_resolve",
