@@ -1,7 +1,12 @@
 """The matcher: set-based SQL passes over a job's open records, inside PostgreSQL.
 
-Per execution the open records of each side are copied once into session temp tables (`rl`,
-`rr`: ids and the normalized fields the passes compare). Each pass then
+Per execution the open records of each side are copied once into two working tables (ids and
+the normalized fields the passes compare): UNLOGGED tables named by the execution
+(`recon_work_<id>_l`, `_r`), not session temp tables, so that any connection can read them. The
+passes run one transaction each, and behind PgBouncer in transaction mode consecutive
+transactions may run on different server sessions; a pass's own scratch tables (`cand`,
+`chosen`) are temp tables dropped at its commit. Unlogged: they are a cache of the records
+table (PostgreSQL empties them after a crash; a resume rebuilds them anyway). Each pass then
 
 1. writes its candidate pairs (or groups) with a confidence into the temp table `cand`,
 2. assigns one-to-one greedily by confidence (`_assign_greedy`): repeatedly keep every pair that
@@ -66,12 +71,25 @@ class PassResult:
         }
 
 
+def work_tables(execution_id: int) -> tuple[str, str]:
+    """The execution's working tables, left and right (their names are ours: an int, no quoting)."""
+    return f"recon_work_{int(execution_id)}_l", f"recon_work_{int(execution_id)}_r"
+
+
 @dataclass
 class MatchingContext:
     execution: Execution
     rules: MatchingRules
     has_trigram: bool
     results: dict = field(default_factory=dict)
+
+    @property
+    def wl(self) -> str:
+        return work_tables(self.execution.pk)[0]
+
+    @property
+    def wr(self) -> str:
+        return work_tables(self.execution.pk)[1]
 
 
 # --- Working set ---------------------------------------------------------------------------------
@@ -83,15 +101,16 @@ def has_trigram_extension() -> bool:
         return cursor.fetchone()[0]
 
 
-def load_working_set(job_id: int) -> None:
-    """(Re)build the session's temp tables from the job's open records (after a crash, a retry,
-    or a concurrent change, the database is the truth)."""
-    drop_working_set()
+def load_working_set(ctx: "MatchingContext") -> None:
+    """(Re)build the execution's working tables from the job's open records (after a crash, a
+    retry, or a concurrent change, the database is the truth)."""
+    job_id = ctx.execution.job_id
+    drop_working_set(ctx.execution.pk)
     with connection.cursor() as cursor:
-        for table, side in (("rl", "left"), ("rr", "right")):
+        for table, side in ((ctx.wl, "left"), (ctx.wr, "right")):
             cursor.execute(
                 f"""
-                CREATE TEMP TABLE {table} AS
+                CREATE UNLOGGED TABLE {table} AS
                 SELECT id, currency, amount, booked_on, reference_norm AS ref,
                        lower(btrim(counterparty)) AS cp
                 FROM reconciliation_record r
@@ -122,19 +141,19 @@ def _window_box(alias: str, tolerance: str, window_days: int) -> str:
     )
 
 
-def index_working_set_windows() -> None:
+def index_working_set_windows(ctx: "MatchingContext") -> None:
     """A GiST index of (day, amount) points per side, for the passes that look for records within
     a drift and a window: one R-tree probe instead of walking every amount neighbour (at 1M
     records a btree on (currency, amount) walked ~300 entries per probe: 85 s for the tolerance
     pass). Built when first needed, on what the exact and group passes left (~30%)."""
     with connection.cursor() as cursor:
-        for table in ("rl", "rr"):
+        for table in (ctx.wl, ctx.wr):
             cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} USING gist ({_window_point(table)})")
 
 
-def drop_working_set() -> None:
+def drop_working_set(execution_id: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS rl, rr, cand, chosen")
+        cursor.execute(f"DROP TABLE IF EXISTS {', '.join(work_tables(execution_id))}")
 
 
 # --- Candidates per pass -------------------------------------------------------------------------
@@ -171,11 +190,11 @@ def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
 
 def _candidates_exact(ctx: MatchingContext) -> str:
     return f"""
-        CREATE TEMP TABLE cand AS
+        CREATE TEMP TABLE cand ON COMMIT DROP AS
         SELECT l.id AS left_id, r.id AS right_id, 1.0::float8 AS confidence,
                abs(l.booked_on - r.booked_on) AS days, l.amount AS left_amount, r.amount AS right_amount
-        FROM rl l
-        JOIN rr r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
+        FROM {ctx.wl} l
+        JOIN {ctx.wr} r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
         WHERE l.ref <> '' AND abs(l.booked_on - r.booked_on) <= {int(ctx.rules.date_window_days)}
     """
 
@@ -198,7 +217,7 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
     if ctx.rules.tolerance.require_evidence:
         evidence_filter = "AND (reference_score > 0 OR counterparty_score > 0)"
     return f"""
-        CREATE TEMP TABLE cand AS
+        CREATE TEMP TABLE cand ON COMMIT DROP AS
         SELECT left_id, right_id, days, left_amount, right_amount,
                round(CASE WHEN text_weight = 0 THEN least(score, {no_text_cap(ctx.rules)}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
@@ -219,9 +238,9 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
                             ELSE {_evidence("l.cp", "r.cp", ctx.has_trigram)} END AS counterparty_score,
                        CASE WHEN l.ref = '' OR r.ref = '' THEN 0 ELSE {weights["reference"]} END
                        + CASE WHEN l.cp = '' OR r.cp = '' THEN 0 ELSE {weights["counterparty"]} END AS text_weight
-                FROM rl l
+                FROM {ctx.wl} l
                 CROSS JOIN LATERAL (
-                    SELECT * FROM rr r
+                    SELECT * FROM {ctx.wr} r
                     WHERE {_window_point("r")} <@ {_window_box("l", tolerance, window)}
                       AND r.currency = l.currency
                       AND r.amount BETWEEN l.amount - {tolerance} AND l.amount + {tolerance}
@@ -245,13 +264,13 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
     joins neither."""
     rules = ctx.rules.group
     key = "ref" if rules.key == "reference" else "cp"
-    one, many = ("rl", "rr") if one_side == "left" else ("rr", "rl")
+    one, many = (ctx.wl, ctx.wr) if one_side == "left" else (ctx.wr, ctx.wl)
     window = int(ctx.rules.date_window_days)
     confidence = GROUP_CONFIDENCE[rules.key]
     left_ids, right_ids = ("ARRAY[o.id]", "g.member_ids") if one_side == "left" else ("g.member_ids", "ARRAY[o.id]")
     left_amount, right_amount = ("o.amount", "g.total") if one_side == "left" else ("g.total", "o.amount")
     return f"""
-        CREATE TEMP TABLE chosen AS
+        CREATE TEMP TABLE chosen ON COMMIT DROP AS
         WITH groups AS (
             SELECT o.id AS one_id, array_agg(m.id ORDER BY m.id) AS member_ids,
                    sum(m.amount) AS total, count(*) AS size
@@ -292,13 +311,13 @@ def _assign_greedy(cursor) -> None:
         CREATE TEMP TABLE chosen (
             left_ids bigint[], right_ids bigint[], left_amount numeric, right_amount numeric,
             confidence float8, ambiguous boolean, round int
-        )
+        ) ON COMMIT DROP
         """
     )
     # Records with a rival: two or more candidates within AMBIGUITY_MARGIN of their best.
     cursor.execute(
         f"""
-        CREATE TEMP TABLE rivals AS
+        CREATE TEMP TABLE rivals ON COMMIT DROP AS
         SELECT 'l' AS side, left_id AS record_id FROM (
             SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM cand
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY left_id HAVING count(*) > 1
@@ -363,7 +382,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
         cursor.execute("DROP TABLE IF EXISTS cand, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":
-                index_working_set_windows()
+                index_working_set_windows(ctx)
             cursor.execute(_candidates_exact(ctx) if name == "exact" else _candidates_tolerance(ctx))
             result.candidates = cursor.rowcount
             # Below review_threshold a pair is never proposed, so it takes no part in the choice.
@@ -420,7 +439,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
             # Someone matched one of these records by hand meanwhile: undo this pass, start over.
             raise ConcurrentChange(f"pass {name}: {expected_records - marked_records} records were taken meanwhile")
         result.records = marked_records
-        for table, column in (("rl", "left_ids"), ("rr", "right_ids")):
+        for table, column in ((ctx.wl, "left_ids"), (ctx.wr, "right_ids")):
             _remove_taken(cursor, table, column, rules.review_threshold)
         cursor.execute("DROP TABLE cand, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
     result.duration_ms = int((time.perf_counter() - started) * 1000)
@@ -440,7 +459,7 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
         cursor.execute(f"DELETE FROM {table} USING ({taken}) taken WHERE {table}.id = taken.id")
     else:
         cursor.execute(
-            f"""CREATE TEMP TABLE {table}_rest AS
+            f"""CREATE UNLOGGED TABLE {table}_rest AS
                 SELECT * FROM {table} WHERE NOT EXISTS (SELECT 1 FROM ({taken}) t WHERE t.id = {table}.id)"""
         )
         cursor.execute(f"DROP TABLE {table}")
@@ -453,8 +472,8 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
 # --- After the passes ----------------------------------------------------------------------------
 
 
-def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
-    """SELECT id, side, amount, reason of every open record of the working set (rl, rr).
+def _open_records_with_reason_sql(ctx: MatchingContext, *, without_open_exception: bool) -> str:
+    """SELECT id, side, amount, reason of every open record of the working set.
 
     The reason names the record's best candidate on the other side, strongest evidence first:
     a record with the same reference in the date window that is
@@ -469,6 +488,7 @@ def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exceptio
     (the pair lacked evidence or scored below review_threshold); else no_candidate. Open
     candidates are probed in the working set's GiST index; the reference checks are one hash join.
     """
+    rules = ctx.rules
     window = int(rules.date_window_days)
     tolerance = _tolerance_sql(rules, "r.amount")
     amount_in_drift = f"o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}"
@@ -494,9 +514,9 @@ def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exceptio
     )
     return f"""
         WITH open_records AS MATERIALIZED (
-            {open_records("rl", "left", "rr", "right")}
+            {open_records(ctx.wl, "left", ctx.wr, "right")}
             UNION ALL
-            {open_records("rr", "right", "rl", "left")}
+            {open_records(ctx.wr, "right", ctx.wl, "left")}
         ),
         same_reference AS (
             SELECT r.id,
@@ -526,7 +546,7 @@ def record_exceptions(ctx: MatchingContext) -> None:
     """Close the exceptions of records matched now; open one, with its reason, for every record
     still open that has none."""
     execution = ctx.execution
-    index_working_set_windows()
+    index_working_set_windows(ctx)
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -543,7 +563,7 @@ def record_exceptions(ctx: MatchingContext) -> None:
             INSERT INTO reconciliation_unmatched
                 (created_at, tenant_id, job_id, execution_id, record_id, side, amount, reason, resolution)
             SELECT now(), %(tenant)s, %(job)s, %(execution)s, id, side, amount, reason, ''
-            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=True)}) open_with_reason
+            FROM ({_open_records_with_reason_sql(ctx, without_open_exception=True)}) open_with_reason
             """,
             {"execution": execution.pk, "job": execution.job_id, "tenant": execution.tenant_id},
         )
@@ -551,12 +571,12 @@ def record_exceptions(ctx: MatchingContext) -> None:
 
 def open_reasons_preview(ctx: MatchingContext) -> dict[str, int]:
     """Open records by the reason record_exceptions would file (dry runs)."""
-    index_working_set_windows()
+    index_working_set_windows(ctx)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT reason, count(*)
-            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=False)}) open_with_reason
+            FROM ({_open_records_with_reason_sql(ctx, without_open_exception=False)}) open_with_reason
             GROUP BY reason ORDER BY reason
             """,
             {"job": ctx.execution.job_id},

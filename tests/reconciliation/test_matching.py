@@ -394,9 +394,9 @@ def test_a_pass_that_finds_records_taken_meanwhile_is_redone_from_the_database(m
     original_load = matching.load_working_set
     loads = []
 
-    def load_then_someone_matches_by_hand(job_id):
-        original_load(job_id)
-        loads.append(job_id)
+    def load_then_someone_matches_by_hand(ctx):
+        original_load(ctx)
+        loads.append(ctx.execution.job_id)
         if len(loads) == 1:  # after the matcher read the open records, a person takes L1 and R1
             left, right = (Record.objects.get(job=job, external_id=e).pk for e in ("L1", "R1"))
             services.match_manual(left_ids=[left], right_ids=[right], tenant_ids=[job.tenant_id])
