@@ -1,6 +1,6 @@
 """The matcher's rules in plain Python: a reference implementation to test the SQL against.
 
-reconciliation/matching.py runs its passes as set-based SQL over working tables; this module
+reconciliation/engine/passes.py runs its passes as set-based SQL over working tables; this module
 applies the same rules to a list of records, one loop at a time, the way the docstrings of
 matching.py state them. It is quadratic and meant for small sets (tests/reconciliation/
 test_matching_reference.py runs both on random sets with hypothesis and wants equal results).
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
-# The same constants as reconciliation.matching (imported there would pull in Django).
+# The same constants as reconciliation.engine.passes (imported there would pull in Django).
 AMBIGUITY_MARGIN = 0.02
 GROUP_CONFIDENCE = {"reference": 1.0, "counterparty": 0.85}
 SIMILARITY_FLOOR = 0.3

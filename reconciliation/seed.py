@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from reconciliation.ingest import csv_stream_from_text, records_ingest
+from reconciliation.ingest.records import csv_stream_from_text, records_ingest
 from reconciliation.models import Execution, ReconciliationJob, Record, Tenant, TenantMembership
 
 DEMO_TENANT_SLUG = "demo"
@@ -48,9 +48,10 @@ def _demo_rows(pairs: int) -> tuple[list[list[str]], list[list[str]]]:
             typo = reference[:-2] + reference[-1] + reference[-2]
             right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=2)}", typo,
                           counterparty, "Invoice paid, bank fee"])  # fmt: skip
-        elif kind == 16:  # no reference, a short name: plausible, so suggested to a person
-            right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=2)}", "",
-                          counterparty.split()[0], "Payment"])  # fmt: skip
+        elif kind == 16:  # no reference, a shortened name, three days late: plausible, so suggested
+            short_name = f"{counterparty.split()[0]} {counterparty.split()[-1]}"
+            right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=3)}", "",
+                          short_name, "Payment"])  # fmt: skip
         elif kind == 17:  # one payment for two invoices
             first = (amount / 3).quantize(Decimal("0.01"))
             for part, value in (("a", first), ("b", amount - first)):
@@ -72,7 +73,7 @@ def _csv(rows: list[list[str]]) -> io.BytesIO:
 
 def seed_reconciliation(count: int, progress: Callable[[int], None]) -> int:
     """Bring the demo job up to about `count` records (both sides), then run it once."""
-    from reconciliation.jobs import run_execution
+    from reconciliation.engine.jobs import run_execution
 
     with transaction.atomic():
         tenant, _ = Tenant.objects.get_or_create(slug=DEMO_TENANT_SLUG, defaults={"name": "Demo Ltd"})

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import recon_reference as reference
-from reconciliation import jobs
+from reconciliation.engine import jobs
 from reconciliation.models import Execution, Match, Record
 from tests.reconciliation.factories import JobFactory, load
 

@@ -9,8 +9,9 @@ tables behind; the resume rebuilds them and finishes with the same result.
 import pytest
 from django.db import connection
 
-from reconciliation import jobs, services
-from reconciliation.models import Execution, Match, Record, Unmatched
+from reconciliation.engine import jobs
+from reconciliation.engine import run as services
+from reconciliation.models import Execution, Match, ReconciliationException, Record
 from tests.reconciliation.factories import JobFactory, load
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,7 +43,9 @@ def outcome(job) -> tuple[set, set]:
     }  # fmt: skip
     exceptions = {
         (external[record_id], reason)
-        for record_id, reason in Unmatched.objects.filter(job_id=job.pk).values_list("record_id", "reason")
+        for record_id, reason in ReconciliationException.objects.filter(job_id=job.pk).values_list(
+            "record_id", "reason"
+        )
     }
     return matches, exceptions
 

@@ -8,8 +8,8 @@ summary gets a new body and a new ETag, never a 304 for work they just did.
 import pytest
 from django.urls import reverse
 
-from reconciliation import jobs
-from reconciliation.models import Execution, Match, TenantMembership, Unmatched
+from reconciliation.engine import jobs
+from reconciliation.models import Execution, Match, ReconciliationException, TenantMembership
 from tests.reconciliation.factories import JobFactory, load, member
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def reviewed_world(client_for):
         "client": client,
         "url": reverse("reconciliation-summary", kwargs={"pk": execution.pk}),
         "matches": list(Match.objects.filter(job_id=job.pk).order_by("id")),
-        "exception": Unmatched.objects.get(job_id=job.pk),
+        "exception": ReconciliationException.objects.get(job_id=job.pk),
     }
 
 
@@ -48,7 +48,7 @@ def test_every_review_action_changes_the_summary_body_and_its_etag(reviewed_worl
         (reverse("recon-match-confirm", kwargs={"pk": first.id}), "confirmed"),
         (reverse("recon-match-reject", kwargs={"pk": second.id}), "rejected"),
         (reverse("recon-match-unmatch", kwargs={"pk": third.id}), "unmatched"),
-        (reverse("recon-unmatched-resolve", kwargs={"pk": reviewed_world["exception"].id}), "exceptions_resolved"),
+        (reverse("recon-exception-resolve", kwargs={"pk": reviewed_world["exception"].id}), "exceptions_resolved"),
     ]
 
     for action_url, counter in actions:

@@ -4,11 +4,11 @@ Per execution the open records of each side are copied once into two working tab
 the normalized fields the passes compare): UNLOGGED tables named by the execution
 (`recon_work_<id>_l`, `_r`), not session temp tables, so that any connection can read them. The
 passes run one transaction each, and behind PgBouncer in transaction mode consecutive
-transactions may run on different server sessions; a pass's own scratch tables (`cand`,
+transactions may run on different server sessions; a pass's own scratch tables (`candidate_pairs`,
 `chosen`) are temp tables dropped at its commit. Unlogged: they are a cache of the records
 table (PostgreSQL empties them after a crash; a resume rebuilds them anyway). Each pass then
 
-1. writes its candidate pairs (or groups) with a confidence into the temp table `cand`,
+1. writes its candidate pairs (or groups) with a confidence into the temp table `candidate_pairs`,
 2. assigns one-to-one greedily by confidence (`_assign_greedy`): repeatedly keep every pair that
    is the best remaining choice of both its records, under one strict order (confidence desc,
    day distance, left id, right id). With a strict order this gives exactly the matching of the
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from reconciliation.exceptions import ReconciliationError
+from reconciliation.engine.rules import MatchingRules
+from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Match
-from reconciliation.rules import MatchingRules
 
 # Groups before tolerance: an exact sum of records sharing a reference is stronger evidence than
 # one drifted pair, and a tolerance pair must not take a part of a split payment.
@@ -190,7 +190,7 @@ def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
 
 def _candidates_exact(ctx: MatchingContext) -> str:
     return f"""
-        CREATE TEMP TABLE cand ON COMMIT DROP AS
+        CREATE TEMP TABLE candidate_pairs ON COMMIT DROP AS
         SELECT l.id AS left_id, r.id AS right_id, 1.0::float8 AS confidence,
                abs(l.booked_on - r.booked_on) AS days, l.amount AS left_amount, r.amount AS right_amount
         FROM {ctx.wl} l
@@ -217,7 +217,7 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
     if ctx.rules.tolerance.require_evidence:
         evidence_filter = "AND (reference_score > 0 OR counterparty_score > 0)"
     return f"""
-        CREATE TEMP TABLE cand ON COMMIT DROP AS
+        CREATE TEMP TABLE candidate_pairs ON COMMIT DROP AS
         SELECT left_id, right_id, days, left_amount, right_amount,
                round(CASE WHEN text_weight = 0 THEN least(score, {no_text_cap(ctx.rules)}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
@@ -305,7 +305,7 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
 
 
 def _assign_greedy(cursor) -> None:
-    """From `cand` (left_id, right_id, confidence, days) build `chosen`, one-to-one."""
+    """From `candidate_pairs` (left_id, right_id, confidence, days) build `chosen`, one-to-one."""
     cursor.execute(
         """
         CREATE TEMP TABLE chosen (
@@ -319,11 +319,11 @@ def _assign_greedy(cursor) -> None:
         f"""
         CREATE TEMP TABLE rivals ON COMMIT DROP AS
         SELECT 'l' AS side, left_id AS record_id FROM (
-            SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM cand
+            SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM candidate_pairs
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY left_id HAVING count(*) > 1
         UNION ALL
         SELECT 'r', right_id FROM (
-            SELECT right_id, confidence, max(confidence) OVER (PARTITION BY right_id) AS best FROM cand
+            SELECT right_id, confidence, max(confidence) OVER (PARTITION BY right_id) AS best FROM candidate_pairs
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY right_id HAVING count(*) > 1
         """
     )
@@ -333,9 +333,9 @@ def _assign_greedy(cursor) -> None:
             INSERT INTO chosen (left_ids, right_ids, left_amount, right_amount, confidence, ambiguous, round)
             SELECT ARRAY[b.left_id], ARRAY[b.right_id], b.left_amount, b.right_amount, b.confidence, false, %s
             FROM (SELECT DISTINCT ON (left_id) left_id, right_id, left_amount, right_amount, confidence
-                  FROM cand ORDER BY left_id, confidence DESC, days, right_id) b
+                  FROM candidate_pairs ORDER BY left_id, confidence DESC, days, right_id) b
             JOIN (SELECT DISTINCT ON (right_id) right_id, left_id
-                  FROM cand ORDER BY right_id, confidence DESC, days, left_id) r
+                  FROM candidate_pairs ORDER BY right_id, confidence DESC, days, left_id) r
               USING (left_id, right_id)
             """,
             [round_number],
@@ -345,7 +345,7 @@ def _assign_greedy(cursor) -> None:
         # Both records of every pair just taken leave the candidate graph.
         for column, position in (("left_id", "left_ids"), ("right_id", "right_ids")):
             cursor.execute(
-                f"DELETE FROM cand c USING chosen t WHERE t.round = %s AND c.{column} = t.{position}[1]",
+                f"DELETE FROM candidate_pairs c USING chosen t WHERE t.round = %s AND c.{column} = t.{position}[1]",
                 [round_number],
             )
     else:
@@ -379,15 +379,15 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
     result = PassResult(name=name)
     pass_name = {"exact": Match.Pass.EXACT, "tolerance": Match.Pass.TOLERANCE}.get(name, Match.Pass.GROUP)
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS cand, chosen")
+        cursor.execute("DROP TABLE IF EXISTS candidate_pairs, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":
                 index_working_set_windows(ctx)
             cursor.execute(_candidates_exact(ctx) if name == "exact" else _candidates_tolerance(ctx))
             result.candidates = cursor.rowcount
             # Below review_threshold a pair is never proposed, so it takes no part in the choice.
-            cursor.execute("DELETE FROM cand WHERE confidence < %s", [rules.review_threshold])
-            cursor.execute("ANALYZE cand")
+            cursor.execute("DELETE FROM candidate_pairs WHERE confidence < %s", [rules.review_threshold])
+            cursor.execute("ANALYZE candidate_pairs")
             _assign_greedy(cursor)
         else:
             cursor.execute(_candidates_group(ctx, one_side="left" if name == "group_one_to_many" else "right"))
@@ -441,7 +441,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
         result.records = marked_records
         for table, column in ((ctx.wl, "left_ids"), (ctx.wr, "right_ids")):
             _remove_taken(cursor, table, column, rules.review_threshold)
-        cursor.execute("DROP TABLE cand, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
+        cursor.execute("DROP TABLE candidate_pairs, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     return result
 

@@ -10,12 +10,12 @@ class Migration(migrations.Migration):
     PostgreSQL cannot change a stored generated column's expression: the column is dropped and
     added again (one rewrite of reconciliation_record; nothing indexes the column)."""
 
-    dependencies = [("reconciliation", "0009_pg_trgm")]
+    dependencies = [("reconciliation", "0010_layout_unmatched_is_reconciliation_exception")]
 
     operations = [
         migrations.AddField(model_name="execution", name="review", field=models.JSONField(blank=True, default=dict)),
         migrations.AlterField(
-            model_name="unmatched",
+            model_name="reconciliationexception",
             name="reason",
             field=models.CharField(
                 choices=[

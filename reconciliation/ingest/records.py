@@ -21,7 +21,7 @@ from psycopg import sql
 
 from project.activity import activity_record
 from reconciliation import metrics
-from reconciliation.exceptions import ConcurrentUpload, InvalidUpload
+from reconciliation.errors import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
@@ -191,6 +191,25 @@ def _optional(columns: list[str], name: str) -> sql.Composable:
     return sql.Literal("")
 
 
+def _side(columns: list[str], default_side: str | None) -> sql.Composable:
+    """A row's side: its own `side` column, else the upload's ?side=, else NULL (a bad row)."""
+    if "side" in columns and default_side:
+        return sql.SQL("coalesce(nullif(lower(btrim(s.side)), ''), {})").format(sql.Literal(default_side))
+    if "side" in columns:
+        return sql.SQL("lower(btrim(s.side))")
+    return sql.Literal(default_side) if default_side else sql.SQL("NULL::text")
+
+
+def _raw(columns: list[str]) -> sql.Composable:
+    """The columns the records table has no place for, kept as JSON."""
+    extras = [name for name in columns if name not in KNOWN_COLUMNS]
+    if not extras:
+        return sql.SQL("'{}'::jsonb")
+    return sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(name), sql.Identifier(name)) for name in extras)
+    )
+
+
 def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], default_side: str | None):
     """Create the staging table (dropped at commit); return the statements that find the bad rows and
     insert the good ones.
@@ -205,26 +224,11 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
             "CREATE TEMP TABLE recon_staging (_row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
         ).format(sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(name)) for name in columns))
     )
-    side = (
-        sql.SQL("lower(btrim(s.side))")
-        if "side" in columns
-        else sql.Literal(default_side)
-        if default_side
-        else sql.SQL("NULL::text")
-    )
-    if "side" in columns and default_side:
-        side = sql.SQL("coalesce(nullif(lower(btrim(s.side)), ''), {})").format(sql.Literal(default_side))
+    side = _side(columns, default_side)
     reference = _optional(columns, "reference")
     counterparty = _optional(columns, "counterparty")
     description = _optional(columns, "description")
-    extras = [name for name in columns if name not in KNOWN_COLUMNS]
-    raw = (
-        sql.SQL("jsonb_build_object({})").format(
-            sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(name), sql.Identifier(name)) for name in extras)
-        )
-        if extras
-        else sql.SQL("'{}'::jsonb")
-    )
+    raw = _raw(columns)
     problems = sql.SQL(_ROW_PROBLEMS).format(
         side=side,
         reference=reference,
@@ -310,22 +314,7 @@ def records_ingest(
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
         find_rows_to_skip, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
-        # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
-        copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
-        )
-        try:
-            with cursor.copy(copy_sql) as copy:
-                if chunks is not None:
-                    for chunk in chunks:
-                        copy.write(chunk)
-                else:
-                    for row in rows:
-                        copy.write_row(row)
-        except Exception as error:  # psycopg reports CSV it cannot read (bad quoting, column count)
-            if not _is_data_error(error):
-                raise
-            raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
+        _copy_into_staging(cursor, columns, chunks=chunks, rows=rows)
         cursor.execute(find_rows_to_skip)
         cursor.execute(
             """SELECT (SELECT count(*) FROM recon_staging),
@@ -363,6 +352,25 @@ def records_ingest(
         )
     metrics.records_ingested_total.inc(result.inserted)
     return result
+
+
+def _copy_into_staging(cursor, columns: list[str], *, chunks: Iterator[bytes] | None, rows: Iterable | None) -> None:
+    # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
+    copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
+    )
+    try:
+        with cursor.copy(copy_sql) as copy:
+            if chunks is not None:
+                for chunk in chunks:
+                    copy.write(chunk)
+            else:
+                for row in rows:
+                    copy.write_row(row)
+    except Exception as error:  # psycopg reports CSV it cannot read (bad quoting, column count)
+        if not _is_data_error(error):
+            raise
+        raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
 
 
 def _is_data_error(error: Exception) -> bool:
