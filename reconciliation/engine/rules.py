@@ -95,7 +95,7 @@ class ToleranceRules:
 
     def drift(self, amount: Decimal) -> Decimal:
         """The amount drift allowed around `amount`: the larger of the absolute and the percentage
-        (matching._tolerance_sql is the same rule in SQL)."""
+        (matching.tolerance_sql is the same rule in SQL)."""
         return max(self.amount_abs, abs(amount) * Decimal(str(self.amount_pct)) / 100)
 
 

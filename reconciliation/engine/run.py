@@ -28,11 +28,10 @@ from reconciliation.engine.passes import (
     has_trigram_extension,
     job_totals,
     load_working_set,
-    open_reasons_preview,
     pass_enabled,
-    record_exceptions,
     run_pass,
 )
+from reconciliation.engine.reasons import open_reasons_preview, record_exceptions
 from reconciliation.engine.rules import parse_rules
 from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Report
