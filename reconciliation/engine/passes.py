@@ -25,6 +25,7 @@ AMBIGUITY_MARGIN) is at most `suggested`, whatever its confidence.
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection
 
 from reconciliation.engine.rules import MatchingRules
@@ -363,6 +364,11 @@ def _assign_greedy(cursor) -> None:
 # --- Running a pass ------------------------------------------------------------------------------
 
 
+def set_match_work_mem(cursor) -> None:
+    """RECONCILIATION_MATCH_WORK_MEM for the rest of this transaction only (SET LOCAL)."""
+    cursor.execute("SELECT set_config('work_mem', %s, true)", [settings.RECONCILIATION_MATCH_WORK_MEM])
+
+
 def pass_enabled(rules: MatchingRules, name: str) -> bool:
     return {
         "exact": rules.exact_enabled,
@@ -379,6 +385,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
     result = PassResult(name=name)
     pass_name = {"exact": Match.Pass.EXACT, "tolerance": Match.Pass.TOLERANCE}.get(name, Match.Pass.GROUP)
     with connection.cursor() as cursor:
+        set_match_work_mem(cursor)
         cursor.execute("DROP TABLE IF EXISTS candidate_pairs, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":

@@ -10,6 +10,7 @@ from django.db import connection
 from reconciliation.engine.passes import (
     MatchingContext,
     index_working_set_windows,
+    set_match_work_mem,
     tolerance_sql,
     window_box,
     window_point,
@@ -92,6 +93,7 @@ def record_exceptions(ctx: MatchingContext) -> None:
     execution = ctx.execution
     index_working_set_windows(ctx)
     with connection.cursor() as cursor:
+        set_match_work_mem(cursor)
         cursor.execute(
             """
             UPDATE reconciliation_unmatched u
