@@ -425,6 +425,7 @@ RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300
 # work_mem of the matcher's own transactions (SET LOCAL: per pass, also behind PgBouncer) for its
 # hash joins and sorts; the server's default stays small for every other query.
 RECONCILIATION_MATCH_WORK_MEM = env_str("RECONCILIATION_MATCH_WORK_MEM", "64MB")
+RECONCILIATION_INGEST_WORK_MEM = env_str("RECONCILIATION_INGEST_WORK_MEM", "64MB")  # an upload's sorts, SET LOCAL
 
 # --- Reconciliation webhooks (docs/webhooks.md) ------------------------------------------------
 
