@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos fuzz clean-venv
+.PHONY: run test ci lint hooks check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos fuzz clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -26,6 +26,9 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+hooks: $(VENV)/.installed-dev  # git pre-commit hook: ruff check, ruff format --check, lint-imports
+	$(VENV)/bin/pre-commit install
 
 check: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) manage.py makemigrations --check --dry-run

@@ -157,13 +157,78 @@ def sample_metrics(now: datetime | None = None) -> dict:
     }
 
 
+STATEMENT_COLUMNS = ("queryid", "userid", "dbid", "calls", "total_exec_ms", "rows", "shared_blks_hit",
+                     "shared_blks_read")  # fmt: skip
+INDEX_COLUMNS = ("schema", "index", "table", "idx_scan", "idx_tup_read", "idx_tup_fetch")
+
+
+def _columns(rows: list[dict], names: tuple[str, ...]) -> list[list]:
+    return [[row[name] for row in rows] for name in names]
+
+
+def _write_statement_snapshots(cursor, now: datetime, statements: list[dict]) -> int:
+    """One INSERT of the statements whose calls changed since their newest snapshot."""
+    table = StatementSnapshot._meta.db_table
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (taken_at, queryid, userid, dbid, calls, total_exec_ms, rows,
+                             shared_blks_hit, shared_blks_read)
+        SELECT %s, s.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                                   %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[])
+             AS s(queryid, userid, dbid, calls, total_exec_ms, rows, hit, read)
+        WHERE s.calls IS DISTINCT FROM (
+            SELECT p.calls FROM {table} p
+            WHERE p.queryid = s.queryid AND p.userid = s.userid AND p.dbid = s.dbid
+            ORDER BY p.taken_at DESC LIMIT 1)
+        """,
+        [now, *_columns(statements, STATEMENT_COLUMNS)],
+    )
+    return cursor.rowcount
+
+
+def _write_index_snapshots(cursor, now: datetime, indexes: list[dict]) -> int:
+    """One INSERT of the indexes whose scan count changed since their newest snapshot."""
+    table = IndexUsageSnapshot._meta.db_table
+    cursor.execute(
+        f"""
+        INSERT INTO {table} (taken_at, schema, index, "table", idx_scan, idx_tup_read, idx_tup_fetch)
+        SELECT %s, s.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+                                   %s::bigint[]) AS s(schema, index, tbl, idx_scan, tup_read, tup_fetch)
+        WHERE s.idx_scan IS DISTINCT FROM (
+            SELECT p.idx_scan FROM {table} p
+            WHERE p.schema = s.schema AND p.index = s.index ORDER BY p.taken_at DESC LIMIT 1)
+        """,
+        [now, *_columns(indexes, INDEX_COLUMNS)],
+    )
+    return cursor.rowcount
+
+
+def _prune_snapshots(cursor, cutoff: datetime) -> None:
+    """Drop rows past the cutoff, keeping every statement's and index's newest (the baseline)."""
+    stmt_table, idx_table = StatementSnapshot._meta.db_table, IndexUsageSnapshot._meta.db_table
+    cursor.execute(
+        f"""
+        DELETE FROM {stmt_table} o WHERE o.taken_at < %s AND EXISTS (
+            SELECT 1 FROM {stmt_table} n WHERE n.queryid = o.queryid AND n.userid = o.userid
+            AND n.dbid = o.dbid AND n.taken_at > o.taken_at)
+        """,
+        [cutoff],
+    )
+    cursor.execute(
+        f"""
+        DELETE FROM {idx_table} o WHERE o.taken_at < %s AND EXISTS (
+            SELECT 1 FROM {idx_table} n WHERE n.schema = o.schema AND n.index = o.index
+            AND n.taken_at > o.taken_at)
+        """,
+        [cutoff],
+    )
+
+
 def snapshot_counters(now: datetime | None = None) -> dict:
     """Write pg_stat_statements and pg_stat_user_indexes counters that changed since their last
     snapshot (all of them the first time), and prune history past MONITORING_HISTORY_DAYS while
     keeping every statement's and index's newest row (the baseline of later windows)."""
     now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.MONITORING_HISTORY_DAYS)
-    stmt_table, idx_table = StatementSnapshot._meta.db_table, IndexUsageSnapshot._meta.db_table
     written = {"statements": 0, "indexes": 0}
     with catalog_cursor() as cursor:
         available = statements_available(cursor)
@@ -178,71 +243,10 @@ def snapshot_counters(now: datetime | None = None) -> dict:
         )
     with transaction.atomic(), connection.cursor() as cursor:
         if statements:
-            cursor.execute(
-                f"""
-                INSERT INTO {stmt_table} (taken_at, queryid, userid, dbid, calls, total_exec_ms, rows,
-                                          shared_blks_hit, shared_blks_read)
-                SELECT %s, s.* FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                                           %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[])
-                     AS s(queryid, userid, dbid, calls, total_exec_ms, rows, hit, read)
-                WHERE s.calls IS DISTINCT FROM (
-                    SELECT p.calls FROM {stmt_table} p
-                    WHERE p.queryid = s.queryid AND p.userid = s.userid AND p.dbid = s.dbid
-                    ORDER BY p.taken_at DESC LIMIT 1)
-                """,
-                [
-                    now,
-                    *[
-                        [row[column] for row in statements]
-                        for column in (
-                            "queryid",
-                            "userid",
-                            "dbid",
-                            "calls",
-                            "total_exec_ms",
-                            "rows",
-                            "shared_blks_hit",
-                            "shared_blks_read",
-                        )
-                    ],
-                ],
-            )
-            written["statements"] = cursor.rowcount
+            written["statements"] = _write_statement_snapshots(cursor, now, statements)
         if indexes:
-            cursor.execute(
-                f"""
-                INSERT INTO {idx_table} (taken_at, schema, index, "table", idx_scan, idx_tup_read, idx_tup_fetch)
-                SELECT %s, s.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-                                           %s::bigint[]) AS s(schema, index, tbl, idx_scan, tup_read, tup_fetch)
-                WHERE s.idx_scan IS DISTINCT FROM (
-                    SELECT p.idx_scan FROM {idx_table} p
-                    WHERE p.schema = s.schema AND p.index = s.index ORDER BY p.taken_at DESC LIMIT 1)
-                """,
-                [
-                    now,
-                    *[
-                        [row[column] for row in indexes]
-                        for column in ("schema", "index", "table", "idx_scan", "idx_tup_read", "idx_tup_fetch")
-                    ],
-                ],
-            )
-            written["indexes"] = cursor.rowcount
-        cursor.execute(
-            f"""
-            DELETE FROM {stmt_table} o WHERE o.taken_at < %s AND EXISTS (
-                SELECT 1 FROM {stmt_table} n WHERE n.queryid = o.queryid AND n.userid = o.userid
-                AND n.dbid = o.dbid AND n.taken_at > o.taken_at)
-            """,
-            [cutoff],
-        )
-        cursor.execute(
-            f"""
-            DELETE FROM {idx_table} o WHERE o.taken_at < %s AND EXISTS (
-                SELECT 1 FROM {idx_table} n WHERE n.schema = o.schema AND n.index = o.index
-                AND n.taken_at > o.taken_at)
-            """,
-            [cutoff],
-        )
+            written["indexes"] = _write_index_snapshots(cursor, now, indexes)
+        _prune_snapshots(cursor, now - timedelta(days=settings.MONITORING_HISTORY_DAYS))
     return {"statements_available": available, **written}
 
 

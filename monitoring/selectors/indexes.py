@@ -203,6 +203,74 @@ def find_duplicates(indexes: list[dict]) -> dict[int, dict]:
     return redundant
 
 
+def _index_row(index: dict, *, duplicate_of: dict | None, estimate: dict | None, locked: dict, limits,
+               days: float) -> dict:  # fmt: skip
+    """One index as the page shows it: its figures, findings (unused, duplicate, invalid) and the fix."""
+    trace = trace_index(index["table"], index["index"], index["key_names"], schema=index["schema"])
+    flags = []
+    unused = (
+        index["idx_scan"] == 0
+        and not _keeps_constraint(index)
+        and index["is_valid"]
+        and index["size_bytes"] is not None
+        and index["size_bytes"] >= limits.unused_min_bytes
+    )
+    if unused:
+        flags.append("unused")
+    if duplicate_of is not None:
+        flags.append("duplicate")
+    if not index["is_valid"]:
+        flags.append("invalid")
+    fix = ""
+    if "invalid" in flags:
+        fix = rebuild_code(trace)
+    elif unused or duplicate_of is not None:
+        fix = removal_code(trace)
+    drop_sql = ""
+    if (unused or duplicate_of is not None) and not _keeps_constraint(index) and _outside_models(trace):
+        drop_sql = f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(index['schema'])}.{_quote(index['index'])};"
+    warnings = []
+    if index["foreign_key"] and (unused or duplicate_of is not None):
+        warnings.append(
+            f"Serves foreign key {index['foreign_key']}: its checks and ON DELETE cascades from the "
+            "referenced table look rows up through this index (and do not show as scans of it); "
+            "without it each one reads the whole table."
+        )
+    locked_oids = index.pop("locked_oids") or []
+    return {
+        "oid": index["indexrelid"],
+        "schema": index["schema"],
+        "table": index["table"],
+        "index": index["index"],
+        "name": f"{index['schema']}.{index['index']}",
+        "size_unavailable": "; ".join(f"size unavailable: {locked[oid]}" for oid in locked_oids) or None,
+        "foreign_key": index["foreign_key"],
+        "warnings": warnings,
+        "drop_sql": drop_sql,
+        "method": index["method"],
+        "definition": index["definition"],
+        "columns": index["key_names"],
+        "is_unique": index["is_unique"],
+        "is_primary": index["is_primary"],
+        "is_valid": index["is_valid"],
+        "partitions": index["partitions"],
+        "size_bytes": index["size_bytes"],
+        "idx_scan": index["idx_scan"],
+        "idx_tup_read": index["idx_tup_read"],
+        "idx_tup_fetch": index["idx_tup_fetch"],
+        "last_idx_scan": index["last_idx_scan"],
+        "scans_per_day": round(index["idx_scan"] / days, 1),
+        "bloat_bytes": estimate["bloat_bytes"] if estimate else None,
+        "bloat_ratio": ratio(estimate["bloat_bytes"], estimate["real_bytes"]) if estimate else None,
+        "flags": flags,
+        "duplicate_of": duplicate_of["index"] if duplicate_of else None,
+        "duplicate_of_definition": duplicate_of["definition"] if duplicate_of else None,
+        "model": trace.model if trace else None,
+        "source": trace.source if trace else None,
+        "fix_migration": fix,
+    }
+
+
 def index_usage(*, with_bloat: bool = True) -> dict:
     """Every index, its findings, and the tables that look like they miss one."""
     limits = thresholds()
@@ -228,75 +296,17 @@ def index_usage(*, with_bloat: bool = True) -> dict:
                 f"({', '.join(index['key_names'])}) -- full definition unavailable: {locked[index['indrelid']]}"
             )
     duplicates = find_duplicates(indexes)
-    rows = []
-    for index in indexes:
-        trace = trace_index(index["table"], index["index"], index["key_names"], schema=index["schema"])
-        flags = []
-        unused = (
-            index["idx_scan"] == 0
-            and not _keeps_constraint(index)
-            and index["is_valid"]
-            and index["size_bytes"] is not None
-            and index["size_bytes"] >= limits.unused_min_bytes
+    rows = [
+        _index_row(
+            index,
+            duplicate_of=duplicates.get(index["indexrelid"]),
+            estimate=bloat.get(index["indexrelid"]),
+            locked=locked,
+            limits=limits,
+            days=days,
         )
-        if unused:
-            flags.append("unused")
-        duplicate_of = duplicates.get(index["indexrelid"])
-        if duplicate_of is not None:
-            flags.append("duplicate")
-        if not index["is_valid"]:
-            flags.append("invalid")
-        estimate = bloat.get(index["indexrelid"])
-        fix = ""
-        if "invalid" in flags:
-            fix = rebuild_code(trace)
-        elif unused or duplicate_of is not None:
-            fix = removal_code(trace)
-        drop_sql = ""
-        if (unused or duplicate_of is not None) and not _keeps_constraint(index) and _outside_models(trace):
-            drop_sql = f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(index['schema'])}.{_quote(index['index'])};"
-        warnings = []
-        if index["foreign_key"] and (unused or duplicate_of is not None):
-            warnings.append(
-                f"Serves foreign key {index['foreign_key']}: its checks and ON DELETE cascades from the "
-                "referenced table look rows up through this index (and do not show as scans of it); "
-                "without it each one reads the whole table."
-            )
-        locked_oids = index.pop("locked_oids") or []
-        rows.append(
-            {
-                "oid": index["indexrelid"],
-                "schema": index["schema"],
-                "table": index["table"],
-                "index": index["index"],
-                "name": f"{index['schema']}.{index['index']}",
-                "size_unavailable": "; ".join(f"size unavailable: {locked[oid]}" for oid in locked_oids) or None,
-                "foreign_key": index["foreign_key"],
-                "warnings": warnings,
-                "drop_sql": drop_sql,
-                "method": index["method"],
-                "definition": index["definition"],
-                "columns": index["key_names"],
-                "is_unique": index["is_unique"],
-                "is_primary": index["is_primary"],
-                "is_valid": index["is_valid"],
-                "partitions": index["partitions"],
-                "size_bytes": index["size_bytes"],
-                "idx_scan": index["idx_scan"],
-                "idx_tup_read": index["idx_tup_read"],
-                "idx_tup_fetch": index["idx_tup_fetch"],
-                "last_idx_scan": index["last_idx_scan"],
-                "scans_per_day": round(index["idx_scan"] / days, 1),
-                "bloat_bytes": estimate["bloat_bytes"] if estimate else None,
-                "bloat_ratio": ratio(estimate["bloat_bytes"], estimate["real_bytes"]) if estimate else None,
-                "flags": flags,
-                "duplicate_of": duplicate_of["index"] if duplicate_of else None,
-                "duplicate_of_definition": duplicate_of["definition"] if duplicate_of else None,
-                "model": trace.model if trace else None,
-                "source": trace.source if trace else None,
-                "fix_migration": fix,
-            }
-        )
+        for index in indexes
+    ]
     return {
         "stats_since": stats_since,
         "pgstattuple_installed": has_pgstattuple,

@@ -259,3 +259,15 @@ def test_a_task_created_in_the_orm_without_the_service_queues_nothing(
 
     assert callbacks == []
     assert not TaskWebhookDelivery.objects.exists()
+
+
+def test_a_message_queued_before_the_upgrade_is_stored_as_a_delivery_and_sent_once(receivers):
+    task = Task.objects.create(project=ProjectFactory(), title="Queued before the upgrade")
+    kwargs = {"url": receivers[0].url, "task_ids": [task.pk], "event": "task.updated", "event_id": "evt-legacy"}
+
+    jobs.notify_task_webhook.apply(kwargs=kwargs)
+    jobs.notify_task_webhook.apply(kwargs=kwargs)  # published twice
+
+    (delivery,) = TaskWebhookDelivery.objects.all()
+    assert (delivery.status, delivery.payload["id"]) == (Status.DELIVERED, "evt-legacy")
+    assert [body["tasks"][0]["id"] for body in receivers[0].bodies] == [task.pk]
