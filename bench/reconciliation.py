@@ -50,7 +50,7 @@ from django.db import connection, transaction  # noqa: E402
 from rest_framework.test import APIRequestFactory  # noqa: E402
 
 from bench.recon_baseline import baseline_match  # noqa: E402
-from bench.recon_data import CSV_COLUMNS, load_generated, read_truth, score  # noqa: E402
+from bench.recon_data import CSV_COLUMNS, GENERATOR_VERSION, load_generated, read_truth, score  # noqa: E402
 from bench.recon_quality import calibration, calibration_lines  # noqa: E402
 from bench.timing import percentile, timed_request  # noqa: E402
 from reconciliation import jobs  # noqa: E402
@@ -70,6 +70,11 @@ def rss_peak_mb() -> float:
 def dataset(n_left: int, seed: int):
     out = DATA_DIR / f"recon-{n_left}-{seed}"
     generated = load_generated(out)
+    if (
+        generated is not None
+        and json.loads(generated.meta_json.read_text()).get("generator_version") != GENERATOR_VERSION
+    ):
+        generated = None  # made by an older generator (without the newer traps): made again
     if generated is None:
         # A separate process: the generator's memory must not count as the worker's.
         subprocess.run(
