@@ -47,6 +47,7 @@ import csv
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Collection, Iterable
@@ -57,8 +58,13 @@ from pathlib import Path
 CSV_COLUMNS = ("external_id", "amount", "currency", "booked_on", "reference", "counterparty", "description")
 TRUTH_COLUMNS = ("kind", "left_ids", "right_ids")
 REQUIRED_KINDS = ("exact", "noisy", "split_one_to_many", "split_many_to_one")
-KINDS = (*REQUIRED_KINDS, "ambiguous", "unmatched_left", "unmatched_right")
-GENERATOR_VERSION = 1
+# Traps (issue 13), one left and one right record each that must not be matched:
+# currency_twin  same reference and amount, other currency (reason: currency_mismatch);
+# near_stranger  amount within the default drift and dates within the window, but another
+#                reference and counterparty (one side often without a counterparty).
+TRAP_KINDS = ("currency_twin", "near_stranger")
+KINDS = (*REQUIRED_KINDS, "ambiguous", "unmatched_left", "unmatched_right", *TRAP_KINDS)
+GENERATOR_VERSION = 2
 
 UNITS = 10_000  # amounts are integers in 1/10,000 (numeric(18,4)); floats never touch a total
 FIRST_DAY = date(2024, 1, 1)
@@ -66,6 +72,7 @@ SPAN_DAYS = 1000  # base dates run from 2024-01-01 to late September 2026
 DATE_MARGIN_DAYS = 130  # decoys and shifts reach this far outside the span
 SPLIT_MIN_AMOUNT = 100.00  # parts are >= 10% of the total: >= 10.00 each
 
+_REFERENCE_PADDING = re.compile(r"(^|[A-Z])0+(?=[0-9])")
 _REF_PREFIXES = ("INV", "PO", "CN", "SO")
 _REF_YEARS = (2025, 2026)
 _REF_SPACE = len(_REF_PREFIXES) * len(_REF_YEARS) * 1_000_000
@@ -319,6 +326,11 @@ class NoiseProfile:
     noisy_reference_missing_probability: float = 0.15
     noisy_reference_prefix_probability: float = 0.10  # "REF INV-…": similar, not equal after normalization
     negative_share: float = 0.08  # credit notes and refunds: both sides negative
+    # Traps (issue 13), shares of n_left: exact pairs whose left reference pads its number with
+    # zeros (INV-0002026-… vs INV2026…), currency twins and near strangers (TRAP_KINDS).
+    padded_reference_share: float = 0.002
+    currency_twin_share: float = 0.002
+    near_stranger_share: float = 0.003
     sub_cent_share: float = 0.02  # amounts with 4 decimal places
     # Log-uniform amounts; with these bounds and dates over 1,000 days few left records
     # have an unrelated right record of the same currency and amount within ±3 days (0.67% at 1M x 1M).
@@ -361,8 +373,11 @@ class Score:
 
 
 def normalize_reference(reference: str) -> str:
-    """The equality the exact pass uses: upper-case, everything that is not A-Z or 0-9 dropped."""
-    return "".join(ch for ch in reference.upper() if "A" <= ch <= "Z" or "0" <= ch <= "9")
+    """The equality the exact pass uses: upper-case, everything that is not A-Z or 0-9 dropped,
+    then the zero padding of a number that follows letters (INV-0000109888 == INV109888), as
+    reconciliation.models.normalized_reference does in SQL."""
+    kept = "".join(ch for ch in reference.upper() if "A" <= ch <= "Z" or "0" <= ch <= "9")
+    return _REFERENCE_PADDING.sub(r"\1", kept)
 
 
 def parse_amount_units(text: str) -> int:
@@ -568,14 +583,51 @@ class _Generator:
         return out
 
 
+def _trap(code: int, gen: "_Generator", day: int, left_row, right_row, truth) -> None:
+    """Write one trap (codes 50-52 of _plan) through the generator's row and truth writers."""
+    rng = gen.rng
+    cp = gen.counterparty()
+    reference = gen.reference()
+    if code == 50:  # the exact pass must see through zero padding after the letters
+        units, currency = gen.amount(), gen.currency()
+        prefix, year, number = reference.split("-")
+        lid = left_row(units, currency, day, f"{prefix}-000{year}-{number}", gen.counterparty_name(cp), "")
+        right_cp = gen.counterparty_variant(cp)
+        rid = right_row(units, currency, day + gen.shift(1), f"{prefix}{year}{number}", right_cp, "")
+        truth("exact", (lid,), (rid,))
+    elif code == 51:  # same reference and amount, booked in another currency
+        units, currency = gen.amount(), gen.currency()
+        other = next(c for c, _ in _CURRENCIES if c != currency)
+        lid = left_row(units, currency, day, reference, gen.counterparty_name(cp), "")
+        rid = right_row(units, other, day + gen.shift(1), gen.right_reference_format(reference),
+                        gen.counterparty_variant(cp), "")  # fmt: skip
+        truth("currency_twin", (lid,), (rid,))
+    else:  # a large amount: the default drift (0.5%) leaves room for an unrelated record
+        units, currency = gen.amount(minimum=20_000.00), gen.currency()
+        units -= units % 100
+        delta = 100 * (1 + int(rng.random() * (abs(units) * 4 // 1000 // 100)))
+        left_cp = "" if rng.random() < 0.5 else gen.counterparty_name(cp)
+        right_reference = "" if rng.random() < 0.25 else gen.reference()
+        lid = left_row(units, currency, day, reference, left_cp, "")
+        rid = right_row(units + delta, currency, day + gen.shift(2), right_reference,
+                        gen.counterparty_name(gen.counterparty()), "")  # fmt: skip
+        truth("near_stranger", (lid,), (rid,))
+
+
 def _plan(n_left: int, noise: NoiseProfile, rng: random.Random) -> tuple[list[int], int]:
     """Codes of every group and unmatched record, shuffled; exact pairs fill what is left of n_left.
 
     Codes: 0 exact, 1 noisy, 10+k one left / k right, 20+k k left / one right, 30 ambiguous with
-    two right, 31 ambiguous with two left, 40 unmatched left, 41 unmatched right.
+    two right, 31 ambiguous with two left, 40 unmatched left, 41 unmatched right, 50 exact with a
+    zero-padded left reference, 51 currency twin, 52 near stranger.
     """
     codes: list[int] = []
     left_used = 0
+    for code, share in ((50, noise.padded_reference_share), (51, noise.currency_twin_share),
+                        (52, noise.near_stranger_share)):  # fmt: skip
+        n_traps = round(n_left * share)
+        codes += [code] * n_traps
+        left_used += n_traps
     n_noisy = round(n_left * noise.noisy_share)
     codes += [1] * n_noisy
     left_used += n_noisy
@@ -789,6 +841,8 @@ def generate(
                     )
                     truth("split_many_to_one", lids, (rid,))
                 last_left_amount = last_right_amount = (units, currency)
+            elif code >= 50:
+                _trap(code, gen, day, left_row, right_row, truth)
             else:  # unmatched, some of them decoys of a recent record on the other side
                 cp = gen.counterparty()
                 is_left = code == 40

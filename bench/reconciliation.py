@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,11 +46,12 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.cache import cache  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from rest_framework.test import APIRequestFactory  # noqa: E402
 
 from bench.recon_baseline import baseline_match  # noqa: E402
-from bench.recon_data import load_generated, score  # noqa: E402
+from bench.recon_data import CSV_COLUMNS, GENERATOR_VERSION, load_generated, read_truth, score  # noqa: E402
+from bench.recon_quality import calibration, calibration_lines  # noqa: E402
 from bench.timing import percentile, timed_request  # noqa: E402
 from reconciliation import jobs  # noqa: E402
 from reconciliation.api.jobs import ExecutionSummaryView  # noqa: E402
@@ -68,6 +70,11 @@ def rss_peak_mb() -> float:
 def dataset(n_left: int, seed: int):
     out = DATA_DIR / f"recon-{n_left}-{seed}"
     generated = load_generated(out)
+    if (
+        generated is not None
+        and json.loads(generated.meta_json.read_text()).get("generator_version") != GENERATOR_VERSION
+    ):
+        generated = None  # made by an older generator (without the newer traps): made again
     if generated is None:
         # A separate process: the generator's memory must not count as the worker's.
         subprocess.run(
@@ -115,6 +122,74 @@ def drop_job(job: ReconciliationJob) -> None:
         cursor.execute("VACUUM ANALYZE reconciliation_record")
 
 
+def copy_floor(csv_path: Path) -> float:
+    """Seconds to COPY the CSV's bytes into a bare text table (no checks, no indexes, rolled
+    back): the least any ingest of this file can cost on this machine and database."""
+    columns = ", ".join(f"{name} text" for name in CSV_COLUMNS)
+    with transaction.atomic(), connection.cursor() as django_cursor:
+        cursor = django_cursor.cursor
+        cursor.execute(f"CREATE TEMP TABLE copy_floor ({columns}) ON COMMIT DROP")
+        started = time.perf_counter()
+        with open(csv_path, "rb") as f, cursor.copy("COPY copy_floor FROM STDIN WITH (FORMAT csv, HEADER)") as copy:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        seconds = time.perf_counter() - started
+        transaction.set_rollback(True)
+    return seconds
+
+
+def scored_matches(job: ReconciliationJob):
+    """(left external ids, right external ids, confidence) of every proposed match."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT (SELECT array_agg(external_id) FROM reconciliation_record WHERE id = ANY (m.left_ids)),
+                   (SELECT array_agg(external_id) FROM reconciliation_record WHERE id = ANY (m.right_ids)),
+                   m.confidence
+            FROM reconciliation_match m WHERE m.job_id = %s AND m.status IN ('auto', 'suggested')
+            """,
+            [job.pk],
+        )
+        return cursor.fetchall()
+
+
+def trap_outcomes(job: ReconciliationJob, truth_csv: Path) -> dict:
+    """What became of issue 13's traps: currency twins filed currency_mismatch, near strangers
+    left alone, zero-padded exact pairs found by the exact pass."""
+    twins, strangers = set(), set()
+    for kind, left, right in read_truth(truth_csv):
+        if kind == "currency_twin":
+            twins.update(left + right)
+        elif kind == "near_stranger":
+            strangers.update(left + right)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT r.external_id, u.reason FROM reconciliation_unmatched u
+            JOIN reconciliation_record r ON r.id = u.record_id WHERE u.job_id = %s AND u.resolved_at IS NULL
+            """,
+            [job.pk],
+        )
+        reasons = dict(cursor.fetchall())
+        cursor.execute(
+            """
+            SELECT count(*) FROM reconciliation_match m JOIN reconciliation_record r ON r.id = m.left_ids[1]
+            WHERE m.job_id = %s AND m.pass_name = 'exact'
+              AND split_part(r.reference, '-', 2) LIKE '000%%'
+            """,
+            [job.pk],
+        )
+        padded_exact = cursor.fetchone()[0]
+    proposed = {i for left, right, _ in scored_matches(job) for i in (*left, *right)}
+    return {
+        "currency_twin_records": len(twins),
+        "currency_twins_filed_currency_mismatch": sum(reasons.get(i) == "currency_mismatch" for i in twins),
+        "near_stranger_records": len(strangers),
+        "near_strangers_proposed": len(strangers & proposed),
+        "zero_padded_pairs_matched_exact": padded_exact,
+    }
+
+
 def predicted_pairs(job: ReconciliationJob, status: str):
     with connection.cursor() as cursor:
         cursor.execute(
@@ -152,17 +227,37 @@ def summary_latency(execution: Execution, repeat: int) -> dict:
     return figures
 
 
-def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int) -> dict:
+def ingest_both(job: ReconciliationJob, left_csv: Path, right_csv: Path, *, concurrent: bool) -> dict:
+    """Upload both sides, one after the other or at once (two connections, as two API requests
+    would): {side: (IngestResult, seconds of that upload)}."""
+
+    def upload(side: str, path: Path):
+        try:
+            started = time.perf_counter()
+            with open(path, "rb") as f:
+                result = records_ingest(job=job, csv_stream=f, side=side)
+            return result, time.perf_counter() - started
+        finally:
+            if concurrent:
+                connection.close()  # this thread's own connection
+
+    if not concurrent:
+        return {"left": upload("left", left_csv), "right": upload("right", right_csv)}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {"left": pool.submit(upload, "left", left_csv), "right": pool.submit(upload, "right", right_csv)}
+        return {side: future.result() for side, future in futures.items()}
+
+
+def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int, concurrent_uploads: bool) -> dict:
     data = dataset(n_left, seed)
+    floor_s = copy_floor(data.left_csv) + copy_floor(data.right_csv)
     job = fresh_job(n_left)
     try:
         started = time.perf_counter()
-        with open(data.left_csv, "rb") as left:
-            left_result = records_ingest(job=job, csv_stream=left, side="left")
-        with open(data.right_csv, "rb") as right:
-            right_result = records_ingest(job=job, csv_stream=right, side="right")
+        uploads = ingest_both(job, data.left_csv, data.right_csv, concurrent=concurrent_uploads)
         ingest_s = time.perf_counter() - started
-        records = left_result.inserted + right_result.inserted
+        records = sum(result.inserted for result, _ in uploads.values())
+        per_upload_rate = min(result.inserted / seconds for result, seconds in uploads.values())
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE reconciliation_record")  # as autovacuum would after a big load
 
@@ -178,6 +273,8 @@ def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int) -> 
 
         auto = score(data.truth_csv, predicted_pairs(job, Match.Status.AUTO))
         suggested = len(predicted_pairs(job, Match.Status.SUGGESTED))
+        buckets = calibration(data.truth_csv, scored_matches(job))
+        traps = trap_outcomes(job, data.truth_csv)
         latency = summary_latency(execution, repeat)
     finally:
         drop_job(job)
@@ -191,8 +288,16 @@ def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int) -> 
         "records": records,
         "ingest_s": round(ingest_s, 2),
         "ingest_records_per_s": round(records / ingest_s),
+        "ingest_slowest_upload_records_per_s": round(per_upload_rate),
+        "uploads_concurrent": concurrent_uploads,
         "match_s": round(match_s, 2),
         "end_to_end_s": round(ingest_s + match_s, 2),
+        "copy_floor_s": round(floor_s, 2),
+        "copy_floor_records_per_s": round(records / floor_s),
+        "end_to_end_over_baseline": round((ingest_s + match_s) / baseline.extrapolated_seconds_full, 3),
+        "calibration": [bucket.as_dict() for bucket in buckets],
+        "calibration_lines": calibration_lines(buckets),
+        "traps": traps,
         "passes": execution.summary["passes"],
         "match_rate": execution.summary["match_rate"],
         "auto": {
@@ -226,8 +331,15 @@ def print_table(result: dict) -> None:
         ("records ingested", f"{result['records']:,}", ""),
         (
             "ingest",
-            f"{result['ingest_s']} s ({result['ingest_records_per_s']:,} records/s)",
+            f"{result['ingest_s']} s ({result['ingest_records_per_s']:,} records/s"
+            f"{', both uploads at once' if result['uploads_concurrent'] else ''}; slowest upload "
+            f"{result['ingest_slowest_upload_records_per_s']:,}/s)",
             f"{base['load_s']} s to load the CSVs into dicts",
+        ),
+        (
+            "COPY floor (no checks)",
+            f"{result['copy_floor_s']} s ({result['copy_floor_records_per_s']:,} records/s)",
+            "",
         ),
         (
             "match",
@@ -235,7 +347,11 @@ def print_table(result: dict) -> None:
             f"{base['extrapolated_full_s']} s "
             f"(measured {base['measured_s']} s on {base['sample_left']:,} left, extrapolated)",
         ),
-        ("end to end", f"{result['end_to_end_s']} s", ""),
+        (
+            "end to end",
+            f"{result['end_to_end_s']} s ({result['end_to_end_over_baseline']}x the baseline)",
+            f"{base['extrapolated_full_s']} s (load + match)",
+        ),
         (
             "auto precision / recall",
             f"{result['auto']['precision']} / {result['auto']['recall']}",
@@ -262,18 +378,30 @@ def print_table(result: dict) -> None:
         print(f"  {name:<30} {ours:<42} {theirs}")
     print(f"  passes: {json.dumps({k: v['matches'] for k, v in result['passes'].items()})}")
     print(f"  open by reason: {json.dumps(result['open_by_reason'])}")
+    print(f"  traps: {json.dumps(result['traps'])}")
+    print("  calibration of proposed matches (auto and suggested) against the truth:")
+    for line in result["calibration_lines"]:
+        print(line)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="left records per run, comma-separated")
+    parser.add_argument("--sequential-uploads", action="store_true", help="left, then right (default: both at once)")
+    parser.add_argument("--records", dest="sizes", help="the same as --sizes (e.g. --records 1000000)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline-sample", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=200, help="summary endpoint requests per variant")
     args = parser.parse_args()
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        result = bench_size(size, seed=args.seed, baseline_sample=args.baseline_sample, repeat=args.repeat)
+        result = bench_size(
+            size,
+            seed=args.seed,
+            baseline_sample=args.baseline_sample,
+            repeat=args.repeat,
+            concurrent_uploads=not args.sequential_uploads,
+        )
         print_table(result)
         results.append(result)
     RESULTS_DIR.mkdir(exist_ok=True)

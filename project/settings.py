@@ -437,6 +437,10 @@ RECONCILIATION_MAX_ATTEMPTS = env_int("RECONCILIATION_MAX_ATTEMPTS", 3)  # then 
 RECONCILIATION_SUMMARY_CACHE_S = env_int("RECONCILIATION_SUMMARY_CACHE_S", 60)  # guide 001, finished executions
 RECONCILIATION_SUMMARY_LIVE_CACHE_S = env_int("RECONCILIATION_SUMMARY_LIVE_CACHE_S", 5)  # queued/running: progress
 RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300)  # guide 001
+# work_mem of the matcher's own transactions (SET LOCAL: per pass, also behind PgBouncer) for its
+# hash joins and sorts; the server's default stays small for every other query.
+RECONCILIATION_MATCH_WORK_MEM = env_str("RECONCILIATION_MATCH_WORK_MEM", "64MB")
+RECONCILIATION_INGEST_WORK_MEM = env_str("RECONCILIATION_INGEST_WORK_MEM", "64MB")  # an upload's sorts, SET LOCAL
 
 # --- Reconciliation webhooks (docs/webhooks.md) ------------------------------------------------
 

@@ -18,11 +18,17 @@ from psqlextra.types import PostgresPartitioningMethod
 # the generated column below and by the matcher's ad-hoc SQL, so they cannot disagree.
 REFERENCE_PREFIX_PATTERN = r"^\s*REF(ERENCE)?([^A-Z0-9]+|$)"
 REFERENCE_STRIP_PATTERN = r"[^A-Z0-9]+"
+# Then the zero padding of a number that follows letters (or starts the reference) goes:
+# "INV-0000109888" and "INV109888" are one invoice. Zeros inside a digit run stay ("INV20260012":
+# with the separators gone, the zeros of "2026-0012" cannot be told from padding). A number of
+# zeros only keeps one ("INV-000" -> "INV0"). bench/recon_data.normalize_reference is the same rule.
+REFERENCE_PADDING_PATTERN = r"(^|[A-Z])0+(?=[0-9])"
 
 
 def normalized_reference(expression) -> Func:
     without_prefix = Func(Upper(expression), Value(REFERENCE_PREFIX_PATTERN), Value(""), function="regexp_replace")
-    return Func(without_prefix, Value(REFERENCE_STRIP_PATTERN), Value(""), Value("g"), function="regexp_replace")
+    stripped = Func(without_prefix, Value(REFERENCE_STRIP_PATTERN), Value(""), Value("g"), function="regexp_replace")
+    return Func(stripped, Value(REFERENCE_PADDING_PATTERN), Value(r"\1"), Value("g"), function="regexp_replace")
 
 
 class Tenant(models.Model):
@@ -199,6 +205,9 @@ class Execution(models.Model):
     # Passes already committed: a retry after a crash resumes after them.
     passes_done = ArrayField(models.CharField(max_length=20), default=list, blank=True)
     summary = models.JSONField(default=dict, blank=True)
+    # What people did with this execution's work since it ran (reconciliation.review_counts):
+    # the summary is the run's snapshot, this is live, and the summary endpoint shows both.
+    review = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
 
     class Meta:
@@ -291,6 +300,7 @@ class ReconciliationException(PostgresPartitionedModel):
     class Reason(models.TextChoices):
         NO_CANDIDATE = "no_candidate"
         AMOUNT_OUTSIDE_DRIFT = "amount_outside_drift"
+        CURRENCY_MISMATCH = "currency_mismatch"  # same reference and amount, other currency
         AMBIGUOUS = "ambiguous"
         LOW_CONFIDENCE = "low_confidence"
         REJECTED = "rejected"  # a person rejected the match it was in

@@ -48,9 +48,10 @@ def _demo_rows(pairs: int) -> tuple[list[list[str]], list[list[str]]]:
             typo = reference[:-2] + reference[-1] + reference[-2]
             right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=2)}", typo,
                           counterparty, "Invoice paid, bank fee"])  # fmt: skip
-        elif kind == 16:  # no reference, a short name: plausible, so suggested to a person
-            right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=2)}", "",
-                          counterparty.split()[0], "Payment"])  # fmt: skip
+        elif kind == 16:  # no reference, a shortened name, three days late: plausible, so suggested
+            short_name = f"{counterparty.split()[0]} {counterparty.split()[-1]}"
+            right.append([f"GL-{i:06d}", f"{amount + Decimal('0.40')}", "EUR", f"{day + timedelta(days=3)}", "",
+                          short_name, "Payment"])  # fmt: skip
         elif kind == 17:  # one payment for two invoices
             first = (amount / 3).quantize(Decimal("0.01"))
             for part, value in (("a", first), ("b", amount - first)):

@@ -108,6 +108,7 @@ def execution_summary(*, execution_id: int) -> dict | None:
                 "finished_at",
                 "passes_done",
                 "summary",
+                "review",
             )
             .filter(pk=execution_id)
             .first()
@@ -125,6 +126,8 @@ def execution_summary(*, execution_id: int) -> dict | None:
             "finished_at": execution.finished_at,
             "passes_done": execution.passes_done,
             "summary": execution.summary,
+            # Live: review actions count here and drop this cached body (review/counts.py).
+            "review": execution.review,
         }
         finished = execution.status not in (Execution.Status.QUEUED, Execution.Status.RUNNING)
         ttl_s = settings.RECONCILIATION_SUMMARY_CACHE_S if finished else settings.RECONCILIATION_SUMMARY_LIVE_CACHE_S

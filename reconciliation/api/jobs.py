@@ -343,6 +343,7 @@ class ExecutionSummaryView(APIView):
                 "finished_at": serializers.DateTimeField(allow_null=True),
                 "passes_done": serializers.ListField(child=serializers.CharField()),
                 "summary": serializers.DictField(),
+                "review": serializers.DictField(),
             },
         )
     )

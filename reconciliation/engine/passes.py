@@ -1,7 +1,12 @@
 """The matcher: set-based SQL passes over a job's open records, inside PostgreSQL.
 
-Per execution the open records of each side are copied once into session temp tables (`open_left`,
-`open_right`: ids and the normalized fields the passes compare). Each pass then
+Per execution the open records of each side are copied once into two working tables (ids and
+the normalized fields the passes compare): UNLOGGED tables named by the execution
+(`recon_work_<id>_l`, `_r`), not session temp tables, so that any connection can read them. The
+passes run one transaction each, and behind PgBouncer in transaction mode consecutive
+transactions may run on different server sessions; a pass's own scratch tables (`candidate_pairs`,
+`chosen`) are temp tables dropped at its commit. Unlogged: they are a cache of the records
+table (PostgreSQL empties them after a crash; a resume rebuilds them anyway). Each pass then
 
 1. writes its candidate pairs (or groups) with a confidence into the temp table `candidate_pairs`,
 2. assigns one-to-one greedily by confidence (`_assign_greedy`): repeatedly keep every pair that
@@ -20,6 +25,7 @@ AMBIGUITY_MARGIN) is at most `suggested`, whatever its confidence.
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection
 
 from reconciliation.engine.rules import MatchingRules
@@ -37,7 +43,8 @@ MAX_GREEDY_ROUNDS = 50
 # about this much; only what lies above it counts as evidence (measured on bench/recon_data.py
 # sets: 90% of wrong pairs score below 0.27 on references and 0.12 on counterparties).
 SIMILARITY_FLOOR = 0.3
-# Amount and date alone (no reference or counterparty on one side) suggest at most.
+# Amount and date alone (no reference or counterparty on one side; only with require_evidence
+# off) suggest at most, never above this nor at auto_threshold.
 NO_TEXT_EVIDENCE_CAP = 0.75
 
 
@@ -65,12 +72,25 @@ class PassResult:
         }
 
 
+def work_tables(execution_id: int) -> tuple[str, str]:
+    """The execution's working tables, left and right (their names are ours: an int, no quoting)."""
+    return f"recon_work_{int(execution_id)}_l", f"recon_work_{int(execution_id)}_r"
+
+
 @dataclass
 class MatchingContext:
     execution: Execution
     rules: MatchingRules
     has_trigram: bool
     results: dict = field(default_factory=dict)
+
+    @property
+    def wl(self) -> str:
+        return work_tables(self.execution.pk)[0]
+
+    @property
+    def wr(self) -> str:
+        return work_tables(self.execution.pk)[1]
 
 
 # --- Working set ---------------------------------------------------------------------------------
@@ -82,15 +102,16 @@ def has_trigram_extension() -> bool:
         return cursor.fetchone()[0]
 
 
-def load_working_set(job_id: int) -> None:
-    """(Re)build the session's temp tables from the job's open records (after a crash, a retry,
-    or a concurrent change, the database is the truth)."""
-    drop_working_set()
+def load_working_set(ctx: "MatchingContext") -> None:
+    """(Re)build the execution's working tables from the job's open records (after a crash, a
+    retry, or a concurrent change, the database is the truth)."""
+    job_id = ctx.execution.job_id
+    drop_working_set(ctx.execution.pk)
     with connection.cursor() as cursor:
-        for table, side in (("open_left", "left"), ("open_right", "right")):
+        for table, side in ((ctx.wl, "left"), (ctx.wr, "right")):
             cursor.execute(
                 f"""
-                CREATE TEMP TABLE {table} AS
+                CREATE UNLOGGED TABLE {table} AS
                 SELECT id, currency, amount, booked_on, reference_norm AS ref,
                        lower(btrim(counterparty)) AS cp
                 FROM reconciliation_record r
@@ -103,7 +124,7 @@ def load_working_set(job_id: int) -> None:
             cursor.execute(f"ANALYZE {table}")
 
 
-def _window_point(alias: str) -> str:
+def window_point(alias: str) -> str:
     """A record as a point: x = its day, in a band of its currency; y = its amount."""
     return (
         f"point(({alias}.booked_on - DATE '2000-01-01') + 1000000 * abs(mod(hashtext({alias}.currency), 1000)),"
@@ -111,7 +132,7 @@ def _window_point(alias: str) -> str:
     )
 
 
-def _window_box(alias: str, tolerance: str, window_days: int) -> str:
+def window_box(alias: str, tolerance: str, window_days: int) -> str:
     """The box of points within the date window and amount drift of record `alias` (a little wider
     than exact: float8 is only the index's prefilter; the numeric conditions decide)."""
     x = f"(({alias}.booked_on - DATE '2000-01-01') + 1000000 * abs(mod(hashtext({alias}.currency), 1000)))"
@@ -121,19 +142,19 @@ def _window_box(alias: str, tolerance: str, window_days: int) -> str:
     )
 
 
-def index_working_set_windows() -> None:
+def index_working_set_windows(ctx: "MatchingContext") -> None:
     """A GiST index of (day, amount) points per side, for the passes that look for records within
     a drift and a window: one R-tree probe instead of walking every amount neighbour (at 1M
     records a btree on (currency, amount) walked ~300 entries per probe: 85 s for the tolerance
     pass). Built when first needed, on what the exact and group passes left (~30%)."""
     with connection.cursor() as cursor:
-        for table in ("open_left", "open_right"):
-            cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} USING gist ({_window_point(table)})")
+        for table in (ctx.wl, ctx.wr):
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} USING gist ({window_point(table)})")
 
 
-def drop_working_set() -> None:
+def drop_working_set(execution_id: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS open_left, open_right, candidate_pairs, chosen")
+        cursor.execute(f"DROP TABLE IF EXISTS {', '.join(work_tables(execution_id))}")
 
 
 # --- Candidates per pass -------------------------------------------------------------------------
@@ -161,7 +182,7 @@ def _evidence(a: str, b: str, has_trigram: bool) -> str:
                END"""
 
 
-def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
+def tolerance_sql(rules: MatchingRules, amount: str) -> str:
     """ToleranceRules.drift in SQL: the allowed drift around `amount`, the larger of the absolute
     and the percentage."""
     drift = rules.tolerance
@@ -170,11 +191,11 @@ def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
 
 def _candidates_exact(ctx: MatchingContext) -> str:
     return f"""
-        CREATE TEMP TABLE candidate_pairs AS
+        CREATE TEMP TABLE candidate_pairs ON COMMIT DROP AS
         SELECT l.id AS left_id, r.id AS right_id, 1.0::float8 AS confidence,
                abs(l.booked_on - r.booked_on) AS days, l.amount AS left_amount, r.amount AS right_amount
-        FROM open_left l
-        JOIN open_right r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
+        FROM {ctx.wl} l
+        JOIN {ctx.wr} r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
         WHERE l.ref <> '' AND abs(l.booked_on - r.booked_on) <= {int(ctx.rules.date_window_days)}
     """
 
@@ -184,19 +205,25 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
 
     Amount and date score 0.5..1 inside the tolerance (anything inside is plausible); reference
     and counterparty similarity tell plausible pairs apart. A text missing on either side is
-    absent evidence, not a mismatch: its weight leaves the average. A pair with no text evidence
-    at all is capped at NO_TEXT_EVIDENCE_CAP, so an amount alone never matches automatically.
+    absent evidence, not a mismatch: its weight leaves the average. A pair needs evidence beyond
+    amount and date (a reference or counterparty similar above SIMILARITY_FLOOR): under the
+    default drift (max(1.00, 0.5%)) a 40,000 amount has ±200 of room, and amount and date alone
+    paired unrelated records (every such suggestion was wrong on bench/recon_data.py sets).
+    With `require_evidence` off, a pair without any is kept, capped at NO_TEXT_EVIDENCE_CAP.
     """
     weights = ctx.rules.tolerance.weights
     window = int(ctx.rules.date_window_days)
-    tolerance = _tolerance_sql(ctx.rules, "l.amount")
+    tolerance = tolerance_sql(ctx.rules, "l.amount")
+    evidence_filter = ""
+    if ctx.rules.tolerance.require_evidence:
+        evidence_filter = "AND (reference_score > 0 OR counterparty_score > 0)"
     return f"""
-        CREATE TEMP TABLE candidate_pairs AS
+        CREATE TEMP TABLE candidate_pairs ON COMMIT DROP AS
         SELECT left_id, right_id, days, left_amount, right_amount,
-               round(CASE WHEN text_weight = 0 THEN least(score, {NO_TEXT_EVIDENCE_CAP}) ELSE score END::numeric, 4)
+               round(CASE WHEN text_weight = 0 THEN least(score, {no_text_cap(ctx.rules)}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
         FROM (
-            SELECT left_id, right_id, days, left_amount, right_amount, text_weight,
+            SELECT left_id, right_id, days, left_amount, right_amount, text_weight, reference_score, counterparty_score,
                    ({weights["amount"]} * amount_score + {weights["date"]} * date_score
                     + {weights["reference"]} * reference_score + {weights["counterparty"]} * counterparty_score)
                    / nullif({weights["amount"]} + {weights["date"]} + text_weight, 0) AS score
@@ -212,18 +239,23 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
                             ELSE {_evidence("l.cp", "r.cp", ctx.has_trigram)} END AS counterparty_score,
                        CASE WHEN l.ref = '' OR r.ref = '' THEN 0 ELSE {weights["reference"]} END
                        + CASE WHEN l.cp = '' OR r.cp = '' THEN 0 ELSE {weights["counterparty"]} END AS text_weight
-                FROM open_left l
+                FROM {ctx.wl} l
                 CROSS JOIN LATERAL (
-                    SELECT * FROM open_right r
-                    WHERE {_window_point("r")} <@ {_window_box("l", tolerance, window)}
+                    SELECT * FROM {ctx.wr} r
+                    WHERE {window_point("r")} <@ {window_box("l", tolerance, window)}
                       AND r.currency = l.currency
                       AND r.amount BETWEEN l.amount - {tolerance} AND l.amount + {tolerance}
                       AND r.booked_on BETWEEN l.booked_on - {window} AND l.booked_on + {window}
                 ) r
             ) parts
         ) scored
-        WHERE score IS NOT NULL
+        WHERE score IS NOT NULL {evidence_filter}
     """
+
+
+def no_text_cap(rules: MatchingRules) -> float:
+    """The most a pair without any text may score: below auto_threshold, whatever the rules say."""
+    return min(NO_TEXT_EVIDENCE_CAP, round(rules.auto_threshold - 0.0001, 4))
 
 
 def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
@@ -233,13 +265,13 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
     joins neither."""
     rules = ctx.rules.group
     key = "ref" if rules.key == "reference" else "cp"
-    one, many = ("open_left", "open_right") if one_side == "left" else ("open_right", "open_left")
+    one, many = (ctx.wl, ctx.wr) if one_side == "left" else (ctx.wr, ctx.wl)
     window = int(ctx.rules.date_window_days)
     confidence = GROUP_CONFIDENCE[rules.key]
     left_ids, right_ids = ("ARRAY[o.id]", "g.member_ids") if one_side == "left" else ("g.member_ids", "ARRAY[o.id]")
     left_amount, right_amount = ("o.amount", "g.total") if one_side == "left" else ("g.total", "o.amount")
     return f"""
-        CREATE TEMP TABLE chosen AS
+        CREATE TEMP TABLE chosen ON COMMIT DROP AS
         WITH groups AS (
             SELECT o.id AS one_id, array_agg(m.id ORDER BY m.id) AS member_ids,
                    sum(m.amount) AS total, count(*) AS size
@@ -280,13 +312,13 @@ def _assign_greedy(cursor) -> None:
         CREATE TEMP TABLE chosen (
             left_ids bigint[], right_ids bigint[], left_amount numeric, right_amount numeric,
             confidence float8, ambiguous boolean, round int
-        )
+        ) ON COMMIT DROP
         """
     )
     # Records with a rival: two or more candidates within AMBIGUITY_MARGIN of their best.
     cursor.execute(
         f"""
-        CREATE TEMP TABLE rivals AS
+        CREATE TEMP TABLE rivals ON COMMIT DROP AS
         SELECT 'l' AS side, left_id AS record_id FROM (
             SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM candidate_pairs
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY left_id HAVING count(*) > 1
@@ -332,6 +364,11 @@ def _assign_greedy(cursor) -> None:
 # --- Running a pass ------------------------------------------------------------------------------
 
 
+def set_match_work_mem(cursor) -> None:
+    """RECONCILIATION_MATCH_WORK_MEM for the rest of this transaction only (SET LOCAL)."""
+    cursor.execute("SELECT set_config('work_mem', %s, true)", [settings.RECONCILIATION_MATCH_WORK_MEM])
+
+
 def pass_enabled(rules: MatchingRules, name: str) -> bool:
     return {
         "exact": rules.exact_enabled,
@@ -348,10 +385,11 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
     result = PassResult(name=name)
     pass_name = {"exact": Match.Pass.EXACT, "tolerance": Match.Pass.TOLERANCE}.get(name, Match.Pass.GROUP)
     with connection.cursor() as cursor:
+        set_match_work_mem(cursor)
         cursor.execute("DROP TABLE IF EXISTS candidate_pairs, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":
-                index_working_set_windows()
+                index_working_set_windows(ctx)
             cursor.execute(_candidates_exact(ctx) if name == "exact" else _candidates_tolerance(ctx))
             result.candidates = cursor.rowcount
             # Below review_threshold a pair is never proposed, so it takes no part in the choice.
@@ -408,7 +446,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
             # Someone matched one of these records by hand meanwhile: undo this pass, start over.
             raise ConcurrentChange(f"pass {name}: {expected_records - marked_records} records were taken meanwhile")
         result.records = marked_records
-        for table, column in (("open_left", "left_ids"), ("open_right", "right_ids")):
+        for table, column in ((ctx.wl, "left_ids"), (ctx.wr, "right_ids")):
             _remove_taken(cursor, table, column, rules.review_threshold)
         cursor.execute("DROP TABLE candidate_pairs, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
     result.duration_ms = int((time.perf_counter() - started) * 1000)
@@ -428,7 +466,7 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
         cursor.execute(f"DELETE FROM {table} USING ({taken}) taken WHERE {table}.id = taken.id")
     else:
         cursor.execute(
-            f"""CREATE TEMP TABLE {table}_rest AS
+            f"""CREATE UNLOGGED TABLE {table}_rest AS
                 SELECT * FROM {table} WHERE NOT EXISTS (SELECT 1 FROM ({taken}) t WHERE t.id = {table}.id)"""
         )
         cursor.execute(f"DROP TABLE {table}")
@@ -439,106 +477,6 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
 
 
 # --- After the passes ----------------------------------------------------------------------------
-
-
-def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
-    """SELECT id, side, amount, reason of every open record of the working set (open_left, open_right).
-
-    Reasons, from the records of the other side: one within the amount drift and date window
-    that is still open -> low_confidence (the pair scored below review_threshold); else one with
-    the same reference within drift and window, matched to another record -> ambiguous (it was
-    as good a partner, and went elsewhere); else one with the same reference in the window but
-    the amount outside the drift -> amount_outside_drift; else no_candidate. Open candidates are
-    probed in the working set's GiST index; the reference checks are one hash join.
-    """
-    window = int(rules.date_window_days)
-    tolerance = _tolerance_sql(rules, "r.amount")
-    in_window = f"""o.currency = r.currency AND o.amount BETWEEN r.amount - {tolerance} AND r.amount + {tolerance}
-                    AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}"""
-
-    def open_records(table: str, side: str, other_table: str, other_side: str) -> str:
-        return f"""
-            SELECT r.id, '{side}' AS side, r.currency, r.amount, r.booked_on, r.ref,
-                   EXISTS (SELECT 1 FROM {other_table} o
-                           WHERE {_window_point("o")} <@ {_window_box("r", tolerance, window)} AND {in_window})
-                       AS open_candidate,
-                   '{other_side}' AS other_side
-            FROM {table} r
-            {exception_filter}
-        """
-
-    exception_filter = (
-        """WHERE NOT EXISTS (SELECT 1 FROM reconciliation_unmatched u
-                             WHERE u.record_id = r.id AND u.resolved_at IS NULL)"""
-        if without_open_exception
-        else ""
-    )
-    return f"""
-        WITH open_records AS MATERIALIZED (
-            {open_records("open_left", "left", "open_right", "right")}
-            UNION ALL
-            {open_records("open_right", "right", "open_left", "left")}
-        ),
-        same_reference AS (
-            SELECT r.id, bool_or({in_window}) AS in_drift
-            FROM open_records r
-            JOIN reconciliation_record o
-              ON o.job_id = %(job)s AND o.reference_norm = r.ref AND o.side = r.other_side
-             AND o.booked_on BETWEEN r.booked_on - {window} AND r.booked_on + {window}
-            WHERE r.ref <> '' AND NOT r.open_candidate
-            GROUP BY r.id
-        )
-        SELECT r.id, r.side, r.amount,
-               CASE WHEN r.open_candidate THEN 'low_confidence'
-                    WHEN s.in_drift THEN 'ambiguous'
-                    WHEN s.id IS NOT NULL THEN 'amount_outside_drift'
-                    ELSE 'no_candidate'
-               END AS reason
-        FROM open_records r
-        LEFT JOIN same_reference s ON s.id = r.id
-    """
-
-
-def record_exceptions(ctx: MatchingContext) -> None:
-    """Close the exceptions of records matched now; open one, with its reason, for every record
-    still open that has none."""
-    execution = ctx.execution
-    index_working_set_windows()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE reconciliation_unmatched u
-            SET resolved_at = now(), resolution = 'matched by execution ' || %(execution)s
-            FROM reconciliation_matchedrecord m
-            WHERE u.tenant_id = %(tenant)s AND u.job_id = %(job)s AND u.resolved_at IS NULL
-              AND m.record_id = u.record_id
-            """,
-            {"execution": execution.pk, "tenant": execution.tenant_id, "job": execution.job_id},
-        )
-        cursor.execute(
-            f"""
-            INSERT INTO reconciliation_unmatched
-                (created_at, tenant_id, job_id, execution_id, record_id, side, amount, reason, resolution)
-            SELECT now(), %(tenant)s, %(job)s, %(execution)s, id, side, amount, reason, ''
-            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=True)}) open_with_reason
-            """,
-            {"execution": execution.pk, "job": execution.job_id, "tenant": execution.tenant_id},
-        )
-
-
-def open_reasons_preview(ctx: MatchingContext) -> dict[str, int]:
-    """Open records by the reason record_exceptions would file (dry runs)."""
-    index_working_set_windows()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT reason, count(*)
-            FROM ({_open_records_with_reason_sql(ctx.rules, without_open_exception=False)}) open_with_reason
-            GROUP BY reason ORDER BY reason
-            """,
-            {"job": ctx.execution.job_id},
-        )
-        return dict(cursor.fetchall())
 
 
 def job_totals(job_id: int, tenant_id: int) -> dict:

@@ -8,7 +8,7 @@ Every key is optional; what is missing takes the default below (docs/reconciliat
       "review_threshold": 0.4,          # confidence >= this (and below auto): suggested to a person
       "passes": {
         "exact":     {"enabled": true},
-        "tolerance": {"enabled": true, "amount_abs": "1.00", "amount_pct": 0.5,
+        "tolerance": {"enabled": true, "require_evidence": true, "amount_abs": "1.00", "amount_pct": 0.5,
                       "weights": {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3}},
                                         # each weight 0..100, at least one above 0
         "group":     {"enabled": true, "key": "reference", "max_group_size": 5}
@@ -55,6 +55,7 @@ SCHEMA = {
                     "additionalProperties": False,
                     "properties": {
                         "enabled": {"type": "boolean"},
+                        "require_evidence": {"type": "boolean"},
                         # A string keeps money exact; numbers are accepted for convenience.
                         "amount_abs": {"type": ["string", "number"]},
                         "amount_pct": {"type": "number", "minimum": 0, "maximum": 50},
@@ -86,13 +87,15 @@ _validator = Draft202012Validator(SCHEMA)
 @dataclass(frozen=True)
 class ToleranceRules:
     enabled: bool = True
+    # A pair needs a similar reference or counterparty, not only amount and date (issue 13).
+    require_evidence: bool = True
     amount_abs: Decimal = Decimal("1.00")
     amount_pct: float = 0.5
     weights: dict = field(default_factory=lambda: {"amount": 0.25, "date": 0.1, "reference": 0.35, "counterparty": 0.3})
 
     def drift(self, amount: Decimal) -> Decimal:
         """The amount drift allowed around `amount`: the larger of the absolute and the percentage
-        (matching._tolerance_sql is the same rule in SQL)."""
+        (matching.tolerance_sql is the same rule in SQL)."""
         return max(self.amount_abs, abs(amount) * Decimal(str(self.amount_pct)) / 100)
 
 
@@ -152,6 +155,7 @@ def parse_rules(raw) -> MatchingRules:
         exact_enabled=passes.get("exact", {}).get("enabled", True),
         tolerance=ToleranceRules(
             enabled=tolerance_raw.get("enabled", True),
+            require_evidence=tolerance_raw.get("require_evidence", True),
             amount_abs=amount_abs,
             amount_pct=float(tolerance_raw.get("amount_pct", 0.5)),
             weights=weights,

@@ -28,11 +28,10 @@ from reconciliation.engine.passes import (
     has_trigram_extension,
     job_totals,
     load_working_set,
-    open_reasons_preview,
     pass_enabled,
-    record_exceptions,
     run_pass,
 )
+from reconciliation.engine.reasons import open_reasons_preview, record_exceptions
 from reconciliation.engine.rules import parse_rules
 from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Report
@@ -68,7 +67,7 @@ def execution_run(*, execution_id: int) -> dict:
                 _fail(execution, error)
             raise
         finally:
-            drop_working_set()
+            drop_working_set(execution_id)
         duration_s = time.perf_counter() - started
         metrics.reconciliation_duration_seconds.observe(duration_s)
         metrics.reconciliations_total.labels(status=Execution.Status.SUCCEEDED).inc()
@@ -104,7 +103,7 @@ def _check_not_cancelled(execution: Execution) -> None:
 
 def _run_for_real(execution: Execution) -> dict:
     ctx = _context(execution)
-    load_working_set(execution.job_id)
+    load_working_set(ctx)
     for name in PASSES:
         if name in execution.passes_done or not pass_enabled(ctx.rules, name):
             continue
@@ -124,7 +123,7 @@ def _run_for_real(execution: Execution) -> dict:
                     "reconciliation pass re-run after a concurrent change",
                     extra={"execution": execution.pk, "pass": name},
                 )
-                load_working_set(execution.job_id)
+                load_working_set(ctx)
         execution.passes_done.append(name)
         after_pass(execution, name)
     _check_not_cancelled(execution)
@@ -147,7 +146,7 @@ def _run_dry(execution: Execution) -> dict:
     ctx = _context(execution)
     passes = {}
     with transaction.atomic():
-        load_working_set(execution.job_id)
+        load_working_set(ctx)
         for name in PASSES:
             if pass_enabled(ctx.rules, name):
                 passes[name] = run_pass(ctx, name).as_dict()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from psycopg import sql
 
@@ -219,6 +220,9 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
     # ON COMMIT DROP cleans up after the usual call; an earlier upload in the same outer
     # transaction (a caller's atomic block) may have left them.
     cursor.execute("DROP TABLE IF EXISTS recon_staging, recon_skip")
+    # The duplicate check and the insert sort the whole upload: in memory, not in temp files
+    # (100k rows, shared machine: 2.80 s -> 2.56 s mean of 3). SET LOCAL: this upload only.
+    cursor.execute("SELECT set_config('work_mem', %s, true)", [settings.RECONCILIATION_INGEST_WORK_MEM])
     cursor.execute(
         sql.SQL(
             "CREATE TEMP TABLE recon_staging (_row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"

@@ -15,6 +15,8 @@ from reconciliation.errors import (
     RecordsNotOpen,
 )
 from reconciliation.models import Match, MatchedRecord, ReconciliationException, Record
+from reconciliation.review import counts
+from reconciliation.review.counts import review_count
 
 CATEGORY = "reconciliation"
 
@@ -43,6 +45,7 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
     if match.status not in allowed:
         raise NotReviewable(f"Match {match_id} is {match.status}; {action} needs one that is {' or '.join(allowed)}.")
     _review(match, status=status, user=user, note=note)
+    review_count(match.execution_id, _REVIEW_COUNTER[action])
     if status == Match.Status.REJECTED:
         _release_records(match)
         _open_exceptions(match, reason=ReconciliationException.Reason.REJECTED)
@@ -58,6 +61,8 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
 
 
 UNDECIDED = (Match.Status.SUGGESTED, Match.Status.AUTO)
+_REVIEW_COUNTER = {"match_confirm": counts.CONFIRMED, "match_reject": counts.REJECTED,
+                   "match_unmatch": counts.UNMATCHED}  # fmt: skip
 
 
 @transaction.atomic
@@ -167,6 +172,7 @@ def exception_resolve(*, exception_id: int, tenant_ids, note: str, user=None) ->
     ReconciliationException.objects.filter(id=exception.id, created_at=exception.created_at).update(
         resolved_at=Now(), resolved_by_id=getattr(user, "pk", None), resolution=note.strip()
     )
+    review_count(exception.execution_id, counts.EXCEPTIONS_RESOLVED)
     activity_record(
         category=CATEGORY,
         # The audit trail's names predate the model's rename; readers filter on them.

@@ -302,3 +302,30 @@ def test_the_command_line_writes_a_set(tmp_path, capsys):
     assert recon_data.main(["--left", "200", "--seed", "1", "--out", str(tmp_path)]) == 0
     assert "200 left" in capsys.readouterr().out
     assert Path(tmp_path / "truth.csv").exists()
+
+
+def test_traps_of_issue_13_are_in_the_set(generated, records):
+    left, right, truth = records
+    profile = NoiseProfile()
+    padded = [
+        (lid, rid)
+        for (lid,), (rid,) in groups_of(truth, "exact")
+        if left[lid]["reference"].split("-")[1].startswith("000")
+    ]
+    assert len(padded) == round(N_LEFT * profile.padded_reference_share)
+    for lid, rid in padded:  # equal once the zero padding after the letters is dropped
+        assert normalize_reference(left[lid]["reference"]) == normalize_reference(right[rid]["reference"])
+    twins = groups_of(truth, "currency_twin")
+    assert len(twins) == round(N_LEFT * profile.currency_twin_share)
+    for (lid,), (rid,) in twins:
+        a, b = left[lid], right[rid]
+        assert normalize_reference(a["reference"]) == normalize_reference(b["reference"])
+        assert parse_amount_units(a["amount"]) == parse_amount_units(b["amount"]) and a["currency"] != b["currency"]
+    strangers = groups_of(truth, "near_stranger")
+    assert len(strangers) == round(N_LEFT * profile.near_stranger_share)
+    for (lid,), (rid,) in strangers:
+        a, b = left[lid], right[rid]
+        units = parse_amount_units(a["amount"])
+        assert 0 < abs(parse_amount_units(b["amount"]) - units) <= abs(units) * 0.005
+        assert days_between(a, b) <= 3 and a["currency"] == b["currency"]
+        assert normalize_reference(a["reference"]) != normalize_reference(b["reference"])

@@ -26,6 +26,7 @@ from django.apps import apps
 from django.db import connection
 
 import reconciliation.engine.passes
+import reconciliation.engine.reasons
 
 pytestmark = pytest.mark.django_db
 
@@ -167,8 +168,8 @@ def _sql_texts(function: ast.FunctionDef):
 
 
 def _matcher_joins(distributed: set[str]) -> set[tuple[str, str]]:
-    """Statements of reconciliation/engine/passes.py that read two or more distributed tables, where
-    some alias of a distributed table is never constrained by `<alias>.tenant_id`.
+    """Statements of the matcher (reconciliation/engine/passes.py and reasons.py) that read two or
+    more distributed tables, where some alias of a distributed table is never constrained by `<alias>.tenant_id`.
 
     A static check on the SQL text (the statements are fixed strings; their interpolated parts
     are temp-table names and expressions): a join whose condition names tenant_id on both sides,
@@ -176,9 +177,11 @@ def _matcher_joins(distributed: set[str]) -> set[tuple[str, str]]:
     to one shard group. Joins with temp tables (the working set) are not between distributed
     tables and are not checked.
     """
-    source = Path(reconciliation.engine.passes.__file__).read_text()
+    sources = [
+        Path(module.__file__).read_text() for module in (reconciliation.engine.passes, reconciliation.engine.reasons)
+    ]
     gaps = set()
-    for function in ast.walk(ast.parse(source)):
+    for function in (node for source in sources for node in ast.walk(ast.parse(source))):
         if not isinstance(function, ast.FunctionDef):
             continue
         for text in _sql_texts(function):

@@ -88,7 +88,7 @@ def test_tolerance_pass_scores_drift_and_text_and_applies_the_thresholds():
             ("R2", "502.00", "EUR", "2026-03-12", "", "Northwind Trading"),
             ("R3", "80.00", "EUR", "2026-03-10", "", ""),
         ],
-    )  # amount alone: capped
+    )  # amount and date alone: no evidence, never proposed
 
     run(job)
 
@@ -98,7 +98,76 @@ def test_tolerance_pass_scores_drift_and_text_and_applies_the_thresholds():
     }
     assert found[("L1",), ("R1",)][:2] == ("tolerance", "auto")
     assert found[("L2",), ("R2",)][:2] == ("tolerance", "suggested")
-    assert found[("L3",), ("R3",)] == ("tolerance", "suggested", Decimal(str(matching.NO_TEXT_EVIDENCE_CAP)))
+    assert (("L3",), ("R3",)) not in found
+
+
+def test_a_suggestion_needs_a_similar_reference_or_counterparty_not_only_amount_and_date():
+    """Issue 13: under the default drift a 40,000 amount has ±200 of room; unrelated records in it
+    were suggested (all wrongly) when one side had no counterparty."""
+    job = JobFactory()
+    load(job, "left", [("L1", "40000.00", "EUR", "2026-03-10", "INV-2026-5551212", "")])
+    load(job, "right", [("R1", "40150.00", "EUR", "2026-03-11", "PO-2025-9083346", "Harbor Stone Logistics")])
+
+    execution = run(job)
+
+    assert pairs(job) == set()
+    assert execution.summary["open_by_reason"] == {"low_confidence": 2}
+
+
+def test_without_required_evidence_amount_and_date_alone_are_capped_below_auto_threshold():
+    job = JobFactory(rules={"passes": {"tolerance": {"require_evidence": False}, "group": {"enabled": False}}})
+    load(job, "left", [("L3", "80.00", "EUR", "2026-03-10", "", "")])
+    load(job, "right", [("R3", "80.00", "EUR", "2026-03-10", "", "")])
+
+    run(job)
+
+    assert matches_by_external_ids(job) == {
+        (("L3",), ("R3",), "tolerance", "suggested", Decimal("0.5999"))  # just below the default auto 0.6
+    }
+
+
+def test_references_that_differ_only_in_zero_padding_are_an_exact_pair():
+    job = JobFactory()
+    load(job, "left", [("L1", "120.00", "EUR", "2026-03-10", "INV-0000109888")])
+    load(job, "right", [("R1", "120.00", "EUR", "2026-03-10", "inv109888"),
+                        ("R2", "120.00", "EUR", "2026-03-10", "INV-2026-0012")])  # fmt: skip
+
+    run(job)
+
+    assert matches_by_external_ids(job) == {(("L1",), ("R1",), "exact", "auto", Decimal("1.0000"))}
+    assert set(Record.objects.filter(job=job).values_list("reference_norm", flat=True)) == {
+        "INV109888", "INV20260012"
+    }  # fmt: skip
+
+
+def test_a_same_reference_same_amount_partner_in_another_currency_is_a_currency_mismatch():
+    job = JobFactory()
+    load(job, "left", [("L1", "250.00", "EUR", "2026-03-10", "INV-77", "Acme")])
+    load(job, "right", [("R1", "250.00", "USD", "2026-03-10", "INV-77", "Acme")])
+
+    execution = run(job)
+
+    assert pairs(job) == set()
+    assert execution.summary["open_by_reason"] == {"currency_mismatch": 2}
+
+
+def test_a_reason_names_the_best_candidate_a_same_reference_one_before_a_neighbour_in_drift():
+    """L1's partner (same reference, other currency) explains it better than an unrelated record
+    within the drift does."""
+    job = JobFactory()
+    load(job, "left", [("L1", "250.00", "EUR", "2026-03-10", "INV-77", "Acme")])
+    load(job, "right", [("R1", "250.00", "USD", "2026-03-10", "INV-77", "Acme"),
+                        ("R2", "250.40", "EUR", "2026-03-10", "ZZ-1", "Other")])  # fmt: skip
+
+    run(job)
+
+    reasons = {
+        Record.objects.get(pk=record_id).external_id: reason
+        for record_id, reason in ReconciliationException.objects.filter(job_id=job.pk).values_list(
+            "record_id", "reason"
+        )
+    }
+    assert reasons == {"L1": "currency_mismatch", "R1": "currency_mismatch", "R2": "low_confidence"}
 
 
 def test_amount_outside_the_drift_is_not_matched_and_says_why():
@@ -330,9 +399,9 @@ def test_a_pass_that_finds_records_taken_meanwhile_is_redone_from_the_database(m
     original_load = matching.load_working_set
     loads = []
 
-    def load_then_someone_matches_by_hand(job_id):
-        original_load(job_id)
-        loads.append(job_id)
+    def load_then_someone_matches_by_hand(ctx):
+        original_load(ctx)
+        loads.append(ctx.execution.job_id)
         if len(loads) == 1:  # after the matcher read the open records, a person takes L1 and R1
             left, right = (Record.objects.get(job=job, external_id=e).pk for e in ("L1", "R1"))
             review_services.match_manual(left_ids=[left], right_ids=[right], tenant_ids=[job.tenant_id])
