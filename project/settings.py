@@ -338,6 +338,8 @@ REST_FRAMEWORK = {
         # Per-scope rates: a view sets `throttle_scope`.
         "bulk": env_str("THROTTLE_BULK_RATE", "30/min"),
         "pending_count": env_str("THROTTLE_PENDING_COUNT_RATE", "120/min"),
+        # Reconciliation exports: one request streams a whole execution; not counted as "user".
+        "export": env_str("THROTTLE_EXPORT_RATE", "20/min"),
     },
     "EXCEPTION_HANDLER": "project.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -420,6 +422,10 @@ RECONCILIATION_MAX_ATTEMPTS = env_int("RECONCILIATION_MAX_ATTEMPTS", 3)  # then 
 RECONCILIATION_SUMMARY_CACHE_S = env_int("RECONCILIATION_SUMMARY_CACHE_S", 60)  # guide 001, finished executions
 RECONCILIATION_SUMMARY_LIVE_CACHE_S = env_int("RECONCILIATION_SUMMARY_LIVE_CACHE_S", 5)  # queued/running: progress
 RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300)  # guide 001
+# Bank statements are read whole (a day or a month of one account); larger ones are a 400.
+RECONCILIATION_STATEMENT_MAX_BYTES = env_int("RECONCILIATION_STATEMENT_MAX_BYTES", 20 * 1024 * 1024)
+# An export's COPY runs in place of DB_STATEMENT_TIMEOUT_MS: a million rows to a slow client.
+RECONCILIATION_EXPORT_TIMEOUT_S = env_int("RECONCILIATION_EXPORT_TIMEOUT_S", 1800)
 
 # --- Reconciliation webhooks (docs/webhooks.md) ------------------------------------------------
 

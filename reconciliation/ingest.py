@@ -167,7 +167,7 @@ _ROW_PROBLEMS = """
              THEN 'amount: must be a decimal number with at most 14 digits before and 4 after the point' END,
         CASE WHEN s.currency IS NULL OR upper(btrim(s.currency)) !~ {currency_re}
              THEN 'currency: must be a 3-letter ISO 4217 code' END,
-        CASE WHEN NOT {date_ok} THEN 'booked_on: must be a date written YYYY-MM-DD' END,
+        CASE WHEN NOT {date_ok} THEN 'booked_on: must be a date written ' || {date_written} END,
         CASE WHEN {side} IS NULL OR {side} NOT IN ('left', 'right')
              THEN 'side: must be left or right (a side column, or ?side=)' END,
         CASE WHEN length({reference}) > 128 THEN 'reference: longer than 128 characters' END,
@@ -205,6 +205,20 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
             "CREATE TEMP TABLE recon_staging (_row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
         ).format(sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(name)) for name in columns))
     )
+    return check_and_insert_statements(job=job, columns=columns, default_side=default_side)
+
+
+def check_and_insert_statements(
+    *,
+    job: ReconciliationJob,
+    columns: list[str],
+    default_side: str | None,
+    raw: sql.Composable | None = None,
+    date_written: str = "YYYY-MM-DD",
+):
+    """The statements that find the bad rows of `recon_staging` (a table, or a source profile's
+    view over the file's own columns) and insert the good ones. `raw` overrides the jsonb of
+    extra columns; `date_written` is the date format named in booked_on's error."""
     side = (
         sql.SQL("lower(btrim(s.side))")
         if "side" in columns
@@ -218,7 +232,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
     counterparty = _optional(columns, "counterparty")
     description = _optional(columns, "description")
     extras = [name for name in columns if name not in KNOWN_COLUMNS]
-    raw = (
+    raw = raw or (
         sql.SQL("jsonb_build_object({})").format(
             sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(name), sql.Identifier(name)) for name in extras)
         )
@@ -232,6 +246,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         amount_re=sql.Literal(AMOUNT_PATTERN),
         currency_re=sql.Literal(CURRENCY_PATTERN),
         date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+        date_written=sql.Literal(date_written),
     )
     # Only the rows not to insert are written down (bad ones, and those already there: usually
     # none): checking costs one pass over the staging table, and the good rows go from staging
@@ -309,7 +324,7 @@ def records_ingest(
     result = IngestResult()
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
-        find_rows_to_skip, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
+        statements = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
         # CSV bytes go through as they came; JSON rows are written by psycopg in COPY's text format.
         copy_sql = sql.SQL("COPY recon_staging ({}) FROM STDIN WITH (FORMAT {})").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("csv" if chunks is not None else "text")
@@ -326,43 +341,49 @@ def records_ingest(
             if not _is_data_error(error):
                 raise
             raise InvalidUpload(f"the CSV cannot be read: {_first_line(error)}") from None
-        cursor.execute(find_rows_to_skip)
-        cursor.execute(
-            """SELECT (SELECT count(*) FROM recon_staging),
-                      (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
-                      (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
-        )
-        result.received, result.rejected, result.unchanged = cursor.fetchone()
-        if result.rejected:
-            cursor.execute(
-                "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
-                [ERRORS_REPORTED],
-            )
-            result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
-            if on_error == "reject":
-                raise InvalidUpload(
-                    f"{result.rejected} of {result.received} rows are invalid; nothing was imported",
-                    row_errors=result.errors,
-                    bad_rows=result.rejected,
-                )
-        try:
-            with transaction.atomic():
-                cursor.execute(insert_good_rows)
-        except (IntegrityError, psycopg.errors.UniqueViolation):
-            # Another upload inserted some of these records after our check: retrying finds
-            # them there (unchanged), so the client is told to retry.
-            raise ConcurrentUpload() from None
-        result.inserted = cursor.rowcount
-        activity_record(
-            category="reconciliation",
-            action="records_ingest",
-            user=user,
-            entity_type="reconciliation.job",
-            entity_id=job.pk,
-            metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
-        )
+        check_and_insert(cursor, job=job, statements=statements, on_error=on_error, user=user, result=result)
     metrics.records_ingested_total.inc(result.inserted)
     return result
+
+
+def check_and_insert(cursor, *, job, statements, on_error: str, user, result: IngestResult) -> None:
+    """Find the rows to skip, refuse the upload (on_error=reject) or skip them, insert the rest."""
+    find_rows_to_skip, insert_good_rows = statements
+    cursor.execute(find_rows_to_skip)
+    cursor.execute(
+        """SELECT (SELECT count(*) FROM recon_staging),
+                  (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
+                  (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
+    )
+    result.received, result.rejected, result.unchanged = cursor.fetchone()
+    if result.rejected:
+        cursor.execute(
+            "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
+            [ERRORS_REPORTED],
+        )
+        result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
+        if on_error == "reject":
+            raise InvalidUpload(
+                f"{result.rejected} of {result.received} rows are invalid; nothing was imported",
+                row_errors=result.errors,
+                bad_rows=result.rejected,
+            )
+    try:
+        with transaction.atomic():
+            cursor.execute(insert_good_rows)
+    except (IntegrityError, psycopg.errors.UniqueViolation):
+        # Another upload inserted some of these records after our check: retrying finds
+        # them there (unchanged), so the client is told to retry.
+        raise ConcurrentUpload() from None
+    result.inserted = cursor.rowcount
+    activity_record(
+        category="reconciliation",
+        action="records_ingest",
+        user=user,
+        entity_type="reconciliation.job",
+        entity_id=job.pk,
+        metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
+    )
 
 
 def _is_data_error(error: Exception) -> bool:

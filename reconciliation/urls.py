@@ -1,8 +1,13 @@
 from project.api.routers import Router
-from reconciliation import api
+from reconciliation import api, bankfiles_api
 from reconciliation.analytics_api import AnalyticsViewSet
 
 router = Router()
+# Actions on jobs and executions from their own viewsets; registered first so the root view's
+# entries for jobs/ and executions/ stay the main viewsets' lists.
+router.register("jobs", bankfiles_api.StatementViewSet, basename="recon-statement")
+router.register("executions", bankfiles_api.ExecutionExportViewSet, basename="recon-export")
+router.register("source-profiles", bankfiles_api.SourceProfileViewSet, basename="recon-source-profile")
 router.register("tenants", api.TenantViewSet, basename="recon-tenant")
 router.register("jobs", api.JobViewSet, basename="recon-job")
 router.register("executions", api.ExecutionViewSet, basename="recon-execution")
