@@ -181,7 +181,7 @@ def source_profile_for_upload(*, job: ReconciliationJob, profile_id: str) -> Sou
 
 
 def _date_sql(value: sql.Composable, date_format: str) -> sql.Composable:
-    """The date rewritten as YYYY-MM-DD when it has the profile's shape; as it came otherwise (the
+    """The date rewritten as YYYY-MM-DD when it has the profile's shape; refused otherwise (the
     ingest's check then names the format it was expected in)."""
     if date_format == "YYYY-MM-DD":
         return value
@@ -194,8 +194,10 @@ def _date_sql(value: sql.Composable, date_format: str) -> sql.Composable:
             pattern += re.escape(token)
     year = rf"\{groups['YYYY']}" if "YYYY" in groups else rf"20\{groups['YY']}"
     replacement = rf"{year}-\{groups['MM']}-\{groups['DD']}"
-    return sql.SQL("regexp_replace(btrim({}), {}, {})").format(
-        value, sql.Literal(f"^{pattern}$"), sql.Literal(replacement)
+    value = sql.SQL("nullif(btrim({}), '')").format(value)  # an empty cell is no date, not a bad one
+    # A value in another shape (even YYYY-MM-DD) is refused: "#" keeps it from passing the check.
+    return sql.SQL("CASE WHEN btrim({v}) ~ {p} THEN regexp_replace(btrim({v}), {p}, {r}) ELSE '#' || {v} END").format(
+        v=value, p=sql.Literal(f"^{pattern}$"), r=sql.Literal(replacement)
     )
 
 
