@@ -31,12 +31,13 @@ EXPORT_COLUMNS = (
     "at",
 )
 
-# Matches first, then exceptions, each by id. A match's external ids are looked up by primary
+# Amounts and confidences are text, as everywhere in the API: exact in NDJSON too (a JSON number
+# is a float to most readers). Matches first, then exceptions, each by id. A match's external ids are looked up by primary
 # key from its id arrays (`;`-joined, sorted); an exception is one record of one side.
 _ROWS = """
     SELECT 'match' AS kind, m.id AS match_id, NULL::bigint AS exception_id, m.pass_name AS pass_or_reason,
-           m.status, m.confidence, l.ids AS left_external_ids, r.ids AS right_external_ids,
-           m.left_amount, m.right_amount, coalesce(l.currency, r.currency) AS currency, m.matched_at AS at
+           m.status, m.confidence::text, l.ids AS left_external_ids, r.ids AS right_external_ids,
+           m.left_amount::text, m.right_amount::text, coalesce(l.currency, r.currency) AS currency, m.matched_at AS at
     FROM reconciliation_match m
     CROSS JOIN LATERAL (
         SELECT string_agg(x.external_id, ';' ORDER BY x.external_id) AS ids, min(x.currency) AS currency
@@ -50,7 +51,7 @@ _ROWS = """
     UNION ALL
     SELECT 'exception', NULL, u.id, u.reason, CASE WHEN u.resolved_at IS NULL THEN 'open' ELSE 'resolved' END,
            NULL, CASE WHEN u.side = 'left' THEN x.external_id END, CASE WHEN u.side = 'right' THEN x.external_id END,
-           CASE WHEN u.side = 'left' THEN u.amount END, CASE WHEN u.side = 'right' THEN u.amount END,
+           CASE WHEN u.side = 'left' THEN u.amount::text END, CASE WHEN u.side = 'right' THEN u.amount::text END,
            x.currency, u.created_at
     FROM reconciliation_unmatched u
     JOIN reconciliation_record x ON x.id = u.record_id
