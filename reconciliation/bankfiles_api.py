@@ -8,7 +8,7 @@
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, renderers, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -30,7 +30,6 @@ from reconciliation.profiles import (
 from reconciliation.tenancy import TenantScopedViewSet
 
 Role = TenantMembership.Role
-UPLOAD_ERRORS = {400: OpenApiResponse(description="the file cannot be read, or an entry is invalid (named)")}
 
 
 def profile_errors_to_http(view):
@@ -85,7 +84,7 @@ class StatementViewSet(TenantScopedViewSet):
             "text/plain": OpenApiTypes.BINARY,
             "multipart/form-data": OpenApiTypes.BINARY,
         },
-        responses={201: IngestResultSerializer, 200: IngestResultSerializer, **UPLOAD_ERRORS},
+        responses={201: IngestResultSerializer, 200: IngestResultSerializer},
         description="Load a bank statement (CAMT.053/.052, MT940, BAI2, OFX) as records: the body, or the "
         "multipart field `file`. All entries or none; re-sending the same statement changes nothing.",
     )
@@ -176,7 +175,7 @@ class SourceProfileViewSet(
     def scoped_queryset(self, tenant_ids):
         return source_profile_list(tenant_ids=tenant_ids)
 
-    @extend_schema(responses={201: SourceProfileSerializer, 400: OpenApiResponse(description="invalid settings")})
+    @extend_schema(responses={201: SourceProfileSerializer})
     @profile_errors_to_http
     def create(self, request, *args, **kwargs):
         return super().create(request, *args, **kwargs)
@@ -184,12 +183,12 @@ class SourceProfileViewSet(
     def perform_create(self, serializer):
         serializer.instance = source_profile_create(user=self.request.user, **serializer.validated_data)
 
-    @extend_schema(responses={200: SourceProfileSerializer, 400: OpenApiResponse(description="invalid settings")})
+    @extend_schema(responses={200: SourceProfileSerializer})
     @profile_errors_to_http
     def update(self, request, *args, **kwargs):
         return super().update(request, *args, **kwargs)
 
-    @extend_schema(responses={200: SourceProfileSerializer, 400: OpenApiResponse(description="invalid settings")})
+    @extend_schema(responses={200: SourceProfileSerializer})
     @profile_errors_to_http
     def partial_update(self, request, *args, **kwargs):
         return super().partial_update(request, *args, **kwargs)
@@ -245,7 +244,6 @@ class ExecutionExportViewSet(TenantScopedViewSet):
         responses={
             (200, "text/csv"): OpenApiTypes.BINARY,
             (200, "application/x-ndjson"): OpenApiTypes.BINARY,
-            400: OpenApiResponse(description="`as` is not csv or ndjson"),
         },
         description="Every match and exception of the execution with both sides' external ids and amounts, "
         "streamed in one response (flat memory at any size). Throttled in its own scope `export`.",

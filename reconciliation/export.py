@@ -32,8 +32,8 @@ EXPORT_COLUMNS = (
 )
 
 # Amounts and confidences are text, as everywhere in the API: exact in NDJSON too (a JSON number
-# is a float to most readers). Matches first, then exceptions, each by id. A match's external ids are looked up by primary
-# key from its id arrays (`;`-joined, sorted); an exception is one record of one side.
+# is a float to most readers). Matches first, then exceptions, each by id. A match's external ids
+# are looked up by primary key from its id arrays (`;`-joined, sorted); an exception is one record.
 _ROWS = """
     SELECT 'match' AS kind, m.id AS match_id, NULL::bigint AS exception_id, m.pass_name AS pass_or_reason,
            m.status, m.confidence::text, l.ids AS left_external_ids, r.ids AS right_external_ids,
