@@ -1,5 +1,4 @@
 import difflib
-import json
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,6 +13,7 @@ from approvals import jobs, rules, selectors, services
 from approvals.exceptions import ApprovalError
 from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
 from project.admin import BigTableAdmin, url_with, url_without
+from project.admin_widgets import PrettyJSONField, ReadOnlyAdminMixin
 from project.api.pagination import InvalidCursor, KeysetPaginator
 
 RULE_PREVIEW_MAX_VERSIONS = 10_000  # what the API's preview evaluates, so both agree
@@ -65,7 +65,9 @@ def _side_by_side(before: str, after: str, *, before_label: str, after_label: st
 
 
 @admin.register(Version)
-class VersionAdmin(BigTableAdmin):
+class VersionAdmin(ReadOnlyAdminMixin, BigTableAdmin):
+    # Read-only: proposals come through the API, decisions are actions, content changes only through
+    # new versions, and no version is deleted (decided ones are the history reverts and audits read).
     list_display = [
         "id",
         "title",
@@ -112,15 +114,6 @@ class VersionAdmin(BigTableAdmin):
     def has_decide_permission(self, request):
         return request.user.has_perm("approvals.decide_version")
 
-    def has_add_permission(self, request):
-        return False  # proposals go through the API (services.version_propose checks the entity exists)
-
-    def has_change_permission(self, request, obj=None):
-        return False  # decisions are actions; content changes only through new versions
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # no service deletes a version: decided ones are the history reverts and audits read
-
     @admin.display(description="Diff")
     def entity_diff(self, obj: Version):
         entity = services.ENTITY_MODELS[obj.entity_type].objects.filter(pk=obj.entity_id).only("title", "body").first()
@@ -147,30 +140,9 @@ class VersionAdmin(BigTableAdmin):
         self.message_user(request, f"{reverted} decision(s) reverted.")
 
 
-_RULE_KEY_ORDER = {key: index for index, key in enumerate(("all", "any", "not", "field", "op", "value"))}
-
-
-def _in_reading_order(node):
-    """Rule keys as people write them (field, op, value); jsonb stores them in its own order."""
-    if isinstance(node, dict):
-        ordered = sorted(node.items(), key=lambda item: _RULE_KEY_ORDER.get(item[0], len(_RULE_KEY_ORDER)))
-        return {key: _in_reading_order(value) for key, value in ordered}
-    if isinstance(node, list):
-        return [_in_reading_order(item) for item in node]
-    return node
-
-
-class PrettyJSONField(forms.JSONField):
-    """A JSON form field that shows a rule indented and in reading order, for people to edit."""
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(_in_reading_order(value), ensure_ascii=False, indent=2, cls=self.encoder)
-
-
 class ApprovalRuleForm(forms.ModelForm):
     conditions = PrettyJSONField(
+        key_order=("all", "any", "not", "field", "op", "value"),  # as people write a rule
         widget=forms.Textarea(
             attrs={"rows": 16, "cols": 80, "spellcheck": "false", "style": "font-family: monospace; width: 40em"}
         ),

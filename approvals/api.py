@@ -1,57 +1,22 @@
 """Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log."""
 
-import functools
-
 import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, Throttled, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import rules, selectors, services
-from approvals.exceptions import EntityNotFound, NotDecidable, RateLimited, VersionsNotFound
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
-from project.api.errors import Conflict
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
 PREVIEW_MAX_VERSIONS = 10_000
 DECIDE = ["approvals.decide_version"]
-
-
-class DecisionRateLimited(Throttled):
-    """429 counted in versions: says how many decisions remain and when the window resets."""
-
-    default_code = "rate_limited"
-
-    def __init__(self, exc: RateLimited):
-        super().__init__(wait=exc.reset_in_s, detail=str(exc))
-        self.remaining = exc.remaining
-
-
-def domain_errors_to_http(func):
-    """Turn the app's domain exceptions into 4xx with the error envelope."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except VersionsNotFound as exc:
-            raise ValidationError({"ids": [str(exc) + " Nothing was changed."]}, code="not_found") from None
-        except EntityNotFound as exc:
-            raise ValidationError({"entity_id": [str(exc)]}, code="not_found") from None
-        except NotDecidable as exc:
-            raise Conflict(str(exc)) from None
-        except rules.RuleInvalid as exc:
-            raise ValidationError({"conditions": [f"{exc.path}: {exc.message}"]}, code="invalid_rule") from None
-        except RateLimited as exc:
-            raise DecisionRateLimited(exc) from None
-
-    return wrapper
 
 
 # --- Topics and atoms -----------------------------------------------------------------------------
@@ -189,7 +154,6 @@ class VersionViewSet(
         return VersionProposeSerializer if self.action == "create" else VersionSerializer
 
     @extend_schema(request=VersionProposeSerializer, responses={201: VersionSerializer})
-    @domain_errors_to_http
     def create(self, request, *args, **kwargs):
         """Propose new content for a topic or atom."""
         params = VersionProposeSerializer(data=request.data)
@@ -214,20 +178,17 @@ class VersionViewSet(
 
     @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def approve(self, request, pk=None):
         """Approve a pending (or reverted) version and apply it to its entity."""
         return self._decide_one(request, pk, approve=True)
 
     @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def reject(self, request, pk=None):
         return self._decide_one(request, pk, approve=False)
 
     @extend_schema(request=ReasonSerializer, responses=VersionSerializer)
     @action(detail=True, methods=["post"])
-    @domain_errors_to_http
     def revert(self, request, pk=None):
         """Undo an approval or rejection (counts toward the automation's false-positive rate)."""
         params = ReasonSerializer(data=request.data)
@@ -253,14 +214,12 @@ class VersionViewSet(
 
     @extend_schema(request=BulkDecisionSerializer, responses=BulkDecisionResult)
     @action(detail=False, methods=["post"], url_path="bulk-approve")
-    @domain_errors_to_http
     def bulk_approve(self, request):
         """Approve up to 500 versions in one transaction; already decided ones are reported, not changed."""
         return self._decide_many(request, approve=True)
 
     @extend_schema(request=BulkDecisionSerializer, responses=BulkDecisionResult)
     @action(detail=False, methods=["post"], url_path="bulk-reject")
-    @domain_errors_to_http
     def bulk_reject(self, request):
         return self._decide_many(request, approve=False)
 
@@ -308,13 +267,11 @@ class RuleViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return selectors.rule_list()
 
-    @domain_errors_to_http
     def perform_create(self, serializer):
         serializer.instance = services.rule_create(
             actor=self.request.user, request=self.request, **serializer.validated_data
         )
 
-    @domain_errors_to_http
     def perform_update(self, serializer):
         serializer.instance = services.rule_update(
             rule=serializer.instance, data=serializer.validated_data, actor=self.request.user, request=self.request

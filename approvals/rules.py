@@ -38,6 +38,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator, ValidationError
 
 from approvals.models import AuthorProfile, EntityType, Version
+from project.errors import DomainError
 
 MAX_DEPTH = 10
 MAX_NODES = 100
@@ -72,8 +73,11 @@ ALL_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "matche
 _ORDERING_LOOKUPS = {"lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte"}
 
 
-class RuleInvalid(Exception):
+class RuleInvalid(DomainError):
     """The conditions are not a valid rule; `path` says where ("conditions.all[1].op")."""
+
+    http_code = "invalid_rule"
+    http_field = "conditions"
 
     def __init__(self, path: str, message: str):
         self.path = path

@@ -55,6 +55,32 @@ def pending_count_cached() -> int:
     return cache.get_or_set(PENDING_COUNT_CACHE_KEY, pending_count, settings.PENDING_COUNT_CACHE_TTL_S)
 
 
+def pending_backlog() -> dict:
+    """The pending queue for monitoring: count (cached like the badge) and the age in seconds of
+    the oldest pending version and of the p50 and p95 ones (None when nothing is pending).
+
+    Percentiles are read at an offset into the partial index on pending versions (created_at, id):
+    index-only, no sort, and no COUNT beyond the one the badge caches.
+    """
+    count = pending_count_cached()
+    if not count:
+        return {"count": 0, "oldest_age_s": None, "p50_age_s": None, "p95_age_s": None}
+    now = timezone.now()
+    pending = Version.objects.filter(status=Version.Status.PENDING).order_by("created_at", "id")
+
+    def age_at(offset: int) -> float | None:
+        created = list(pending.values_list("created_at", flat=True)[offset : offset + 1])
+        return (now - created[0]).total_seconds() if created else None
+
+    # The p95 age is the age 5% of the way in from the oldest.
+    return {
+        "count": count,
+        "oldest_age_s": age_at(0),
+        "p50_age_s": age_at(min(count - 1, count // 2)),
+        "p95_age_s": age_at(min(count - 1, int(count * 0.05))),
+    }
+
+
 def false_positive_rate(*, window_hours: int | None = None) -> float | None:
     """Share of automated decisions in the window that a person reverted (None: no decisions).
 

@@ -40,9 +40,9 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from knox.models import AuthToken  # noqa: E402
 
-from reconciliation.ingest import records_ingest  # noqa: E402
+from reconciliation.ingest.profiles import records_ingest_with_profile  # noqa: E402
+from reconciliation.ingest.records import records_ingest  # noqa: E402
 from reconciliation.models import Execution, ReconciliationJob, SourceProfile, Tenant, TenantMembership  # noqa: E402
-from reconciliation.profiles import records_ingest_with_profile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "var" / "bench"

@@ -27,6 +27,7 @@ from monitoring.selectors import backlog, connections, indexes, pool, reconcilia
 from monitoring.selectors.advisor import index_advice, suggestions_by_table
 from monitoring.selectors.base import request_lock_timeout, unavailable
 from project.activity import activity_record
+from project.admin_widgets import ReadOnlyAdminMixin
 from project.models import JobRun
 from project.outbox import outbox_enqueue
 
@@ -160,18 +161,9 @@ def _int(value, name: str) -> int:
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm(VIEW_PERMISSION)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         def page(name, view):

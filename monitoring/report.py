@@ -1,6 +1,6 @@
 """The overview: status of each service, key figures against their thresholds, and the full
-report's recommendations (category, severity, message, action), as the platform guide (003)
-shapes them."""
+report's recommendations (category, severity, message, action; the rules are in
+monitoring/recommendations.py), as the platform guide (003) shapes them."""
 
 from dataclasses import asdict, dataclass
 
@@ -135,8 +135,8 @@ def key_figures(figures: dict) -> list[Figure]:
             "p95 query time (last minute)",
             p95,
             "—" if p95 is None else f"{p95:.1f} ms",
-            _status_max(p95, settings.MONITORING_P95_QUERY_MS_MAX, 500),
-            f"< {settings.MONITORING_P95_QUERY_MS_MAX} ms (alert > 500 ms)",
+            _status_max(p95, settings.MONITORING_P95_QUERY_MS_MAX, settings.MONITORING_P95_QUERY_MS_RED),
+            f"< {settings.MONITORING_P95_QUERY_MS_MAX} ms (alert > {settings.MONITORING_P95_QUERY_MS_RED} ms)",
             "guide 000: query_time p95 < 100 ms",
         ),
         Figure(
@@ -169,223 +169,11 @@ def key_figures(figures: dict) -> list[Figure]:
     ]
 
 
-def recommendations(
-    figures: dict,
-    *,
-    indexes: dict | None = None,
-    statements: dict | None = None,
-    sequences: list | None = None,
-    wraparound: dict | None = None,
-) -> list[Recommendation]:
-    found: list[Recommendation] = []
-    add = found.append
-    for figure in key_figures(figures):
-        if figure.status in (AMBER, RED):
-            add(
-                Recommendation(
-                    "thresholds",
-                    "critical" if figure.status == RED else "warning",
-                    f"{figure.label} is {figure.display} (target {figure.threshold}).",
-                    _FIGURE_ACTIONS[figure.key],
-                )
-            )
-    if indexes is not None:
-        by_flag = {
-            flag: [row for row in indexes["indexes"] if flag in row["flags"]]
-            for flag in ("unused", "duplicate", "invalid")
-        }
-        if by_flag["invalid"]:
-            add(
-                Recommendation(
-                    "indexes",
-                    "critical",
-                    f"{len(by_flag['invalid'])} invalid index(es): "
-                    + ", ".join(row["name"] for row in by_flag["invalid"][:5]),
-                    "Drop and rebuild them (Index usage page: drop invalid index, then the migration shown).",
-                )
-            )
-        if by_flag["duplicate"]:
-            size = sum(row["size_bytes"] or 0 for row in by_flag["duplicate"])
-            add(
-                Recommendation(
-                    "indexes",
-                    "warning",
-                    f"{len(by_flag['duplicate'])} redundant index(es), "
-                    f"{size / 1048576:.1f} MB: " + ", ".join(row["name"] for row in by_flag["duplicate"][:5]),
-                    "Remove them with the RemoveIndexConcurrently migration shown on the Index usage page.",
-                )
-            )
-        if by_flag["unused"]:
-            size = sum(row["size_bytes"] or 0 for row in by_flag["unused"])
-            add(
-                Recommendation(
-                    "indexes",
-                    "warning",
-                    f"{len(by_flag['unused'])} unused index(es), {size / 1048576:.1f} MB, "
-                    f"no scans since {indexes['stats_since']:%Y-%m-%d}: "
-                    + ", ".join(row["name"] for row in by_flag["unused"][:5]),
-                    "Check they are not needed on a replica, then remove them (migration on the Index usage page).",
-                )
-            )
-        if indexes["missing_index_tables"]:
-            add(
-                Recommendation(
-                    "indexes",
-                    "warning",
-                    "Tables read mostly by sequential scans: "
-                    + ", ".join(row["name"] for row in indexes["missing_index_tables"][:5]),
-                    "Find their heavy statements on the Queries page and EXPLAIN them; add the index they need.",
-                )
-            )
-    for table in figures.get("tables") or []:
-        if (table["dead_ratio"] or 0) > 0.2 and (table["dead_rows"] or 0) > 10_000:
-            add(
-                Recommendation(
-                    "vacuum",
-                    "warning",
-                    f"{table['name']}: {table['dead_ratio']:.0%} dead rows ({table['dead_rows']:,})",
-                    "VACUUM (ANALYZE) it (Tables page); check autovacuum settings.",
-                )
-            )
-    for table in figures.get("partitions") or []:
-        if table["status"] == RED:
-            add(
-                Recommendation(
-                    "partitions",
-                    "critical",
-                    f"{table['name']}: {table['months_ahead']} month(s) of partitions "
-                    f"ahead, {table['default_rows']:,} row(s) in the default partition",
-                    "Create the missing partitions (Tables page) and move default rows into them.",
-                )
-            )
-        elif table["status"] == AMBER:
-            add(
-                Recommendation(
-                    "partitions",
-                    "warning",
-                    f"{table['name']}: only {table['months_ahead']} month(s) ahead",
-                    "Create partitions now (Tables page); check that project.maintain_partitions runs.",
-                )
-            )
-    for view in figures.get("materialized_views") or []:
-        if view.get("populated") is False and not view.get("registered"):
-            add(
-                Recommendation(
-                    "materialized_views",
-                    "warning",
-                    f"{view['name']} is not populated (reading it fails) and no refresh schedule knows it",
-                    "REFRESH MATERIALIZED VIEW it, and register it with project.matviews so it is refreshed "
-                    "on a schedule, or drop it if nothing reads it.",
-                )
-            )
-        elif view.get("registered") and view.get("stale"):
-            add(
-                Recommendation(
-                    "materialized_views",
-                    "warning",
-                    f"{view['name']} is stale (last refresh {view.get('last_refreshed_at') or 'never'})",
-                    "Refresh it now (Tables page).",
-                )
-            )
-    conns = figures.get("connections")
-    if conns:
-        if conns["usage_ratio"] is not None and conns["usage_ratio"] > 0.8:
-            add(
-                Recommendation(
-                    "connections",
-                    "warning",
-                    f"{conns['client_connections']} of {conns['max_connections']} connections in use",
-                    "Lower pool sizes or processes, or put PgBouncer in front.",
-                )
-            )
-        long_running = [q for q in conns["longest_queries"] if q["long_running"]]
-        if long_running:
-            add(
-                Recommendation(
-                    "connections",
-                    "warning",
-                    f"{len(long_running)} query(ies) running longer than {conns['long_query_threshold_s']} s",
-                    "Look at them on the Pool page; cancel if stuck.",
-                )
-            )
-        if conns["idle_in_transaction"]:
-            add(
-                Recommendation(
-                    "connections",
-                    "warning",
-                    f"{len(conns['idle_in_transaction'])} session(s) idle in transaction",
-                    "They hold locks and block vacuum: find the code (application name), terminate if stuck.",
-                )
-            )
-    recon = figures.get("reconciliation")
-    if recon and recon["executions"]["stuck"]["count"]:
-        add(
-            Recommendation(
-                "reconciliation",
-                "critical",
-                f"{recon['executions']['stuck']['count']} execution(s) stuck",
-                "See the Pending backlog page; the stuck sweeper re-queues them.",
-            )
-        )
-    if recon and recon["webhook_deliveries"]["dead"]["count"]:
-        add(
-            Recommendation(
-                "webhooks",
-                "warning",
-                f"≈{recon['webhook_deliveries']['dead']['count']} dead webhook deliveries",
-                "Check the endpoints; redeliver from the reconciliation admin.",
-            )
-        )
-    if statements is not None:
-        if not statements["available"]:
-            add(Recommendation("queries", "info", "pg_stat_statements is not enabled", statements["message"]))
-        else:
-            slow = [s for s in statements["statements"] if s["slow"]]
-            if slow:
-                add(
-                    Recommendation(
-                        "queries",
-                        "warning",
-                        f"{len(slow)} slow statement(s) (mean >= {settings.MONITORING_SLOW_QUERY_MEAN_MS} ms, "
-                        f">= {settings.MONITORING_SLOW_QUERY_MIN_CALLS} calls)",
-                        "EXPLAIN them on the Queries page.",
-                    )
-                )
-    for sequence in (sequences or [])[:5]:
-        if sequence["near_overflow"]:
-            add(
-                Recommendation(
-                    "sequences",
-                    "critical",
-                    f"{sequence['name']} has used {sequence['used_ratio']:.0%} "
-                    f"of its range ({sequence['column_type'] or 'sequence'})",
-                    "Move the column to bigint.",
-                )
-            )
-    if wraparound and wraparound["status"] == "red":
-        add(
-            Recommendation(
-                "wraparound",
-                "critical",
-                f"Transaction ids {wraparound['used_ratio']:.0%} of the way to wraparound",
-                "VACUUM (FREEZE) the oldest tables (System page) and check autovacuum keeps up.",
-            )
-        )
-    if not found:
-        add(Recommendation("general", "success", "All metrics look good!", "Continue monitoring"))
-    order = {"critical": 0, "warning": 1, "info": 2, "success": 3}
-    return sorted(found, key=lambda r: order[r.severity])
+def recommendations(figures: dict, **sources) -> list[Recommendation]:
+    """The report's findings: the table of rules in monitoring/recommendations.py."""
+    from monitoring.recommendations import recommendations as run_rules
 
-
-_FIGURE_ACTIONS = {
-    "pool_usage": "See the Pool page: raise DB_POOL_MAX_SIZE or add processes, or find who holds connections.",
-    "cache_hit_table": "The working set outgrew shared_buffers: raise it, or find the statements reading most.",
-    "cache_hit_index": "Indexes no longer fit in memory: drop unused ones, raise shared_buffers.",
-    "query_p95_ms": "See the Queries page for the statements whose time grew in the last hour.",
-    "pending_backlog": "Check the automation runs (Pending backlog page) and the active rule.",
-    "queue_depth": "Workers do not keep up: see the Pending backlog page, add workers for that queue.",
-    "error_rate": "Look at the 5xx responses by view (django_http_responses_total_by_status_view_method).",
-}
+    return run_rules(figures, **sources)
 
 
 def full_report(*, refresh: bool = False) -> dict:

@@ -1,14 +1,13 @@
 """Materialized views: a registry, refreshes that are recorded, and their staleness.
 
 A domain app creates its view in a migration (with a unique index, which `REFRESH ...
-CONCURRENTLY` needs), registers it in its AppConfig.ready():
+CONCURRENTLY` needs) and registers it in its AppConfig.ready():
 
     register_materialized_view("mv_job_performance", refresh_every_s=3600, description="...")
 
-and schedules the generic job in project/schedules.py:
-
-    Schedule(name="Refresh mv_job_performance", job="project.refresh_materialized_view",
-             queue="maintenance", crontab={"minute": "5"}, kwargs={"name": "mv_job_performance"}, ...)
+The period is defined there only: project/schedules.py derives each view's beat schedule (the
+generic project.refresh_materialized_view job on the maintenance queue) from this registry, and
+staleness is counted in the same periods.
 
 PostgreSQL records no refresh time, so every refresh (failed ones too) writes a
 MaterializedViewRefresh row; `materialized_view_status()` reads staleness from those rows.
@@ -17,6 +16,7 @@ MaterializedViewRefresh row; `materialized_view_status()` reads staleness from t
 import re
 import time
 import traceback
+import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -60,6 +60,30 @@ def register_materialized_view(name: str, *, refresh_every_s: int, description: 
     if existing != view:
         raise ValueError(f"materialized view {name!r} is already registered with other settings: {existing}")
     return view
+
+
+def refresh_crontab(view: MaterializedView) -> dict:
+    """The beat crontab that refreshes `view` every refresh_every_s. Views of the same period are
+    spread over it by a stable hash of their name, so they do not all refresh in the same minute;
+    daily views refresh at night (UTC 01:00 to 04:59)."""
+    period_s, spread = view.refresh_every_s, zlib.crc32(view.name.encode())
+    if period_s % 60 or not (3600 % period_s == 0 or (period_s % 3600 == 0 and (86400 % period_s == 0))):
+        raise ValueError(f"{view.name}: refresh_every_s must divide an hour or a day in whole minutes/hours")
+    if period_s < 3600:
+        step_min = period_s // 60
+        return {"minute": f"{spread % step_min}-59/{step_min}" if step_min > 1 else "*"}
+    minute = str(spread % 60)
+    if period_s == 3600:
+        return {"minute": minute}
+    if period_s == 86400:
+        return {"minute": minute, "hour": str(1 + spread // 60 % 4)}
+    step_h = period_s // 3600
+    return {"minute": minute, "hour": f"{spread // 60 % step_h}-23/{step_h}"}
+
+
+def refresh_expires_s(view: MaterializedView) -> int:
+    """A run still queued this close to the next one is dropped: the next one refreshes the same view."""
+    return min(view.refresh_every_s * 11 // 12, 3600)
 
 
 def registered_materialized_views() -> list[MaterializedView]:

@@ -190,3 +190,33 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.idempotency_key}"
+
+
+class WebhookDeliveryBase(models.Model):
+    """One event for one receiver, attempted until delivered or dead (project/webhooks.py).
+
+    Abstract: each app keeps its deliveries in its own table (with what says where they go — an
+    endpoint row, a configured URL) and hands the model to a project.webhooks.WebhookSender.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # will be retried at next_attempt_at
+        DEAD = "dead"  # gave up after WEBHOOK_MAX_ATTEMPTS
+
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.event} delivery {self.pk} ({self.status})"

@@ -1,15 +1,25 @@
-"""Every beat schedule of Opsdeck, defined once here and synced into django-celery-beat.
+"""Every beat schedule of Opsdeck, collected here and synced into django-celery-beat.
 
-Job names are strings, so this module imports no domain app. `sync_schedules` (run by
-`make run` and after every migrate) creates what is missing and updates the job and queue of
-what exists, but keeps a crontab or enabled flag that staff changed in the admin; `--reset`
-puts the defaults back. A managed schedule no longer listed here is disabled, not deleted.
+Each app lists its schedules in `<app>/schedules.py` (a `SCHEDULES` list of `Schedule`); the
+platform's own are below; each registered materialized view gets one derived from its period in
+project/matviews.py. This module names no domain app or job: it imports every installed app's
+`schedules` module. `sync_schedules` (run by `make run` and after every migrate) creates what is
+missing and updates the job and queue of what exists, but keeps a crontab or enabled flag that
+staff changed in the admin; `--reset` puts the defaults back. A managed schedule no longer
+listed anywhere is disabled, not deleted.
 """
 
+import importlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.apps import apps
+from django.conf import settings
 from django.db import transaction
+
+from project.matviews import refresh_crontab, refresh_expires_s, registered_materialized_views
 
 MANAGED_MARKER = "[managed by opsdeck.schedules]"
 
@@ -32,48 +42,8 @@ class Schedule:
         return json.dumps(self.kwargs, sort_keys=True)
 
 
-SCHEDULES = [
-    Schedule(
-        name="Approvals automation",
-        job="approvals.run_automation",
-        queue="automation",
-        crontab={"minute": "*"},
-        description="Decide pending versions with the active approval rule.",
-        expires_s=55,
-    ),
-    Schedule(
-        name="Reconciliation: requeue stuck executions",
-        job="reconciliation.requeue_stuck_executions",
-        queue="reconciliation",
-        crontab={"minute": "*/5"},
-        description="Queue again executions whose worker died (no heartbeat); fail those out of attempts.",
-        expires_s=240,
-    ),
-    # The cockpit's history (monitoring/history.py): figures every minute, counters every 5.
-    Schedule(
-        name="Monitoring: sample figures",
-        job="monitoring.sample_metrics",
-        queue="default",
-        crontab={"minute": "*"},
-        description="Store the cockpit's key figures (MetricSample, 14 days) and cache them for /metrics.",
-        expires_s=55,
-    ),
-    Schedule(
-        name="Monitoring: snapshot statement and index counters",
-        job="monitoring.snapshot_counters",
-        queue="default",
-        crontab={"minute": "*/5"},
-        description="Snapshot pg_stat_statements and index-usage counters for window deltas.",
-        expires_s=240,
-    ),
-    Schedule(
-        name="Monitoring: inspect workers",
-        job="monitoring.inspect_workers",
-        queue="default",
-        crontab={"minute": "*"},
-        description="Ask the Celery workers for active, reserved and scheduled jobs (cached for the pages).",
-        expires_s=55,
-    ),
+# The platform's own jobs. Domain apps list theirs in <app>/schedules.py.
+PLATFORM_SCHEDULES = [
     Schedule(
         name="Relay the outbox",
         job="project.relay_outbox",
@@ -97,44 +67,6 @@ SCHEDULES = [
         crontab={"minute": "15", "hour": "2"},
         description="Create partitions 6 months ahead; detach and archive those older than 6 months.",
     ),
-    # Reconciliation analytics views (docs/reconciliation-analytics.md). A run still queued after
-    # its period is dropped: the next one refreshes the same view.
-    Schedule(
-        name="Refresh mv_reconciliation_summary_daily",
-        job="project.refresh_materialized_view",
-        queue="maintenance",
-        crontab={"minute": "5"},
-        description="Refresh the daily reconciliation summary (hourly).",
-        expires_s=3300,
-        kwargs={"name": "mv_reconciliation_summary_daily"},
-    ),
-    Schedule(
-        name="Refresh mv_job_performance",
-        job="project.refresh_materialized_view",
-        queue="maintenance",
-        crontab={"minute": "10"},
-        description="Refresh per-job reconciliation performance (hourly).",
-        expires_s=3300,
-        kwargs={"name": "mv_job_performance"},
-    ),
-    Schedule(
-        name="Refresh mv_tenant_usage_hourly",
-        job="project.refresh_materialized_view",
-        queue="maintenance",
-        crontab={"minute": "*/15"},
-        description="Refresh hourly reconciliation usage per tenant (every 15 minutes).",
-        expires_s=840,
-        kwargs={"name": "mv_tenant_usage_hourly"},
-    ),
-    Schedule(
-        name="Refresh mv_match_accuracy_by_job",
-        job="project.refresh_materialized_view",
-        queue="maintenance",
-        crontab={"minute": "20", "hour": "3"},
-        description="Refresh reviewed-match accuracy per job (daily).",
-        expires_s=3600,
-        kwargs={"name": "mv_match_accuracy_by_job"},
-    ),
     Schedule(
         name="Delete expired API tokens",
         job="project.delete_expired_api_tokens",
@@ -143,23 +75,60 @@ SCHEDULES = [
         description="Delete API tokens past their expiry (requests refuse them already).",
         expires_s=3000,
     ),
-    Schedule(
-        name="Send due webhooks",
-        job="webhooks.send_due",
-        queue="webhooks",
-        crontab={"minute": "*"},
-        description="Queue a delivery job for every webhook delivery due for an attempt (retries, lost jobs).",
-        expires_s=55,
-    ),
 ]
+
+
+def app_schedules() -> list[Schedule]:
+    """The SCHEDULES of every installed app's `schedules` module (Opsdeck's apps, not third-party
+    ones), in INSTALLED_APPS order."""
+    collected = []
+    for config in apps.get_app_configs():
+        module_name = f"{config.name}.schedules"
+        ours = Path(config.path).is_relative_to(settings.BASE_DIR) and config.name != "project"
+        if ours and importlib.util.find_spec(module_name) is not None:
+            collected.extend(importlib.import_module(module_name).SCHEDULES)
+    return collected
+
+
+def materialized_view_schedules() -> list[Schedule]:
+    """One refresh per registered view, its period from the registry (defined once, there). A run
+    still queued after its period is dropped: the next one refreshes the same view."""
+    return [
+        Schedule(
+            name=f"Refresh {view.name}",
+            job="project.refresh_materialized_view",
+            queue="maintenance",
+            crontab=refresh_crontab(view),
+            description=f"Refresh {view.name} (every {view.refresh_every_s} s): {view.description}",
+            expires_s=refresh_expires_s(view),
+            kwargs={"name": view.name},
+        )
+        for view in registered_materialized_views()
+    ]
+
+
+def all_schedules() -> list[Schedule]:
+    schedules = [*PLATFORM_SCHEDULES, *app_schedules(), *materialized_view_schedules()]
+    names = [schedule.name for schedule in schedules]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"schedule names must be unique; listed twice: {duplicates}")
+    return schedules
+
+
+def __getattr__(name: str):
+    # `from project.schedules import SCHEDULES`: every schedule, collected when asked (apps ready).
+    if name == "SCHEDULES":
+        return all_schedules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sync_schedules(*, reset: bool = False) -> dict:
     from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
     created, updated, disabled = [], [], []
+    schedules = all_schedules()
     with transaction.atomic():
-        for schedule in SCHEDULES:
+        for schedule in schedules:
             fields = {"minute": "*", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"}
             fields.update(schedule.crontab)
             # Not get_or_create: staff may have made an identical crontab in the admin, and two
@@ -190,7 +159,7 @@ def sync_schedules(*, reset: bool = False) -> dict:
                 task.enabled = True
             task.save()
             updated.append(schedule.name)
-        names = {schedule.name for schedule in SCHEDULES}
+        names = {schedule.name for schedule in schedules}
         for task in PeriodicTask.objects.filter(description__contains=MANAGED_MARKER, enabled=True):
             if task.name not in names:
                 task.enabled = False

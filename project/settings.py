@@ -392,6 +392,8 @@ MATVIEW_REFRESH_TIMEOUT_S = env_int("MATVIEW_REFRESH_TIMEOUT_S", 900)
 MATVIEW_REFRESH_LOCK_TIMEOUT_S = env_int("MATVIEW_REFRESH_LOCK_TIMEOUT_S", 10)
 TASK_NOTIFY_TIMEOUT_S = env_int("TASK_NOTIFY_TIMEOUT_S", 10)
 TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
+# HMAC key of the X-Opsdeck-Signature on task webhooks (docs/webhooks.md); empty sends them unsigned.
+TASK_NOTIFY_WEBHOOK_SECRET = env_str("TASK_NOTIFY_WEBHOOK_SECRET", "")
 TASK_STATS_CACHE_TTL_S = 300
 # Ranked search (`search=`) ranks at most this many matching tasks, found by the GIN index; a
 # word matching more is answered from the first ones found (refine the words to reach others).
@@ -476,6 +478,11 @@ MONITORING_PENDING_RED = env_int("MONITORING_PENDING_RED", 50)
 MONITORING_QUEUE_DEPTH_MAX = env_int("MONITORING_QUEUE_DEPTH_MAX", 1000)
 MONITORING_POOL_USAGE_MAX = float(env_str("MONITORING_POOL_USAGE_MAX", "0.8"))
 MONITORING_P95_QUERY_MS_MAX = env_int("MONITORING_P95_QUERY_MS_MAX", 100)
+MONITORING_P95_QUERY_MS_RED = env_int("MONITORING_P95_QUERY_MS_RED", 500)  # guide 000: alert > 500 ms
+# A table is worth a VACUUM past both: this share of its rows dead, and this many dead rows.
+MONITORING_DEAD_ROWS_RATIO_MAX = float(env_str("MONITORING_DEAD_ROWS_RATIO_MAX", "0.2"))
+MONITORING_DEAD_ROWS_MIN = env_int("MONITORING_DEAD_ROWS_MIN", 10_000)
+MONITORING_CONNECTIONS_USAGE_MAX = float(env_str("MONITORING_CONNECTIONS_USAGE_MAX", "0.8"))
 MONITORING_ERROR_RATE_MAX = float(env_str("MONITORING_ERROR_RATE_MAX", "0.01"))
 MONITORING_INSPECT_TIMEOUT_S = float(env_str("MONITORING_INSPECT_TIMEOUT_S", "1.0"))
 MONITORING_INSPECT_CACHE_S = env_int("MONITORING_INSPECT_CACHE_S", 300)

@@ -1,16 +1,19 @@
 """Reads of the reconciliation app, every one scoped by tenant ids first."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.utils import timezone
 
 from reconciliation.models import (
     Execution,
     Match,
+    ReconciliationException,
     ReconciliationJob,
     Record,
     Tenant,
-    Unmatched,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -72,8 +75,8 @@ def match_list(*, tenant_ids: list[int]) -> QuerySet[Match]:
     return Match.objects.filter(tenant_id__in=tenant_ids)
 
 
-def unmatched_list(*, tenant_ids: list[int]) -> QuerySet[Unmatched]:
-    return Unmatched.objects.filter(tenant_id__in=tenant_ids)
+def exception_list(*, tenant_ids: list[int]) -> QuerySet[ReconciliationException]:
+    return ReconciliationException.objects.filter(tenant_id__in=tenant_ids)
 
 
 def webhook_endpoint_list(*, tenant_ids: list[int]) -> QuerySet[WebhookEndpoint]:
@@ -127,3 +130,16 @@ def execution_summary(*, execution_id: int) -> dict | None:
         ttl_s = settings.RECONCILIATION_SUMMARY_CACHE_S if finished else settings.RECONCILIATION_SUMMARY_LIVE_CACHE_S
         cache.set(key, body, timeout=ttl_s)
     return body
+
+
+def executions_stuck(*, stuck_after_s: int | None = None) -> QuerySet[Execution]:
+    """Executions no worker has moved for RECONCILIATION_STUCK_AFTER_S: running with no heartbeat
+    that long (its worker died; a run beats after every pass), or queued that long (its job was
+    lost). The one definition: the sweeper (engine/run.executions_requeue_stuck) queues these again,
+    the monitoring cockpit counts and lists them."""
+    cutoff = timezone.now() - timedelta(seconds=stuck_after_s or settings.RECONCILIATION_STUCK_AFTER_S)
+    running_silent = Q(status=Execution.Status.RUNNING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    queued_untaken = Q(status=Execution.Status.QUEUED, created_at__lt=cutoff)
+    return Execution.objects.filter(running_silent | queued_untaken)

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from project.admin import BigTableAdmin
 from tasks import selectors, services
-from tasks.models import Project, Task
+from tasks.models import Project, Task, TaskWebhookDelivery
 
 
 @admin.register(Project)
@@ -115,3 +115,39 @@ class TaskAdmin(BigTableAdmin):
         services.task_bulk_delete(
             task_ids=list(queryset.values_list("pk", flat=True)), actor=request.user, request=request
         )
+
+
+@admin.register(TaskWebhookDelivery)
+class TaskWebhookDeliveryAdmin(BigTableAdmin):
+    """Deliveries are written by the sender only; staff read them and redeliver dead or failed ones."""
+
+    REDELIVER_MAX = 5000
+    list_display = ["id", "event", "url", "status", "attempts", "last_status_code", "next_attempt_at", "created_at"]
+    list_filter = ["status", "event"]
+    search_fields = ["=id"]
+    ordering = ["-id"]
+    actions = ["redeliver_selected"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in TaskWebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_redeliver_permission(self, request):
+        return request.user.has_perm("tasks.change_taskwebhookdelivery")
+
+    @admin.action(description="Redeliver selected deliveries now", permissions=["redeliver"])
+    def redeliver_selected(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True)[: self.REDELIVER_MAX + 1])
+        if len(ids) > self.REDELIVER_MAX:
+            self.message_user(request, f"Select at most {self.REDELIVER_MAX} deliveries at a time.", messages.ERROR)
+            return
+        count = services.task_webhook_redeliver(delivery_ids=ids, actor=request.user, request=request)
+        self.message_user(request, f"{count} deliveries queued again.")

@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.pagination import DEFAULT_ORDERING
 from tasks import selectors, services
-from tasks.exceptions import TasksNotFound
 from tasks.models import Project, Task
 
 User = get_user_model()
@@ -236,14 +235,8 @@ class TaskViewSet(viewsets.ModelViewSet):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         changes = {key: data[key] for key in ("status", "assignee") if key in data}
-        try:
-            updated = services.task_bulk_update(
-                task_ids=data["ids"], changes=changes, actor=request.user, request=request
-            )
-        except TasksNotFound as exc:
-            raise ValidationError(
-                {"ids": [f"These tasks do not exist; nothing was changed: {exc.missing_ids}"]}, code="not_found"
-            ) from None
+        # A missing id raises TasksNotFound: a 400 naming the ids (project/errors.py).
+        updated = services.task_bulk_update(task_ids=data["ids"], changes=changes, actor=request.user, request=request)
         return Response({"updated": updated}, status=status.HTTP_200_OK)
 
     @extend_schema(

@@ -3,6 +3,8 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 
+from project.models import WebhookDeliveryBase
+
 
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
@@ -92,3 +94,19 @@ class Task(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in self.OPEN_STATUSES
+
+
+class TaskWebhookDelivery(WebhookDeliveryBase):
+    """A task event for one receiver of TASK_NOTIFY_WEBHOOK_URLS, delivered by project.webhooks."""
+
+    url = models.CharField(max_length=500)
+
+    class Meta:
+        indexes = [
+            # send_due's scan: deliveries due for another attempt; delivered and dead ones never enter it.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=["pending", "failed"]),
+                name="task_webhook_due_idx",
+            ),
+        ]

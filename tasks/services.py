@@ -10,6 +10,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from project.activity import activity_record, activity_record_bulk
+from tasks import webhooks
 from tasks.exceptions import TasksNotFound
 from tasks.models import Project, Task
 from tasks.selectors import task_stats_cache_key
@@ -26,10 +27,24 @@ def _invalidate_stats_on_commit(assignee_ids: Iterable[int | None]) -> None:
 
 
 def _notify_on_commit(task_ids: list[int], event: str) -> None:
-    """One outbox message per receiver, in the write's transaction (project/outbox.py)."""
-    from tasks.jobs import queue_task_notifications
+    """One webhook delivery per receiver, in the write's transaction; sent after commit (tasks/webhooks.py)."""
+    webhooks.queue_task_notifications(task_ids=task_ids, event=event)
 
-    queue_task_notifications(task_ids=task_ids, event=event)
+
+@transaction.atomic
+def task_webhook_redeliver(*, delivery_ids: list[int], actor, request=None) -> int:
+    """Send task webhook deliveries again now, whatever their state (the admin action); one audit row."""
+    ids = webhooks.sender.redeliver(delivery_ids)
+    if ids:
+        activity_record_bulk(
+            category="tasks",
+            action="webhook_redeliver",
+            user=actor,
+            entity_type="tasks.webhook_delivery",
+            entity_ids=ids,
+            request=request,
+        )
+    return len(ids)
 
 
 @transaction.atomic

@@ -9,8 +9,7 @@ from django.core.cache import cache
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from approvals.models import Version
-from approvals.selectors import pending_count_cached
+from approvals.selectors import pending_backlog
 from project.celery import app as celery_app
 from project.models import JobRun
 
@@ -19,30 +18,8 @@ INSPECT_CACHE_KEY = "monitoring:celery-inspect:v1"
 
 
 def approvals_pending() -> dict:
-    """Pending versions: count (cached like the badge) and age of the oldest, p50 and p95.
-
-    Percentiles are read at an offset into the partial index on pending versions (created_at, id):
-    index-only, no sort, and no COUNT beyond the one the badge caches.
-    """
-    count = pending_count_cached()
-    now = timezone.now()
-    pending = Version.objects.filter(status=Version.Status.PENDING).order_by("created_at", "id")
-
-    def age_at(offset: int) -> float | None:
-        created = pending.values_list("created_at", flat=True)[offset : offset + 1]
-        created = list(created)
-        return (now - created[0]).total_seconds() if created else None
-
-    if not count:
-        return {"count": 0, "oldest_age_s": None, "p50_age_s": None, "p95_age_s": None, **pending_thresholds()}
-    # The p95 age is the age 5% of the way in from the oldest.
-    return {
-        "count": count,
-        "oldest_age_s": age_at(0),
-        "p50_age_s": age_at(min(count - 1, count // 2)),
-        "p95_age_s": age_at(min(count - 1, int(count * 0.05))),
-        **pending_thresholds(),
-    }
+    """Pending versions (approvals' backlog selector) with the cockpit's thresholds."""
+    return {**pending_backlog(), **pending_thresholds()}
 
 
 def pending_thresholds() -> dict:

@@ -3,14 +3,14 @@ deliveries due, failed and dead. Counts are exact up to a cap or read from an in
 index serves them (dead deliveries) the planner's row estimate stands in, flagged as such."""
 
 import json
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from reconciliation.models import Execution, Unmatched, WebhookDelivery
+from reconciliation.models import Execution, ReconciliationException, WebhookDelivery
+from reconciliation.selectors import executions_stuck
 
 COUNT_CAP = 100_000
 
@@ -41,12 +41,8 @@ def stuck_after_s() -> int:
 
 
 def stuck_executions():
-    """Running with no heartbeat for RECONCILIATION_STUCK_AFTER_S (the sweeper's definition), or
-    never a heartbeat since a start that long ago."""
-    cutoff = timezone.now() - timedelta(seconds=stuck_after_s())
-    return Execution.objects.filter(status=Execution.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-    )
+    """The executions the stuck sweeper re-queues (one definition, in reconciliation)."""
+    return executions_stuck()
 
 
 def reconciliation_backlog() -> dict:
@@ -72,6 +68,6 @@ def reconciliation_backlog() -> dict:
         "executions": executions,
         "stuck_executions": stuck,
         "stuck_after_s": stuck_after_s(),
-        "unmatched_open": capped_count(Unmatched.objects.filter(resolved_at__isnull=True)),
+        "unmatched_open": capped_count(ReconciliationException.objects.filter(resolved_at__isnull=True)),
         "webhook_deliveries": deliveries,
     }

@@ -12,6 +12,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from project.api.throttling import throttle_refused_request
 from project.db.errors import RETRY_AFTER_S, database_unavailable
+from project.errors import DomainError
 
 logger = logging.getLogger("opsdeck.api")
 
@@ -38,6 +39,22 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
+
+
+def domain_error_as_api_exception(error: DomainError) -> exceptions.APIException:
+    """The one mapping of domain errors to HTTP: a field's problem reads like a serializer's, a
+    retry-after like DRF's throttling (Retry-After header, "Expected available in …")."""
+    message, code = error.http_message(), error.http_code
+    if error.http_field is not None:
+        api_exception = exceptions.ValidationError({error.http_field: [message]}, code=code)
+    elif (wait := error.http_retry_after_s()) is not None:
+        api_exception = exceptions.Throttled(wait=wait, detail=message, code=code)
+    else:
+        api_exception = exceptions.APIException(detail=message, code=code)
+    api_exception.status_code = error.http_status
+    api_exception.default_code = code
+    api_exception.envelope_extra = error.http_extra()
+    return api_exception
 
 
 def _first_code(detail) -> str | None:
@@ -78,7 +95,9 @@ def error_body(code: str, message: str, fields: dict | None = None, **extra) -> 
 
 def exception_handler(exc, context):
     """DRF's handler, then the envelope. Unhandled exceptions become an enveloped 500."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, DomainError):
+        exc = domain_error_as_api_exception(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -123,6 +142,7 @@ def exception_handler(exc, context):
             extra["retry_after_s"] = int(exc.wait + 0.999)
         if (remaining := getattr(exc, "remaining", None)) is not None:
             extra["remaining"] = remaining
+        extra.update(getattr(exc, "envelope_extra", {}))
         response.data = error_body(code, _message_for(detail, str(exc)), **extra)
     return response
 

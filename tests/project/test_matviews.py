@@ -239,7 +239,7 @@ def test_schedule_kwargs_are_synced_into_the_periodic_task_and_a_second_sync_cha
         description="Refresh the test view.",
         kwargs={"name": VIEW, "a": 1},
     )
-    monkeypatch.setattr(schedules, "SCHEDULES", [*schedules.SCHEDULES, refresh])
+    monkeypatch.setattr(schedules, "PLATFORM_SCHEDULES", [*schedules.PLATFORM_SCHEDULES, refresh])
 
     sync_schedules()
     first = PeriodicTask.objects.get(name="Refresh test view")

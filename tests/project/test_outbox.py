@@ -154,7 +154,7 @@ def test_the_relay_leaves_young_messages_to_their_after_commit_publish():
 
 
 def test_effect_once_runs_the_effect_once_and_a_failure_lets_a_retry_claim_it():
-    message = OutboxMessage.objects.create(job="tasks.notify_webhook")
+    message = OutboxMessage.objects.create(job="tasks.notify_deliver")
     with pytest.raises(ValueError), outbox.effect_once(message.idempotency_key, lease_s=60) as mine:
         assert mine
         raise ValueError("receiver down")
@@ -176,6 +176,7 @@ def test_a_task_write_while_redis_is_stalled_answers_201_fast_and_its_webhooks_w
     Redis. The committed write answers 2xx, bounded by the cache's and the publish's timeouts."""
     import copy
 
+    from tasks.models import TaskWebhookDelivery
     from tests.conftest import TASK_PERMISSIONS, grant
     from tests.factories import ProjectFactory, UserFactory
 
@@ -205,8 +206,10 @@ def test_a_task_write_while_redis_is_stalled_answers_201_fast_and_its_webhooks_w
     # Throttle read + write, the stats invalidation and the publish at 0.5 s each (27.7 s and a
     # 500 before); the bound leaves room for a busy machine.
     assert elapsed_s < 5.0, elapsed_s
-    waiting = OutboxMessage.objects.filter(job="tasks.notify_webhook", dispatched_at__isnull=True)
-    assert sorted(message.kwargs["url"] for message in waiting) == settings.TASK_NOTIFY_WEBHOOK_URLS
+    waiting = OutboxMessage.objects.filter(job="tasks.notify_deliver", dispatched_at__isnull=True)
+    ids = [message.kwargs["delivery_id"] for message in waiting]
+    urls = TaskWebhookDelivery.objects.filter(pk__in=ids).values_list("url", flat=True)
+    assert sorted(urls) == settings.TASK_NOTIFY_WEBHOOK_URLS
 
 
 def test_metrics_show_how_many_messages_waited_at_the_relays_last_run(client):

@@ -116,12 +116,12 @@ def test_managed_schedule_no_longer_listed_is_disabled_not_deleted(monkeypatch):
         crontab={"minute": "0", "hour": "3"},
         description="Exported invoices nightly.",
     )
-    monkeypatch.setattr(schedules, "SCHEDULES", [*schedules.SCHEDULES, retired])
+    monkeypatch.setattr(schedules, "PLATFORM_SCHEDULES", [*schedules.PLATFORM_SCHEDULES, retired])
     sync_schedules()
     unmanaged = PeriodicTask.objects.create(
         name="Hand-made in the admin", task="tests.other", crontab=CrontabSchedule.objects.create(minute="5")
     )
-    monkeypatch.setattr(schedules, "SCHEDULES", [s for s in schedules.SCHEDULES if s is not retired])
+    monkeypatch.setattr(schedules, "PLATFORM_SCHEDULES", [s for s in schedules.PLATFORM_SCHEDULES if s is not retired])
 
     result = sync_schedules()
 
@@ -264,3 +264,61 @@ def test_make_run_collects_static_files_again_only_when_a_source_changed(setting
     (source / "app.css").write_text("body { color: red }")
     prepare_dev.collect_static_when_changed()
     assert collected == ["collectstatic", "collectstatic"]
+
+
+def test_each_app_lists_its_own_schedules_and_the_platform_collects_them():
+    from approvals.schedules import SCHEDULES as APPROVALS
+    from monitoring.schedules import SCHEDULES as MONITORING
+    from tasks.schedules import SCHEDULES as TASKS
+
+    collected = schedules.app_schedules()
+    for app_schedules in (APPROVALS, MONITORING, TASKS):
+        assert app_schedules and all(schedule in collected for schedule in app_schedules)
+    # Each app's jobs carry its own name; the platform's list names only platform jobs.
+    assert all(s.job.startswith("monitoring.") for s in MONITORING)
+    assert all(s.job.startswith("project.") for s in schedules.PLATFORM_SCHEDULES)
+
+
+def test_every_registered_materialized_view_gets_a_refresh_schedule_derived_from_its_period():
+    from project.matviews import registered_materialized_views
+
+    refreshes = {s.kwargs["name"]: s for s in schedules.all_schedules() if s.job == "project.refresh_materialized_view"}
+    views = registered_materialized_views()
+    assert views and set(refreshes) == {view.name for view in views}
+    for view in views:
+        schedule = refreshes[view.name]
+        assert schedule.queue == "maintenance"
+        assert schedule.expires_s < view.refresh_every_s  # a late run is superseded by the next
+
+
+@pytest.mark.parametrize(
+    ("every_s", "fields", "runs_per_day"),
+    [(60, {"minute"}, 1440), (900, {"minute"}, 96), (3600, {"minute"}, 24), (7200, {"minute", "hour"}, 12),
+     (86400, {"minute", "hour"}, 1)],
+)  # fmt: skip
+def test_a_refresh_crontab_runs_exactly_as_often_as_the_period_says(every_s, fields, runs_per_day):
+    from celery.schedules import crontab_parser
+
+    from project.matviews import MaterializedView, refresh_crontab
+
+    crontab = refresh_crontab(MaterializedView(name="mv_example", refresh_every_s=every_s, description=""))
+
+    assert set(crontab) == fields
+    minutes = crontab_parser(60).parse(crontab["minute"])
+    hours = crontab_parser(24).parse(crontab.get("hour", "*"))
+    assert len(minutes) * len(hours) == runs_per_day
+
+
+@pytest.mark.parametrize("every_s", [90, 7 * 60, 5 * 3600, 2 * 86400])
+def test_a_period_that_does_not_divide_an_hour_or_a_day_is_refused(every_s):
+    from project.matviews import MaterializedView, refresh_crontab
+
+    with pytest.raises(ValueError, match="must divide an hour or a day"):
+        refresh_crontab(MaterializedView(name="mv_example", refresh_every_s=every_s, description=""))
+
+
+def test_two_schedules_with_one_name_are_refused(monkeypatch):
+    twin = schedules.PLATFORM_SCHEDULES[0]
+    monkeypatch.setattr(schedules, "PLATFORM_SCHEDULES", [*schedules.PLATFORM_SCHEDULES, twin])
+    with pytest.raises(ValueError, match=re.escape(twin.name)):
+        schedules.all_schedules()

@@ -5,16 +5,16 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from project.models import ActivityLog, OutboxMessage
-from reconciliation import jobs
+from reconciliation.engine import jobs
 from reconciliation.models import (
     Execution,
     Match,
     MatchedRecord,
+    ReconciliationException,
     ReconciliationJob,
     Record,
     SourceProfile,
     TenantMembership,
-    Unmatched,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -50,7 +50,7 @@ def tenant_world(name: str) -> dict:
         "job": job,
         "execution": execution,
         "match": Match.objects.get(job_id=job.pk),
-        "unmatched": Unmatched.objects.get(job_id=job.pk),
+        "unmatched": ReconciliationException.objects.get(job_id=job.pk),
         "record": Record.objects.filter(job=job).first(),
         "endpoint": endpoint,
         "delivery": delivery,
@@ -85,8 +85,8 @@ OBJECT_ENDPOINTS = [
     ("post", "recon-match-confirm", "match", {}),
     ("post", "recon-match-reject", "match", {}),
     ("post", "recon-match-unmatch", "match", {}),
-    ("get", "recon-unmatched-detail", "unmatched", None),
-    ("post", "recon-unmatched-resolve", "unmatched", {"note": "written off"}),
+    ("get", "recon-exception-detail", "unmatched", None),
+    ("post", "recon-exception-resolve", "unmatched", {"note": "written off"}),
     ("get", "recon-webhook-endpoint-detail", "endpoint", None),
     ("patch", "recon-webhook-endpoint-detail", "endpoint", {"is_active": False}),
     ("get", "recon-webhook-delivery-detail", "delivery", None),
@@ -105,7 +105,7 @@ LIST_ENDPOINTS = [
     ("recon-job-list", "job"),
     ("recon-execution-list", "execution"),
     ("recon-match-list", "match"),
-    ("recon-unmatched-list", "unmatched"),
+    ("recon-exception-list", "unmatched"),
     ("recon-webhook-endpoint-list", "endpoint"),
     ("recon-webhook-delivery-list", "delivery"),
     ("recon-source-profile-list", "profile"),
@@ -330,7 +330,7 @@ def test_review_actions_change_state_and_are_audited(tenant_b_world, client_for)
     left, right = match.left_ids[0], match.right_ids[0]
     manual = client.post(reverse("recon-match-list"), {"left_ids": [left], "right_ids": [right]}, format="json")
     resolved = client.post(
-        reverse("recon-unmatched-resolve", kwargs={"pk": unmatched.id}), {"note": "fee"}, format="json"
+        reverse("recon-exception-resolve", kwargs={"pk": unmatched.id}), {"note": "fee"}, format="json"
     )
 
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"

@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from reconciliation.bankfiles import StatementError, detect_format, entries_from_statement
+from reconciliation.ingest.bankfiles import StatementError, detect_format, entries_from_statement
 from reconciliation.models import Record, TenantMembership
 from tests.reconciliation.factories import JobFactory, TenantFactory, member
 

@@ -8,7 +8,7 @@ has (after migrations) and on the matcher's SQL text:
   (Citus can only enforce uniqueness within one shard);
 - every foreign key between distributed tables includes `tenant_id` on both sides (co-located
   shards); a foreign key to a reference table is allowed as it is;
-- every join between distributed tables in reconciliation/matching.py names `tenant_id` for each
+- every join between distributed tables in reconciliation/engine/passes.py names `tenant_id` for each
   side (checked statically on the SQL text: see `_matcher_joins`).
 
 Reference tables (replicated to every node) are named in REFERENCE_TABLES. What does not satisfy
@@ -25,7 +25,7 @@ import pytest
 from django.apps import apps
 from django.db import connection
 
-import reconciliation.matching
+import reconciliation.engine.passes
 
 pytestmark = pytest.mark.django_db
 
@@ -167,7 +167,7 @@ def _sql_texts(function: ast.FunctionDef):
 
 
 def _matcher_joins(distributed: set[str]) -> set[tuple[str, str]]:
-    """Statements of reconciliation/matching.py that read two or more distributed tables, where
+    """Statements of reconciliation/engine/passes.py that read two or more distributed tables, where
     some alias of a distributed table is never constrained by `<alias>.tenant_id`.
 
     A static check on the SQL text (the statements are fixed strings; their interpolated parts
@@ -176,7 +176,7 @@ def _matcher_joins(distributed: set[str]) -> set[tuple[str, str]]:
     to one shard group. Joins with temp tables (the working set) are not between distributed
     tables and are not checked.
     """
-    source = Path(reconciliation.matching.__file__).read_text()
+    source = Path(reconciliation.engine.passes.__file__).read_text()
     gaps = set()
     for function in ast.walk(ast.parse(source)):
         if not isinstance(function, ast.FunctionDef):

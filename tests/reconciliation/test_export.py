@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.throttling import SimpleRateThrottle
 
-from reconciliation.models import Execution, Match, TenantMembership, Unmatched
+from reconciliation.models import Execution, Match, ReconciliationException, TenantMembership
 from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 from tests.reconciliation.test_api import run
 
@@ -72,7 +72,7 @@ def expected_rows(execution: Execution) -> list[dict]:
                 "right_amount": str(match.right_amount),
             }
         )
-    for exception in Unmatched.objects.filter(execution_id=execution.pk).order_by("id"):
+    for exception in ReconciliationException.objects.filter(execution_id=execution.pk).order_by("id"):
         record = execution.job.records.get(pk=exception.record_id)
         rows.append(
             {

@@ -8,9 +8,9 @@ import pytest
 from django.urls import reverse
 
 from project.models import ActivityLog
-from reconciliation.exceptions import InvalidUpload
+from reconciliation.errors import InvalidProfile, InvalidUpload
+from reconciliation.ingest.profiles import records_ingest_with_profile, source_profile_create
 from reconciliation.models import Record, SourceProfile, TenantMembership
-from reconciliation.profiles import InvalidProfile, records_ingest_with_profile, source_profile_create
 from tests.reconciliation.factories import JobFactory, TenantFactory, member
 
 pytestmark = pytest.mark.django_db

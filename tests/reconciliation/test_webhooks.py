@@ -23,10 +23,12 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 import project.celery
+import project.webhooks as platform_webhooks
 from project.models import ActivityLog, JobRun, OutboxMessage
-from reconciliation import webhooks
-from reconciliation.exceptions import WebhookTargetRefused
+from project.webhooks import WebhookSender, WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, Tenant, WebhookDelivery, WebhookEndpoint
+from reconciliation.webhooks import delivery as webhooks
+from reconciliation.webhooks import jobs as webhook_jobs
 from tests.plans import index_scans, scan_on
 
 pytestmark = pytest.mark.django_db
@@ -404,7 +406,7 @@ def test_a_500_fails_the_attempt_and_schedules_a_retry_within_the_backoff_window
 def test_backoff_is_full_jitter_under_an_exponential_ceiling_capped_at_the_maximum(settings):
     settings.WEBHOOK_BACKOFF_BASE_S, settings.WEBHOOK_BACKOFF_MAX_S = 30, 6 * 3600
     for attempt, ceiling in [(1, 30), (2, 60), (5, 480), (10, 15360), (11, 21600), (30, 21600)]:
-        delays = [webhooks.backoff_s(attempt) for _ in range(300)]
+        delays = [platform_webhooks.backoff_s(attempt) for _ in range(300)]
         assert all(0 <= delay <= ceiling for delay in delays)
         assert max(delays) > ceiling / 2  # spread over the window, not pinned at its start
 
@@ -488,24 +490,24 @@ def test_a_delivery_not_yet_due_or_already_delivered_is_not_sent_again(tenant, r
 def test_an_attempt_leases_the_row_so_no_second_worker_starts_while_it_runs(tenant, receiver):
     delivery = make_delivery(make_endpoint(tenant, receiver.url))
 
-    claim = webhooks._claim(delivery.pk)
+    claim = webhooks.sender.claim(delivery.pk)
 
     delivery.refresh_from_db()
     assert claim.attempt == delivery.attempts == 1
-    assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=webhooks.DELIVER_TIME_LIMIT_S)
-    assert webhooks._claim(delivery.pk) is None
+    assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=webhooks.sender.time_limit_s())
+    assert webhooks.sender.claim(delivery.pk) is None
     assert delivery.pk not in list(webhooks.webhook_deliveries_due(limit=10))
 
 
 def test_the_outcome_of_a_superseded_attempt_is_not_recorded(tenant, receiver):
     delivery = make_delivery(make_endpoint(tenant, receiver.url))
-    stale = webhooks._claim(delivery.pk)
+    stale = webhooks.sender.claim(delivery.pk)
     # Its lease ran out (the worker hung) and another worker took the row: attempt 2.
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-    current = webhooks._claim(delivery.pk)
-    webhooks._record_outcome(current, webhooks.Outcome(status_code=200, error=""))
+    current = webhooks.sender.claim(delivery.pk)
+    webhooks.sender.record_outcome(current, platform_webhooks.Outcome(status_code=200, error=""))
 
-    _, written = webhooks._record_outcome(stale, webhooks.Outcome(status_code=500, error="HTTP 500"))
+    _, written = webhooks.sender.record_outcome(stale, platform_webhooks.Outcome(status_code=500, error="HTTP 500"))
 
     delivery.refresh_from_db()
     assert written is False
@@ -581,7 +583,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_in_host(
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
         return real_getaddrinfo(host, *args, **kwargs)
 
-    monkeypatch.setattr(webhooks, "_refusal_reason", lambda address: None)
+    monkeypatch.setattr(platform_webhooks, "_refusal_reason", lambda address: None)
     delivery = make_delivery(make_endpoint(tenant, f"http://hooks.example.com:{port}/hooks/opsdeck"))
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
 
@@ -623,8 +625,10 @@ def test_https_to_the_checked_address_verifies_the_certificate_against_the_endpo
     server_tls.sni_callback = lambda sock, name, context: sni_names.append(name)
     client_tls = ssl.create_default_context()
     ca.configure_trust(client_tls)
-    monkeypatch.setattr(webhooks, "_http_client", lambda timeout_s: httpx.Client(timeout=timeout_s, verify=client_tls))
-    monkeypatch.setattr(webhooks, "_refusal_reason", lambda address: None)  # loopback stands in for public
+    monkeypatch.setattr(
+        platform_webhooks, "http_client", lambda timeout_s: httpx.Client(timeout=timeout_s, verify=client_tls)
+    )
+    monkeypatch.setattr(platform_webhooks, "_refusal_reason", lambda address: None)  # loopback stands in for public
 
     with running_receiver(tls=server_tls) as tls_receiver:
         port = tls_receiver.url.split(":")[2].split("/")[0]
@@ -649,7 +653,7 @@ def test_https_to_the_checked_address_verifies_the_certificate_against_the_endpo
 
 def test_send_due_queues_only_deliveries_that_are_due(tenant, monkeypatch):
     queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.append((ids, kwargs)))
+    monkeypatch.setattr(WebhookSender, "enqueue", lambda self, ids, **kwargs: queued.append((ids, kwargs)))
     endpoint = make_endpoint(tenant, "http://127.0.0.1:9/hook")
     due_pending = make_delivery(endpoint, due_in_s=-300)
     due_failed = make_delivery(endpoint, status=WebhookDelivery.Status.FAILED, attempts=2, due_in_s=-60)
@@ -657,21 +661,21 @@ def test_send_due_queues_only_deliveries_that_are_due(tenant, monkeypatch):
     make_delivery(endpoint, status=WebhookDelivery.Status.DELIVERED, due_in_s=-60)
     make_delivery(endpoint, status=WebhookDelivery.Status.DEAD, due_in_s=-60)
 
-    result = webhooks.send_due_webhooks.run_now({})
+    result = webhook_jobs.send_due_webhooks.run_now({})
 
     assert result == {"queued": 2, "batch_full": False}
-    assert queued == [([due_pending.pk, due_failed.pk], {"expires_s": webhooks.SEND_DUE_EXPIRES_S})]
+    assert queued == [([due_pending.pk, due_failed.pk], {"expires_s": webhooks.sender.send_due_expires_s})]
     assert JobRun.objects.get(name="webhooks.send_due").status == JobRun.Status.SUCCEEDED
 
 
 def test_send_due_takes_at_most_one_batch_oldest_first(tenant, settings, monkeypatch):
     settings.WEBHOOK_SEND_DUE_BATCH = 2
     queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.extend(ids))
+    monkeypatch.setattr(WebhookSender, "enqueue", lambda self, ids, **kwargs: queued.extend(ids))
     endpoint = make_endpoint(tenant, "http://127.0.0.1:9/hook")
     _newest, oldest, middle = (make_delivery(endpoint, due_in_s=-s) for s in (10, 300, 100))
 
-    assert webhooks.send_due_webhooks.run_now({}) == {"queued": 2, "batch_full": True}
+    assert webhook_jobs.send_due_webhooks.run_now({}) == {"queued": 2, "batch_full": True}
     assert queued == [oldest.pk, middle.pk]
 
 
@@ -685,13 +689,13 @@ def test_the_due_query_reads_the_partial_due_index():
 
 def test_send_due_then_deliver_sends_a_due_retry(tenant, receiver, monkeypatch):
     monkeypatch.setattr(
-        webhooks,
-        "_enqueue_deliveries",
-        lambda ids, **kwargs: [webhooks.deliver_webhook.apply(args=(i,)) for i in ids],
+        WebhookSender,
+        "enqueue",
+        lambda self, ids, **kwargs: [webhook_jobs.deliver_webhook.apply(args=(i,)) for i in ids],
     )
     delivery = make_delivery(make_endpoint(tenant, receiver.url), status=WebhookDelivery.Status.FAILED, attempts=1)
 
-    webhooks.send_due_webhooks.run_now({})
+    webhook_jobs.send_due_webhooks.run_now({})
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("delivered", 2)

@@ -1,0 +1,14 @@
+"""Beat schedules of approvals, collected by project/schedules.py."""
+
+from project.schedules import Schedule
+
+SCHEDULES = [
+    Schedule(
+        name="Approvals automation",
+        job="approvals.run_automation",
+        queue="automation",
+        crontab={"minute": "*"},
+        description="Decide pending versions with the active approval rule.",
+        expires_s=55,
+    ),
+]
