@@ -192,7 +192,7 @@ def bench_export(tenant: Tenant, n: int, user) -> list[dict]:
     results = []
     try:
         worker = worker_of(web)
-        url = f"http://127.0.0.1:{port}/api/v1/reconciliation/executions/{execution.pk}/export/"
+        url = f"http://127.0.0.1:{port}/api/v1/reconciliations/executions/{execution.pk}/export/"
         for export_as in ("csv", "ndjson"):
             # A first small request warms the worker up (imports, the connection pool).
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
