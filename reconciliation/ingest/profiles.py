@@ -282,6 +282,8 @@ def _header_of(stream, profile: SourceProfile) -> list[str]:
         text = first_line.decode(PYTHON_ENCODINGS[profile.encoding])
     except UnicodeDecodeError:
         raise InvalidUpload(f"profile {profile.name!r}: the header line is not {profile.encoding}") from None
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL, and unmapped names become raw's keys
+        raise InvalidUpload("the header line contains a NUL character")
     try:
         return next(csv.reader([text.rstrip("\r\n")], delimiter=profile.delimiter))
     except (csv.Error, StopIteration) as error:

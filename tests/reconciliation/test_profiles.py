@@ -146,6 +146,13 @@ def test_a_file_without_a_mapped_column_names_it_and_the_files_columns():
         ingest(job, profile(job.tenant), GERMAN_CSV.replace("Währung", "Waehrung"), side="left")
 
 
+def test_a_header_with_a_nul_character_is_refused():
+    job = JobFactory()
+
+    with pytest.raises(InvalidUpload, match="NUL"):
+        ingest(job, profile(job.tenant), GERMAN_CSV.replace("Filiale", "Fil\x00iale"), side="left")
+
+
 def test_reuploading_through_a_profile_changes_nothing():
     job = JobFactory()
     prof = profile(job.tenant)
