@@ -177,8 +177,8 @@ CAMT_CODE_KEYS = ("BankTransactionCode", "TransactionFamilyCode", "TransactionSu
 def _camt_entries(content: bytes) -> list[BankEntry]:
     try:
         transactions = Camt053Parser(content).get_transactions()
-    except etree.XMLSyntaxError as error:
-        raise StatementError(f"camt: the XML cannot be read: {error}") from None
+    except (etree.LxmlError, ValueError) as error:
+        raise StatementError(f"camt: the XML cannot be read: {_first_line(error)}") from None
     except Camt053ParseError:
         raise StatementError("camt: no statement (Stmt) or report (Rpt) in the document") from None
     entries, seen = [], {}
@@ -296,7 +296,7 @@ def _bai2_entries(content: bytes) -> list[BankEntry]:
         raise StatementError(f"bai2: {_first_line(error)}") from None
     except bai2.exceptions.NotSupportedYetException as error:
         raise StatementError(f"bai2: {_first_line(error)}") from None
-    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as error:
+    except Exception as error:  # the parser's own checks raise the above; anything else is a bad file too
         raise StatementError(f"bai2: a record cannot be read: {_first_line(error)}") from None
     entries, number = [], 0
     for group in document.children:
@@ -314,14 +314,15 @@ def _bai2_entry(detail, *, number: int, as_of, currency: str) -> BankEntry:
     if not detail.bank_reference:
         raise StatementError(f"{label}: no bank reference (16 record, field 5)")
     type_code = detail.type_code
-    if type_code is None or type_code.transaction is None:
-        raise StatementError(f"{label}: type code is not a credit or debit detail code")
+    if type_code is None or getattr(type_code.transaction, "value", None) not in ("credit", "debit"):
+        code = getattr(type_code, "code", "?")
+        raise StatementError(f"{label}: type code {code} is not a credit or debit detail code")
     if detail.amount is None:
         raise StatementError(f"{label}: no amount")
     if as_of is None:
         raise StatementError(f"{label}: the group header (02) has no as-of date")
     amount = Decimal(detail.amount).scaleb(-MINOR_UNIT_DIGITS.get(currency, 2))
-    credit = type_code.transaction.name == "credit"
+    credit = type_code.transaction.value == "credit"
     text = (detail.text or "").strip()
     return BankEntry(
         external_id=detail.bank_reference,
@@ -352,13 +353,13 @@ def _ofx_entries(content: bytes) -> list[BankEntry]:
         document = ofxparse.OfxParser.parse(io.BytesIO(content), fail_fast=True)
     except ofxparse.OfxParserException as error:
         raise StatementError(f"ofx: {_ofx_problem(error, content)}") from None
-    except (ValueError, IndexError, KeyError, AttributeError, TypeError, UnicodeDecodeError) as error:
+    except Exception as error:  # beautifulsoup and ofxparse raise many kinds on a broken file
         raise StatementError(f"ofx: the file cannot be read: {_first_line(error)}") from None
     accounts = getattr(document, "accounts", None) or []
     entries, number = [], 0
     for account in accounts:
         statement = getattr(account, "statement", None)
-        currency = (getattr(statement, "currency", None) or account.curdef or "").upper()
+        currency = (getattr(statement, "currency", None) or getattr(account, "curdef", None) or "").upper()
         for tx in getattr(statement, "transactions", []):
             number += 1
             label = _label(number, tx.id)
