@@ -196,6 +196,11 @@ MALFORMED = [
         id="bai2-no-reference",
     ),
     pytest.param(
+        _broken("bai2.txt", "16,475,25075", "16,890,25075"),
+        "entry 2 (ref CHK-000112): type code 890 is not a credit or debit detail code",
+        id="bai2-non-monetary-code",
+    ),
+    pytest.param(
         _broken("bai2.txt", "49,2800000,5/", "49,2800001,5/"),
         "bai2: Invalid account control total",
         id="bai2-control-total",
