@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
 
-.PHONY: run test ci lint hooks check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation chaos fuzz clean-venv
+.PHONY: run test ci lint hooks check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation bench-recon-files chaos fuzz clean-venv
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Opsdeck needs $(PYTHON) (or set PYTHON=...)"; exit 1; }
@@ -88,6 +88,11 @@ bench-approvals: $(VENV)/.installed-dev
 
 bench-reconciliation: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/reconciliation.py
+
+# Source-profile CSV vs plain CSV ingest rate, and the streamed export's time and web RSS
+# (bench/recon_files.py). RECON_FILES_ARGS="--records 1000000" for the issue's size.
+bench-recon-files: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/recon_files.py $(RECON_FILES_ARGS)
 
 # Faults against a stack of its own (embedded PostgreSQL + Redis under var/chaos, gunicorn on
 # 127.0.0.1:$(CHAOS_PORT), a worker, beat) under a steady load; ~10 minutes, Linux only (pg_ctl,

@@ -353,6 +353,8 @@ REST_FRAMEWORK = {
         # Per-scope rates: a view sets `throttle_scope`.
         "bulk": env_str("THROTTLE_BULK_RATE", "30/min"),
         "pending_count": env_str("THROTTLE_PENDING_COUNT_RATE", "120/min"),
+        # Reconciliation exports: one request streams a whole execution; not counted as "user".
+        "export": env_str("THROTTLE_EXPORT_RATE", "20/min"),
     },
     "EXCEPTION_HANDLER": "project.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -441,6 +443,10 @@ RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300
 # hash joins and sorts; the server's default stays small for every other query.
 RECONCILIATION_MATCH_WORK_MEM = env_str("RECONCILIATION_MATCH_WORK_MEM", "64MB")
 RECONCILIATION_INGEST_WORK_MEM = env_str("RECONCILIATION_INGEST_WORK_MEM", "64MB")  # an upload's sorts, SET LOCAL
+# Bank statements are read whole (a day or a month of one account); larger ones are a 400.
+RECONCILIATION_STATEMENT_MAX_BYTES = env_int("RECONCILIATION_STATEMENT_MAX_BYTES", 20 * 1024 * 1024)
+# An export's COPY runs in place of DB_STATEMENT_TIMEOUT_MS: a million rows to a slow client.
+RECONCILIATION_EXPORT_TIMEOUT_S = env_int("RECONCILIATION_EXPORT_TIMEOUT_S", 1800)
 
 # --- Reconciliation webhooks (docs/webhooks.md) ------------------------------------------------
 

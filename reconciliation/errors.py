@@ -49,6 +49,20 @@ class InvalidUpload(ReconciliationError):
         return {"rows": self.row_errors, "bad_rows": self.bad_rows}
 
 
+class InvalidProfile(ReconciliationError):
+    """Source profile settings that cannot work: a 400 naming each field (ingest/profiles.py)."""
+
+    http_code = "invalid_profile"
+    http_field = None
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+    def http_extra(self) -> dict:
+        return {"fields": {name: [message] for name, message in self.errors.items()}}
+
+
 class _Conflict(ReconciliationError):
     """The request conflicts with the current state (409): retrying as it is will not help."""
 

@@ -429,3 +429,36 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} to endpoint {self.endpoint_id} ({self.status})"
+
+
+class SourceProfile(models.Model):
+    """How one source's CSV export maps onto records: its column names, date format, decimal and
+    thousands separators, sign convention (one signed amount column, or debit and credit columns),
+    delimiter and encoding. Named per tenant; an upload names it with ?profile=<id>."""
+
+    class Encoding(models.TextChoices):
+        UTF8 = "utf-8", "UTF-8 (a byte order mark is accepted)"
+        WINDOWS_1252 = "windows-1252", "Windows-1252"
+
+    # No index of its own: recon_profile_tenant_name_uniq starts with tenant.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="source_profiles", db_index=False)
+    name = models.CharField(max_length=100)
+    # {record field: the file's column name}; see reconciliation/profiles.py for the fields.
+    columns = models.JSONField(default=dict)
+    date_format = models.CharField(max_length=20, default="YYYY-MM-DD")
+    decimal_separator = models.CharField(max_length=1, default=".")
+    thousands_separator = models.CharField(max_length=1, blank=True, default="")
+    delimiter = models.CharField(max_length=1, default=",")
+    encoding = models.CharField(max_length=20, choices=Encoding.choices, default=Encoding.UTF8)
+    default_currency = models.CharField(max_length=3, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # Also the list of a tenant's profiles (keyset on id is served by the pk).
+            models.UniqueConstraint(fields=["tenant", "name"], name="recon_profile_tenant_name_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

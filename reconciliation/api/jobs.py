@@ -4,6 +4,8 @@ Every viewset derives from TenantScopedViewSet (api/tenancy.py): rows of tenants
 belong to do not exist for it (404), and each action needs a role in the object's tenant.
 """
 
+import functools
+
 import django_filters
 from django.conf import settings
 from django.core.cache import cache
@@ -24,6 +26,7 @@ from reconciliation import selectors
 from reconciliation.api.common import Role, TenantField, require_tenant_admin
 from reconciliation.api.tenancy import TenantRolePermission, TenantScopedViewSet, roles_of
 from reconciliation.engine import services
+from reconciliation.ingest.profiles import records_ingest_with_profile, source_profile_for_upload
 from reconciliation.ingest.records import records_ingest
 from reconciliation.models import (
     Execution,
@@ -223,6 +226,7 @@ class JobViewSet(
         parameters=[
             OpenApiParameter("side", str, enum=["left", "right"], description="Side of rows with no side"),
             OpenApiParameter("on_error", str, enum=["reject", "skip"], description="reject (default): all or nothing"),
+            OpenApiParameter("profile", int, description="A source profile of the job's tenant: the CSV's shape"),
         ],
         request={
             "text/csv": OpenApiTypes.BINARY,
@@ -246,13 +250,19 @@ class JobViewSet(
             "on_error": request.query_params.get("on_error", "reject"),
             "user": request.user,
         }
+        ingest = records_ingest
+        if "profile" in request.query_params:  # a CSV in a source profile's shape (ingest/profiles.py)
+            profile = source_profile_for_upload(job=job, profile_id=request.query_params["profile"])
+            ingest = functools.partial(records_ingest_with_profile, profile=profile)
+            if content_type not in ("text/csv", "multipart/form-data"):
+                raise ValidationError({"profile": ["A profile maps a CSV: send text/csv or a multipart `file`."]})
         if content_type == "text/csv":
-            result = records_ingest(csv_stream=request.data, **kwargs)
+            result = ingest(csv_stream=request.data, **kwargs)
         elif content_type == "multipart/form-data":
             upload = request.FILES.get("file")
             if upload is None:
                 raise ValidationError({"file": ["Attach the CSV as the multipart field `file`."]})
-            result = records_ingest(csv_stream=upload, **kwargs)
+            result = ingest(csv_stream=upload, **kwargs)
         else:
             result = records_ingest(json_rows=request.data, **kwargs)
         code = status.HTTP_201_CREATED if result.inserted else status.HTTP_200_OK

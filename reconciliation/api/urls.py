@@ -9,11 +9,18 @@ from django.urls import path
 
 from project.api.routers import Router
 from reconciliation.api.analytics import AnalyticsViewSet
+from reconciliation.api.export import ExecutionExportViewSet
+from reconciliation.api.ingest import SourceProfileViewSet, StatementViewSet
 from reconciliation.api.jobs import ExecutionSummaryView, ExecutionViewSet, JobViewSet, TenantViewSet
 from reconciliation.api.review import MatchViewSet, ReconciliationExceptionViewSet
 from reconciliation.api.webhooks import WebhookDeliveryViewSet, WebhookEndpointViewSet
 
 VIEWSETS = [
+    # Actions on jobs and executions from viewsets of their own, first: the root view's entries for
+    # jobs/ and executions/ are then the main viewsets' lists.
+    ("jobs", StatementViewSet, "recon-statement"),
+    ("executions", ExecutionExportViewSet, "recon-export"),
+    ("source-profiles", SourceProfileViewSet, "recon-source-profile"),
     ("tenants", TenantViewSet, "recon-tenant"),
     ("jobs", JobViewSet, "recon-job"),
     ("executions", ExecutionViewSet, "recon-execution"),

@@ -168,7 +168,7 @@ _ROW_PROBLEMS = """
              THEN 'amount: must be a decimal number with at most 14 digits before and 4 after the point' END,
         CASE WHEN s.currency IS NULL OR upper(btrim(s.currency)) !~ {currency_re}
              THEN 'currency: must be a 3-letter ISO 4217 code' END,
-        CASE WHEN NOT {date_ok} THEN 'booked_on: must be a date written YYYY-MM-DD' END,
+        CASE WHEN NOT {date_ok} THEN 'booked_on: must be a date written ' || {date_written} END,
         CASE WHEN {side} IS NULL OR {side} NOT IN ('left', 'right')
              THEN 'side: must be left or right (a side column, or ?side=)' END,
         CASE WHEN length({reference}) > 128 THEN 'reference: longer than 128 characters' END,
@@ -228,11 +228,25 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
             "CREATE TEMP TABLE recon_staging (_row_no bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
         ).format(sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(name)) for name in columns))
     )
+    return check_and_insert_statements(job=job, columns=columns, default_side=default_side)
+
+
+def check_and_insert_statements(
+    *,
+    job: ReconciliationJob,
+    columns: list[str],
+    default_side: str | None,
+    raw: sql.Composable | None = None,
+    date_written: str = "YYYY-MM-DD",
+):
+    """The statements that find the bad rows of `recon_staging` (the upload's own columns, or a
+    source profile's mapping of them) and insert the good ones. `raw` overrides the jsonb of the
+    extra columns; `date_written` is the date format booked_on's error names."""
     side = _side(columns, default_side)
     reference = _optional(columns, "reference")
     counterparty = _optional(columns, "counterparty")
     description = _optional(columns, "description")
-    raw = _raw(columns)
+    raw = raw or _raw(columns)
     problems = sql.SQL(_ROW_PROBLEMS).format(
         side=side,
         reference=reference,
@@ -240,6 +254,7 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
         amount_re=sql.Literal(AMOUNT_PATTERN),
         currency_re=sql.Literal(CURRENCY_PATTERN),
         date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+        date_written=sql.Literal(date_written),
     )
     # Only the rows not to insert are written down (bad ones, and those already there: usually
     # none): checking costs one pass over the staging table, and the good rows go from staging
@@ -317,45 +332,51 @@ def records_ingest(
     result = IngestResult()
     with transaction.atomic(), connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # psycopg's own cursor: COPY and sql.Composed
-        find_rows_to_skip, insert_good_rows = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
+        statements = _stage_and_check(cursor, job=job, columns=columns, default_side=side)
         _copy_into_staging(cursor, columns, chunks=chunks, rows=rows)
-        cursor.execute(find_rows_to_skip)
-        cursor.execute(
-            """SELECT (SELECT count(*) FROM recon_staging),
-                      (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
-                      (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
-        )
-        result.received, result.rejected, result.unchanged = cursor.fetchone()
-        if result.rejected:
-            cursor.execute(
-                "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
-                [ERRORS_REPORTED],
-            )
-            result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
-            if on_error == "reject":
-                raise InvalidUpload(
-                    f"{result.rejected} of {result.received} rows are invalid; nothing was imported",
-                    row_errors=result.errors,
-                    bad_rows=result.rejected,
-                )
-        try:
-            with transaction.atomic():
-                cursor.execute(insert_good_rows)
-        except (IntegrityError, psycopg.errors.UniqueViolation):
-            # Another upload inserted some of these records after our check: retrying finds
-            # them there (unchanged), so the client is told to retry.
-            raise ConcurrentUpload() from None
-        result.inserted = cursor.rowcount
-        activity_record(
-            category="reconciliation",
-            action="records_ingest",
-            user=user,
-            entity_type="reconciliation.job",
-            entity_id=job.pk,
-            metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
-        )
+        check_and_insert(cursor, job=job, statements=statements, on_error=on_error, user=user, result=result)
     metrics.records_ingested_total.inc(result.inserted)
     return result
+
+
+def check_and_insert(cursor, *, job, statements, on_error: str, user, result: IngestResult) -> None:
+    """Find the rows to skip, refuse the upload (on_error=reject) or skip them, insert the rest."""
+    find_rows_to_skip, insert_good_rows = statements
+    cursor.execute(find_rows_to_skip)
+    cursor.execute(
+        """SELECT (SELECT count(*) FROM recon_staging),
+                  (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
+                  (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
+    )
+    result.received, result.rejected, result.unchanged = cursor.fetchone()
+    if result.rejected:
+        cursor.execute(
+            "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
+            [ERRORS_REPORTED],
+        )
+        result.errors = [{"row": row_no, "errors": problems} for row_no, problems in cursor.fetchall()]
+        if on_error == "reject":
+            raise InvalidUpload(
+                f"{result.rejected} of {result.received} rows are invalid; nothing was imported",
+                row_errors=result.errors,
+                bad_rows=result.rejected,
+            )
+    try:
+        with transaction.atomic():
+            cursor.execute(insert_good_rows)
+    except (IntegrityError, psycopg.errors.UniqueViolation):
+        # Another upload inserted some of these records after our check: retrying finds
+        # them there (unchanged), so the client is told to retry.
+        raise ConcurrentUpload() from None
+    result.inserted = cursor.rowcount
+    activity_record(
+        category="reconciliation",
+        action="records_ingest",
+        user=user,
+        entity_type="reconciliation.job",
+        entity_id=job.pk,
+        metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
+    )
 
 
 def _copy_into_staging(cursor, columns: list[str], *, chunks: Iterator[bytes] | None, rows: Iterable | None) -> None:

@@ -13,6 +13,7 @@ from reconciliation.models import (
     ReconciliationException,
     ReconciliationJob,
     Record,
+    SourceProfile,
     TenantMembership,
     WebhookDelivery,
     WebhookEndpoint,
@@ -53,6 +54,9 @@ def tenant_world(name: str) -> dict:
         "record": Record.objects.filter(job=job).first(),
         "endpoint": endpoint,
         "delivery": delivery,
+        "profile": SourceProfile.objects.create(
+            tenant=job.tenant, name="Bank CSV", columns={"external_id": "id", "amount": "amt", "booked_on": "day"}
+        ),
     }
 
 
@@ -87,6 +91,12 @@ OBJECT_ENDPOINTS = [
     ("patch", "recon-webhook-endpoint-detail", "endpoint", {"is_active": False}),
     ("get", "recon-webhook-delivery-detail", "delivery", None),
     ("post", "recon-webhook-delivery-redeliver", "delivery", None),
+    # Bank statements, source profiles, exports (issue 14).
+    ("post", "recon-statement-upload", "job", None),
+    ("get", "recon-export-execution", "execution", None),
+    ("get", "recon-source-profile-detail", "profile", None),
+    ("patch", "recon-source-profile-detail", "profile", {"name": "mine now"}),
+    ("delete", "recon-source-profile-detail", "profile", None),
 ]
 
 # Every list endpoint, and which object of a tenant's world it lists.
@@ -98,6 +108,7 @@ LIST_ENDPOINTS = [
     ("recon-exception-list", "unmatched"),
     ("recon-webhook-endpoint-list", "endpoint"),
     ("recon-webhook-delivery-list", "delivery"),
+    ("recon-source-profile-list", "profile"),
 ]
 
 

@@ -56,6 +56,7 @@ KNOWN_GAPS = {
     ("reconciliation_unmatched", "pk"): "partitioned: (id, created_at), the partition key must be in it",
     ("reconciliation_report", "pk"): PK_NOT_TENANT,
     ("reconciliation_webhookendpoint", "pk"): PK_NOT_TENANT,
+    ("reconciliation_sourceprofile", "pk"): PK_NOT_TENANT,
     ("reconciliation_webhookdelivery", "pk"): PK_NOT_TENANT,
     # Unique constraints and indexes.
     ("reconciliation_record", "unique recon_record_job_side_extid_uniq"): "unique per job; a job belongs "
