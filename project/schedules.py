@@ -143,6 +143,16 @@ SCHEDULES = [
         description="Delete API tokens past their expiry (requests refuse them already).",
         expires_s=3000,
     ),
+    # --- reconciliation workflow (issue 14): scheduled runs of jobs ---
+    Schedule(
+        name="Reconciliation: start scheduled runs",
+        job="reconciliation.run_due_schedules",
+        queue="reconciliation",
+        crontab={"minute": "*"},
+        description="Start the runs of jobs whose crontab is due (skipped when no new records came).",
+        expires_s=55,
+    ),
+    # --- end reconciliation workflow ---
     Schedule(
         name="Send due webhooks",
         job="webhooks.send_due",

@@ -48,6 +48,7 @@ from reconciliation.models import (
     WebhookEndpoint,
 )
 from reconciliation.tenancy import TenantRolePermission, TenantScopedViewSet, has_role, roles_of
+from reconciliation.workflow.errors import WorkflowConflict
 
 Role = TenantMembership.Role
 
@@ -68,7 +69,7 @@ def domain_errors_to_http(view):
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
         except (ExecutionActive, ConcurrentUpload) as error:
             raise Conflict(str(error)) from None
-        except (NotReviewable, RecordsNotOpen) as error:
+        except (NotReviewable, RecordsNotOpen, WorkflowConflict) as error:  # a signed-off period too
             raise Conflict(str(error)) from None
         except WebhookTargetRefused as error:
             raise ValidationError({"url": [str(error)]}, code="webhook_target_refused") from None

@@ -22,3 +22,7 @@ def run_execution(*, execution_id: int) -> dict:
 @scheduled_job("reconciliation.requeue_stuck_executions", soft_time_limit_s=50, time_limit_s=55)
 def requeue_stuck_executions() -> dict:
     return services.executions_requeue_stuck()
+
+
+# Scheduled runs of jobs (issue 14): beat's dispatcher, defined with the workflow.
+from reconciliation.workflow.jobs import run_due_schedules  # noqa: E402, F401  (registered with Celery)

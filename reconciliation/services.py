@@ -53,6 +53,7 @@ from reconciliation.models import (
 from reconciliation.rules import parse_rules
 from reconciliation.selectors import job_list_invalidate
 from reconciliation.webhooks import webhook_event_queue
+from reconciliation.workflow.signoff import ensure_records_writable  # signed-off periods are read-only
 
 logger = logging.getLogger("opsdeck.reconciliation")
 CATEGORY = "reconciliation"
@@ -371,6 +372,7 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
     """Lock the match, check its state, record the decision (and, unless confirming, reopen its
     records into the exceptions queue), audit it."""
     match = _locked_match(match_id, tenant_ids)
+    ensure_records_writable([*match.left_ids, *match.right_ids], what="A record of this match")
     if match.status not in allowed:
         raise NotReviewable(f"Match {match_id} is {match.status}; {action} needs one that is {' or '.join(allowed)}.")
     _review(match, status=status, user=user, note=note)
@@ -440,6 +442,7 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
     missing = [record_id for record_id in ids if record_id not in records]
     if missing:
         raise Record.DoesNotExist(f"No records {missing}.")
+    ensure_records_writable(ids)
     jobs = {record.job_id for record in records.values()}
     if len(jobs) != 1:
         raise ReconciliationError("All records of a match must belong to one job.")
@@ -493,6 +496,7 @@ def unmatched_resolve(*, unmatched_id: int, tenant_ids, note: str, user=None) ->
         raise Unmatched.DoesNotExist(f"No exception {unmatched_id}.")
     if exception.resolved_at is not None:
         raise NotReviewable(f"Exception {unmatched_id} is already resolved.")
+    ensure_records_writable([exception.record_id], what="This exception's record")
     Unmatched.objects.filter(id=exception.id, created_at=exception.created_at).update(
         resolved_at=Now(), resolved_by_id=getattr(user, "pk", None), resolution=note.strip()
     )
