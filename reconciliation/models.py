@@ -315,7 +315,10 @@ class Unmatched(PostgresPartitionedModel):
     # The exceptions workflow (reconciliation/workflow/casework.py).
     assigned_to_id = models.BigIntegerField(null=True, blank=True)
     assigned_at = models.DateTimeField(null=True, blank=True)
-    resolution_code = models.CharField(max_length=20, choices=ResolutionCode.choices, blank=True, default="")
+    # db_default: the matcher's INSERTs do not name the workflow's columns.
+    resolution_code = models.CharField(
+        max_length=20, choices=ResolutionCode.choices, blank=True, default="", db_default=""
+    )
     adjusting_amount = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
 
     class PartitioningMeta:
