@@ -23,6 +23,7 @@ from project.activity import activity_record
 from reconciliation import metrics
 from reconciliation.exceptions import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
+from reconciliation.workflow.signoff import ensure_upload_writable
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
 OPTIONAL_COLUMNS = ("side", "reference", "counterparty", "description")
@@ -353,6 +354,8 @@ def records_ingest(
             # them there (unchanged), so the client is told to retry.
             raise ConcurrentUpload() from None
         result.inserted = cursor.rowcount
+        if result.inserted:
+            ensure_upload_writable(job_id=job.pk)  # signed-off periods are read-only (workflow)
         activity_record(
             category="reconciliation",
             action="records_ingest",

@@ -80,6 +80,27 @@ def ensure_dates_writable(*, job_id: int, first: date, last: date) -> None:
         raise PeriodSignedOff(sorted(periods), f"A record booked between {first} and {last}")
 
 
+def ensure_upload_writable(*, job_id: int) -> None:
+    """Called by the ingest after its INSERT, in its transaction: rows it inserted carry this
+    transaction's now() as created_at. Any of them booked in a signed-off period fails the
+    whole upload (nothing imported). Jobs without a signed-off period pay one index probe."""
+    if not Period.objects.filter(job_id=job_id, status=Period.Status.SIGNED_OFF).exists():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT p.id FROM reconciliation_record r
+            JOIN reconciliation_period p
+              ON p.job_id = r.job_id AND p.status = 'signed_off' AND r.booked_on BETWEEN p.starts_on AND p.ends_on
+            WHERE r.job_id = %s AND r.created_at = now()
+            """,
+            [job_id],
+        )
+        periods = sorted(row[0] for row in cursor.fetchall())
+    if periods:
+        raise PeriodSignedOff(periods, "A record of this upload")
+
+
 # --- Periods -------------------------------------------------------------------------------------
 
 
