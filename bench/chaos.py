@@ -247,7 +247,7 @@ class Chaos:
                 for side in ("left", "right"):
                     with open(out / f"{side}.csv", "rb") as csv_file:
                         response = client.post(
-                            f"/api/v1/reconciliation/jobs/{job_id}/records/?side={side}",
+                            f"/api/v1/reconciliations/jobs/{job_id}/records/?side={side}",
                             content=csv_file,
                             headers={"Content-Type": "text/csv"},
                             timeout=600,
@@ -345,7 +345,7 @@ class Chaos:
 
     def fault_worker_child_kill(self) -> FaultResult:
         start = time.time()
-        clean = self.api("POST", f"/api/v1/reconciliation/jobs/{self.setup['clean_job_id']}/run/", json={})
+        clean = self.api("POST", f"/api/v1/reconciliations/jobs/{self.setup['clean_job_id']}/run/", json={})
         if clean.status_code != 202:
             raise RuntimeError(f"clean run answered {clean.status_code}: {clean.text[:300]}")
         clean_state = self.wait_execution(clean.json()["id"], time.time() + 300)
@@ -361,7 +361,7 @@ class Chaos:
             result.end = result.fault_end = time.time()
             return self.finish(result)
 
-        run = self.api("POST", f"/api/v1/reconciliation/jobs/{self.setup['kill_job_id']}/run/", json={})
+        run = self.api("POST", f"/api/v1/reconciliations/jobs/{self.setup['kill_job_id']}/run/", json={})
         execution_id = run.json()["id"]
         running = self.wait_execution(execution_id, time.time() + 60, until=("running", "succeeded", "failed"))
         victims = []
@@ -422,7 +422,7 @@ class Chaos:
         def attempt_run(job_id: int) -> None:
             started = time.time()
             try:
-                response = self.api("POST", f"/api/v1/reconciliation/jobs/{job_id}/run/", json={})
+                response = self.api("POST", f"/api/v1/reconciliations/jobs/{job_id}/run/", json={})
                 request = Request("run", started, time.time(), response.status_code)
                 execution_id = response.json().get("id") if response.status_code == 202 else None
             except Exception as error:

@@ -157,7 +157,7 @@ class Load:
             external_id = f"LOAD-{self._record_seq:07d}-{uuid.uuid4().hex[:8]}"
         row = {"external_id": external_id, "amount": "12.34", "currency": "EUR", "booked_on": "2026-01-15"}
         request, _ = self.call(
-            client, "ingest", "POST", f"/api/v1/reconciliation/jobs/{self.load_job_id}/records/?side=left", json=[row]
+            client, "ingest", "POST", f"/api/v1/reconciliations/jobs/{self.load_job_id}/records/?side=left", json=[row]
         )
         if request.ok:
             with self._lock:

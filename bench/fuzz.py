@@ -553,7 +553,7 @@ def fuzz(args) -> tuple[int, float]:
         stack.start(timeout_s=args.total_time - STOP_AND_REPORT_RESERVE_S - SCHEMATHESIS_OVERRUN_S - MIN_FUZZ_S)
         log(f"stack up in {time.monotonic() - started:.0f}s")
         token = stack.manage("create_api_token", SUPERUSER).strip().splitlines()[-1]
-        status, tenants = stack.get_json("/api/v1/reconciliation/tenants/", token)
+        status, tenants = stack.get_json("/api/v1/reconciliations/tenants/", token)
         if status != 200 or not (tenants or {}).get("results"):
             raise SystemExit(f"the fuzzing user belongs to no tenant ({status}): reconciliation would only answer 403")
         status, schema = stack.get_json("/api/schema/?format=json", token)

@@ -52,8 +52,8 @@ from bench.recon_baseline import baseline_match  # noqa: E402
 from bench.recon_data import load_generated, score  # noqa: E402
 from bench.timing import percentile, timed_request  # noqa: E402
 from reconciliation import jobs  # noqa: E402
-from reconciliation.api import ExecutionSummaryView  # noqa: E402
-from reconciliation.ingest import records_ingest  # noqa: E402
+from reconciliation.api.jobs import ExecutionSummaryView  # noqa: E402
+from reconciliation.ingest.records import records_ingest  # noqa: E402
 from reconciliation.models import Execution, Match, ReconciliationJob, Tenant, TenantMembership  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,8 +19,9 @@ urlpatterns = [
     path("api/v1/", include("tasks.urls")),
     path("api/v1/approvals/", include("approvals.urls")),
     path("api/v1/database/performance/", include("monitoring.urls")),
-    path("api/v1/reconciliation/", include("reconciliation.urls")),
-    path("api/v1/reconciliations/", include("reconciliation.summary_urls")),
+    path("api/v1/reconciliations/", include("reconciliation.api.urls")),
+    # The former prefix: same views, a Deprecation header, not in the schema.
+    path("api/v1/reconciliation/", include("reconciliation.api.deprecated_urls")),
 ]
 
 handler400 = "project.api.errors.handler400"

@@ -7,12 +7,12 @@ class ReconciliationConfig(AppConfig):
 
     def ready(self) -> None:
         from project.partitions import register_monthly_partitions
-        from reconciliation.models import Match, Unmatched
+        from reconciliation.models import Match, ReconciliationException
 
         register_monthly_partitions(Match)
-        register_monthly_partitions(Unmatched)
+        register_monthly_partitions(ReconciliationException)
 
-        from reconciliation.analytics import register_analytics_views
+        from reconciliation.analytics.matviews import register_analytics_views
 
         register_analytics_views()
 

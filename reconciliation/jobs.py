@@ -1,28 +1,12 @@
-"""Celery jobs of reconciliation (queue `reconciliation`; webhook delivery jobs on `webhooks`)."""
+"""Celery autodiscovers `<app>.jobs`: importing this module registers every reconciliation job.
 
-from django.conf import settings
+The jobs live with their capability; their Celery names (`reconciliation.run_execution`,
+`reconciliation.requeue_stuck_executions`, `webhooks.deliver`, `webhooks.send_due`) are what queued
+messages and beat schedules refer to, and they did not change when the modules moved.
+"""
 
-from project.jobrunner import scheduled_job
-from reconciliation import services
-from reconciliation.webhooks import deliver_webhook, send_due_webhooks  # noqa: F401  (registered with Celery)
-
-
-# Slots, not one lock: executions of different jobs run side by side, RECONCILIATION_CONCURRENCY
-# at most; the execution's own advisory lock keeps two workers off the same one.
-@scheduled_job(
-    "reconciliation.run_execution",
-    concurrency=settings.RECONCILIATION_CONCURRENCY,
-    soft_time_limit_s=3600,
-    time_limit_s=3660,
-)
-def run_execution(*, execution_id: int) -> dict:
-    return services.execution_run(execution_id=execution_id)
-
-
-@scheduled_job("reconciliation.requeue_stuck_executions", soft_time_limit_s=50, time_limit_s=55)
-def requeue_stuck_executions() -> dict:
-    return services.executions_requeue_stuck()
-
+from reconciliation.engine.jobs import requeue_stuck_executions, run_execution  # noqa: F401
+from reconciliation.webhooks.jobs import deliver_webhook, send_due_webhooks  # noqa: F401
 
 # Scheduled runs of jobs (issue 14): beat's dispatcher, defined with the workflow.
-from reconciliation.workflow.jobs import run_due_schedules  # noqa: E402, F401  (registered with Celery)
+from reconciliation.workflow.jobs import run_due_schedules  # noqa: F401

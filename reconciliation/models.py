@@ -282,8 +282,11 @@ class Match(PostgresPartitionedModel):
         return f"match {self.id} ({self.pass_name}, {self.status}, {self.confidence})"
 
 
-class Unmatched(PostgresPartitionedModel):
-    """An open record an execution could not match, with why: the exceptions queue."""
+class ReconciliationException(PostgresPartitionedModel):
+    """An open record an execution could not match, with why: an entry of the exceptions queue.
+
+    Named `Unmatched` until migration 0010; its table keeps that name (a rename of a partitioned
+    table and its partitions buys nothing)."""
 
     class Reason(models.TextChoices):
         NO_CANDIDATE = "no_candidate"
@@ -326,6 +329,7 @@ class Unmatched(PostgresPartitionedModel):
         key = ["created_at"]
 
     class Meta:
+        db_table = "reconciliation_unmatched"
         indexes = [
             # The exceptions queue: open ones of a tenant (keyset on id).
             models.Index(fields=["tenant_id", "id"], condition=Q(resolved_at__isnull=True), name="recon_unm_open_idx"),

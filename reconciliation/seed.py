@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from reconciliation.ingest import csv_stream_from_text, records_ingest
+from reconciliation.ingest.records import csv_stream_from_text, records_ingest
 from reconciliation.models import Execution, ReconciliationJob, Record, Tenant, TenantMembership
 
 DEMO_TENANT_SLUG = "demo"
@@ -72,7 +72,7 @@ def _csv(rows: list[list[str]]) -> io.BytesIO:
 
 def seed_reconciliation(count: int, progress: Callable[[int], None]) -> int:
     """Bring the demo job up to about `count` records (both sides), then run it once."""
-    from reconciliation.jobs import run_execution
+    from reconciliation.engine.jobs import run_execution
 
     with transaction.atomic():
         tenant, _ = Tenant.objects.get_or_create(slug=DEMO_TENANT_SLUG, defaults={"name": "Demo Ltd"})

@@ -7,10 +7,10 @@ from django.db.models import Case, F, QuerySet, Value, When
 from reconciliation.models import (
     Execution,
     Match,
+    ReconciliationException,
     ReconciliationJob,
     Record,
     Tenant,
-    Unmatched,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -72,8 +72,8 @@ def match_list(*, tenant_ids: list[int]) -> QuerySet[Match]:
     return Match.objects.filter(tenant_id__in=tenant_ids)
 
 
-def unmatched_list(*, tenant_ids: list[int]) -> QuerySet[Unmatched]:
-    return Unmatched.objects.filter(tenant_id__in=tenant_ids)
+def exception_list(*, tenant_ids: list[int]) -> QuerySet[ReconciliationException]:
+    return ReconciliationException.objects.filter(tenant_id__in=tenant_ids)
 
 
 def webhook_endpoint_list(*, tenant_ids: list[int]) -> QuerySet[WebhookEndpoint]:

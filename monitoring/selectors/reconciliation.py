@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from reconciliation.models import Execution, Unmatched, WebhookDelivery
+from reconciliation.models import Execution, ReconciliationException, WebhookDelivery
 
 COUNT_CAP = 100_000
 
@@ -72,6 +72,6 @@ def reconciliation_backlog() -> dict:
         "executions": executions,
         "stuck_executions": stuck,
         "stuck_after_s": stuck_after_s(),
-        "unmatched_open": capped_count(Unmatched.objects.filter(resolved_at__isnull=True)),
+        "unmatched_open": capped_count(ReconciliationException.objects.filter(resolved_at__isnull=True)),
         "webhook_deliveries": deliveries,
     }

@@ -14,9 +14,12 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 
 from project.api.errors import Conflict
-from project.api.filters import DecimalFilter, IdFilter
-from reconciliation.models import ReconciliationJob, Record, Tenant, TenantMembership, Unmatched
-from reconciliation.tenancy import TenantScopedViewSet, has_role, roles_of, tenant_ids_with_role
+from project.api.filters import IdFilter
+from reconciliation.api.common import domain_errors_to_http
+from reconciliation.api.review import ReconciliationExceptionFilter, ReconciliationExceptionViewSet
+from reconciliation.api.tenancy import TenantScopedViewSet, has_role, roles_of, tenant_ids_with_role
+from reconciliation.models import ReconciliationException, ReconciliationJob, Tenant, TenantMembership
+from reconciliation.review import services as review_services
 from reconciliation.workflow import casework, membership, schedule, selectors, signoff
 from reconciliation.workflow.ageing import BUCKET_NAMES, bucket_condition
 from reconciliation.workflow.errors import InvalidWorkflowInput, WorkflowConflict
@@ -34,7 +37,7 @@ def workflow_errors_to_http(view):
             raise ValidationError({"non_field_errors": [str(error)]}, code="invalid") from None
         except WorkflowConflict as error:
             raise Conflict(str(error)) from None
-        except Unmatched.DoesNotExist as error:
+        except ReconciliationException.DoesNotExist as error:
             raise NotFound(str(error)) from None
 
     return wrapped
@@ -143,7 +146,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobSchedule
         fields = [
-            "job", "crontab", "is_enabled", "next_run_at", "last_run_at", "last_outcome", "last_reason",
+            "id", "job", "crontab", "is_enabled", "next_run_at", "last_run_at", "last_outcome", "last_reason",
             "last_execution", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -167,11 +170,11 @@ class ScheduledRunSerializer(serializers.ModelSerializer):
 
 
 class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """Job schedules (one per job, keyed by the job's id): beat starts their runs when due."""
+    """Job schedules (at most one per job): beat starts their runs when due."""
 
     serializer_class = ScheduleSerializer
     queryset = JobSchedule.objects.none()
-    cursor_ordering = ("job",)
+    cursor_ordering = ("id",)
 
     def scoped_queryset(self, tenant_ids):
         return selectors.schedule_list(tenant_ids=tenant_ids)
@@ -226,7 +229,7 @@ class ExceptionSerializer(serializers.ModelSerializer):
     age_bucket = serializers.ChoiceField(choices=BUCKET_NAMES, read_only=True)  # annotated by the selector
 
     class Meta:
-        model = Unmatched
+        model = ReconciliationException
         fields = [
             "id", "created_at", "age_bucket", "job_id", "execution_id", "record_id", "side", "amount", "reason",
             "assigned_to_id", "assigned_at", "resolved_at", "resolved_by_id", "resolution", "resolution_code",
@@ -240,7 +243,7 @@ class AssignSerializer(serializers.Serializer):
 
 
 class ResolveWithCodeSerializer(serializers.Serializer):
-    code = serializers.ChoiceField(choices=Unmatched.ResolutionCode.choices)
+    code = serializers.ChoiceField(choices=ReconciliationException.ResolutionCode.choices, required=False)
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
     adjusting_amount = serializers.DecimalField(max_digits=18, decimal_places=4, required=False, allow_null=True,
                                                 default=None)  # fmt: skip
@@ -256,6 +259,7 @@ class BulkAssignSerializer(AssignSerializer):
 
 class BulkResolveSerializer(ResolveWithCodeSerializer):
     ids = IDS
+    code = serializers.ChoiceField(choices=ReconciliationException.ResolutionCode.choices)
 
 
 class BulkResultSerializer(serializers.Serializer):
@@ -263,34 +267,25 @@ class BulkResultSerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
-class ExceptionFilter(django_filters.FilterSet):
-    job = IdFilter(field_name="job_id")
+class ExceptionFilter(ReconciliationExceptionFilter):
+    """The exceptions queue's filters, plus assignee, age bucket and resolution code."""
+
     assignee = IdFilter(field_name="assigned_to_id")
     unassigned = django_filters.BooleanFilter(field_name="assigned_to_id", lookup_expr="isnull")
     age = django_filters.ChoiceFilter(choices=[(name, name) for name in BUCKET_NAMES], method="filter_age")
-    code = django_filters.ChoiceFilter(field_name="resolution_code", choices=Unmatched.ResolutionCode.choices)
-    reason = django_filters.ChoiceFilter(choices=Unmatched.Reason.choices)
-    side = django_filters.ChoiceFilter(choices=Record.Side.choices)
-    open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull")
-    amount_min = DecimalFilter(field_name="amount", lookup_expr="gte")
-    amount_max = DecimalFilter(field_name="amount", lookup_expr="lte")
-
-    class Meta:
-        model = Unmatched
-        fields = []
+    code = django_filters.ChoiceFilter(
+        field_name="resolution_code", choices=ReconciliationException.ResolutionCode.choices
+    )
 
     def filter_age(self, queryset, name, value):
         return queryset.filter(bucket_condition(value))
 
 
-class ExceptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """The exceptions workflow: each exception's age bucket, assignee and resolution code."""
+class ExceptionViewSet(ReconciliationExceptionViewSet):
+    """The exceptions queue with its workflow: each exception's age bucket, assignee and
+    resolution code; assign and resolve one or up to 1,000 at once; ageing figures."""
 
     serializer_class = ExceptionSerializer
-    queryset = Unmatched.objects.none()
-    lookup_field = "id"
-    lookup_url_kwarg = "pk"
-    cursor_ordering = ("id",)
     filterset_class = ExceptionFilter
 
     def scoped_queryset(self, tenant_ids):
@@ -312,10 +307,22 @@ class ExceptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
     @extend_schema(request=ResolveWithCodeSerializer, responses=ExceptionSerializer)
     @action(detail=True, methods=["post"])
     @workflow_errors_to_http
+    @domain_errors_to_http
     def resolve(self, request, pk=None):
+        """Resolve with a code (and optional adjusting amount); without a code, a note alone
+        resolves it as before the workflow (no code)."""
         params = ResolveWithCodeSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        return self._one(request, casework.exceptions_resolve, **params.validated_data)
+        data = params.validated_data
+        if data.get("code"):
+            return self._one(request, casework.exceptions_resolve, **data)
+        if not data["note"].strip():
+            raise ValidationError({"code": ["Give a resolution code (or at least a note)."]}, code="required")
+        exception = self.get_object()
+        review_services.exception_resolve(
+            exception_id=exception.id, tenant_ids=[exception.tenant_id], user=request.user, note=data["note"]
+        )
+        return Response(self.get_serializer(self.get_queryset().get(id=exception.id)).data)
 
     @extend_schema(request=BulkAssignSerializer, responses=BulkResultSerializer)
     @action(detail=False, methods=["post"], url_path="bulk-assign")

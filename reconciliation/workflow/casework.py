@@ -12,14 +12,14 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from project.activity import activity_record_bulk
-from reconciliation.models import TenantMembership, Unmatched
+from reconciliation.models import ReconciliationException, TenantMembership
 from reconciliation.workflow.errors import InvalidWorkflowInput, WorkflowConflict
 from reconciliation.workflow.signoff import ensure_exceptions_writable
 
 CATEGORY = "reconciliation"
 ENTITY = "reconciliation.unmatched"
 BULK_MAX = 1000  # ids per request: one statement, one audit row listing them
-ResolutionCode = Unmatched.ResolutionCode
+ResolutionCode = ReconciliationException.ResolutionCode
 
 
 class _BatchRefused(Exception):
@@ -37,10 +37,12 @@ def _check_batch(ids: list[int]) -> list[int]:
 
 def _explain_refusal(ids: list[int], tenant_ids: list[int], done: set[int], assignee_id: int | None) -> None:
     """Roll back (by raising) and say which ids could not be changed and why."""
-    rows = dict(Unmatched.objects.filter(id__in=ids, tenant_id__in=tenant_ids).values_list("id", "resolved_at"))
+    rows = dict(
+        ReconciliationException.objects.filter(id__in=ids, tenant_id__in=tenant_ids).values_list("id", "resolved_at")
+    )
     missing = [i for i in ids if i not in rows]
     if missing:
-        raise Unmatched.DoesNotExist(f"No exceptions {missing}.")
+        raise ReconciliationException.DoesNotExist(f"No exceptions {missing}.")
     resolved = [i for i in ids if rows[i] is not None]
     if resolved:
         raise WorkflowConflict(f"Exceptions already resolved: {resolved}.")

@@ -1,6 +1,6 @@
 """Domain errors of the workflow; the API turns InvalidWorkflowInput into 400 and the rest into 409."""
 
-from reconciliation.exceptions import ReconciliationError
+from reconciliation.errors import ReconciliationError
 
 
 class InvalidWorkflowInput(ReconciliationError):

@@ -1,7 +1,7 @@
 """Tables of the reconciliation workflow: job schedules and their runs, periods and sign-off.
 
 The exceptions workflow needs no table of its own: assignment, resolution code and adjusting
-amount are columns of Unmatched (reconciliation/models.py), so a bulk assign is one UPDATE and the
+amount are columns of ReconciliationException (reconciliation/models.py), so a bulk assign is one UPDATE and the
 list filters by assignee or code without a join.
 """
 
@@ -20,7 +20,7 @@ class JobSchedule(models.Model):
         SKIPPED = "skipped"  # nothing new since the last run, or one is still running
         FAILED = "failed"  # the job could not be run (inactive, invalid rules)
 
-    job = models.OneToOneField(ReconciliationJob, primary_key=True, on_delete=models.CASCADE, related_name="schedule")
+    job = models.OneToOneField(ReconciliationJob, on_delete=models.CASCADE, related_name="schedule")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
     crontab = models.CharField(max_length=100, help_text="minute hour day-of-month month day-of-week, in UTC")
     is_enabled = models.BooleanField(default=True)
@@ -40,8 +40,8 @@ class JobSchedule(models.Model):
         indexes = [
             # The dispatcher's scan every minute: enabled schedules that are due.
             models.Index(fields=["next_run_at"], condition=Q(is_enabled=True), name="recon_sched_due_idx"),
-            # The schedule list of a tenant.
-            models.Index(fields=["tenant", "job"], name="recon_sched_tenant_idx"),
+            # The schedule list of a tenant (keyset on id).
+            models.Index(fields=["tenant", "id"], name="recon_sched_tenant_idx"),
         ]
 
     def __str__(self) -> str:
@@ -112,8 +112,9 @@ class Period(models.Model):
 class CarriedForward(models.Model):
     """An exception still open at a sign-off, carried into the next period by an explicit choice."""
 
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, db_index=False)
     period = models.ForeignKey(Period, on_delete=models.CASCADE, related_name="carried_forward")
-    unmatched_id = models.BigIntegerField()  # Unmatched is partitioned: referred to by id
+    unmatched_id = models.BigIntegerField()  # ReconciliationException is partitioned: referred to by id
     record_id = models.BigIntegerField()
     side = models.CharField(max_length=5)
     amount = models.DecimalField(max_digits=18, decimal_places=4)

@@ -17,8 +17,9 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from project.activity import activity_record
-from reconciliation.exceptions import ExecutionActive, ReconciliationError
-from reconciliation.models import Execution, MatchedRecord, ReconciliationJob, Record, Unmatched
+from reconciliation.engine.services import execution_start
+from reconciliation.errors import ExecutionActive, ReconciliationError
+from reconciliation.models import Execution, MatchedRecord, ReconciliationException, ReconciliationJob, Record
 from reconciliation.workflow.errors import InvalidWorkflowInput
 from reconciliation.workflow.models import JobSchedule, ScheduledRun
 
@@ -87,14 +88,12 @@ def _has_new_records(schedule: JobSchedule) -> bool:
     return (
         Record.objects.filter(job_id=schedule.job_id, created_at__gt=schedule.records_seen_until - NEW_RECORD_LOOKBACK)
         .exclude(Exists(MatchedRecord.objects.filter(record_id=OuterRef("pk"))))
-        .exclude(Exists(Unmatched.objects.filter(record_id=OuterRef("pk"))))
+        .exclude(Exists(ReconciliationException.objects.filter(record_id=OuterRef("pk"))))
         .exists()
     )
 
 
 def _run_one(schedule: JobSchedule, now: datetime) -> tuple[str, str, Execution | None]:
-    from reconciliation import services  # the app's execution service; imported late (it imports much)
-
     job = schedule.job
     if not job.is_active:
         return Outcome.FAILED, "the job is inactive", None
@@ -106,7 +105,7 @@ def _run_one(schedule: JobSchedule, now: datetime) -> tuple[str, str, Execution 
         return Outcome.SKIPPED, f"no new records since {schedule.records_seen_until:%Y-%m-%d %H:%M} UTC", None
     try:
         with transaction.atomic():
-            execution = services.execution_start(job=job)
+            execution = execution_start(job=job)
     except ExecutionActive as error:
         return Outcome.SKIPPED, str(error), None
     except ReconciliationError as error:

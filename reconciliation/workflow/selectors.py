@@ -4,7 +4,8 @@ from decimal import Decimal
 
 from django.db.models import Count, QuerySet, Sum
 
-from reconciliation.models import TenantMembership, Unmatched
+from reconciliation import selectors as app_selectors
+from reconciliation.models import ReconciliationException, TenantMembership
 from reconciliation.workflow.ageing import BUCKET_NAMES, bucket_annotation
 from reconciliation.workflow.models import JobSchedule, Period, ScheduledRun
 
@@ -25,12 +26,12 @@ def period_list(*, tenant_ids: list[int]) -> QuerySet[Period]:
     return Period.objects.filter(tenant_id__in=tenant_ids)
 
 
-def exception_list(*, tenant_ids: list[int]) -> QuerySet[Unmatched]:
+def exception_list(*, tenant_ids: list[int]) -> QuerySet[ReconciliationException]:
     """Exceptions with their age bucket (`age_bucket`, computed in SQL against now())."""
-    return Unmatched.objects.filter(tenant_id__in=tenant_ids).annotate(age_bucket=bucket_annotation())
+    return app_selectors.exception_list(tenant_ids=tenant_ids).annotate(age_bucket=bucket_annotation())
 
 
-def exception_ageing(queryset: QuerySet[Unmatched]) -> list[dict]:
+def exception_ageing(queryset: QuerySet[ReconciliationException]) -> list[dict]:
     """Open exceptions per age bucket (count and amount), every bucket listed, one query."""
     rows = (
         queryset.filter(resolved_at__isnull=True)

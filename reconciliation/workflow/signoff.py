@@ -214,10 +214,11 @@ def period_sign_off(*, period: Period, carry_forward_ids: list[int] | None = Non
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO reconciliation_carriedforward (period_id, unmatched_id, record_id, side, amount)
-            SELECT %s, id, record_id, side, amount FROM reconciliation_unmatched WHERE id = ANY(%s)
+            INSERT INTO reconciliation_carriedforward (tenant_id, period_id, unmatched_id, record_id, side, amount)
+            SELECT tenant_id, %s, id, record_id, side, amount FROM reconciliation_unmatched
+            WHERE id = ANY(%s) AND tenant_id = %s
             """,
-            [period.pk, sorted(carry)],
+            [period.pk, sorted(carry), period.tenant_id],
         )
     period.status, period.signed_off_by, period.signed_off_at = Period.Status.SIGNED_OFF, user, timezone.now()
     period.summary = period_summary(period)

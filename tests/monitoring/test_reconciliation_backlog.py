@@ -9,7 +9,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.selectors.reconciliation import capped_count, reconciliation_backlog
-from reconciliation.models import Execution, Unmatched, WebhookDelivery, WebhookEndpoint
+from reconciliation.models import Execution, ReconciliationException, WebhookDelivery, WebhookEndpoint
 from tests.reconciliation.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def backlog_rows(settings):
     stuck = Execution.objects.create(tenant=tenant, job=jobs[2], status="running", started_at=stale, heartbeat_at=stale)
     Execution.objects.create(tenant=tenant, job=jobs[3], status="succeeded", started_at=stale, finished_at=now)
     for record_id, resolved in ((1, None), (2, None), (3, now)):
-        Unmatched.objects.create(
+        ReconciliationException.objects.create(
             tenant_id=tenant.pk,
             job_id=jobs[0].pk,
             record_id=record_id,

@@ -7,7 +7,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from reconciliation import jobs
+from reconciliation.engine import jobs
 from reconciliation.models import Execution, ReconciliationJob, Record, TenantMembership, WebhookEndpoint
 from tests.conftest import TASK_PERMISSIONS, grant
 from tests.factories import UserFactory
@@ -15,7 +15,7 @@ from tests.reconciliation.factories import JobFactory, TenantFactory, load, memb
 
 pytestmark = pytest.mark.django_db
 Role = TenantMembership.Role
-JOBS = "/api/v1/reconciliation/jobs/"
+JOBS = "/api/v1/reconciliations/jobs/"
 CSV_HEADER = "external_id,amount,currency,booked_on"
 
 
@@ -169,10 +169,10 @@ def test_a_huge_quoted_csv_header_field_is_a_400(recon_admin):
 
 # (method, url) across the apps; {job} is the fixture's job. The job endpoints once had DRF's parser.
 JSON_ENDPOINTS = [
-    "post /api/v1/reconciliation/jobs/",
-    "patch /api/v1/reconciliation/jobs/{job}/",
-    "post /api/v1/reconciliation/jobs/{job}/records/",
-    "post /api/v1/reconciliation/jobs/{job}/run/",
+    "post /api/v1/reconciliations/jobs/",
+    "patch /api/v1/reconciliations/jobs/{job}/",
+    "post /api/v1/reconciliations/jobs/{job}/records/",
+    "post /api/v1/reconciliations/jobs/{job}/run/",
     "post /api/v1/tasks/",
     "post /api/v1/tasks/bulk-update/",
     "post /api/v1/approvals/versions/1/approve/",
@@ -321,8 +321,8 @@ def test_non_numeric_version_ids_in_action_urls_are_a_404(approvals_client, acti
         "/api/v1/tasks/AAA/",
         "/api/v1/projects/AAA/",
         "/api/v1/approvals/topics/AAA/",
-        "/api/v1/reconciliation/jobs/AAA/",
-        "/api/v1/reconciliation/matches/null,null/",
+        "/api/v1/reconciliations/jobs/AAA/",
+        "/api/v1/reconciliations/matches/null,null/",
         "/api/v1/reconciliations/AAA/summary",
     ],
 )
@@ -351,13 +351,13 @@ def test_stats_assignee_must_be_an_ascii_positive_integer(tasks_client, assignee
         ("/api/v1/tasks/", "project", "99999999999999999999999"),
         ("/api/v1/approvals/versions/", "author", "AAA"),
         ("/api/v1/approvals/audit-log/", "rule", "-1"),
-        ("/api/v1/reconciliation/matches/", "amount_min", "1e-999999"),
-        ("/api/v1/reconciliation/matches/", "amount_max", "-1e999999"),
-        ("/api/v1/reconciliation/matches/", "confidence_max", "1e-999999"),
-        ("/api/v1/reconciliation/matches/", "confidence_min", "inf"),
-        ("/api/v1/reconciliation/unmatched/", "amount_min", "1e-999999"),
-        ("/api/v1/reconciliation/unmatched/", "job", "1.5"),
-        ("/api/v1/reconciliation/executions/", "job", "null,null"),
+        ("/api/v1/reconciliations/matches/", "amount_min", "1e-999999"),
+        ("/api/v1/reconciliations/matches/", "amount_max", "-1e999999"),
+        ("/api/v1/reconciliations/matches/", "confidence_max", "1e-999999"),
+        ("/api/v1/reconciliations/matches/", "confidence_min", "inf"),
+        ("/api/v1/reconciliations/exceptions/", "amount_min", "1e-999999"),
+        ("/api/v1/reconciliations/exceptions/", "job", "1.5"),
+        ("/api/v1/reconciliations/executions/", "job", "null,null"),
     ],
 )
 def test_number_filters_are_a_400_naming_the_parameter_for_what_is_not_a_number_in_range(
@@ -431,11 +431,11 @@ def oracle_world():
 @pytest.mark.parametrize(
     ("url", "param", "target"),
     [
-        ("/api/v1/reconciliation/jobs/", "tenant", "tenant"),
-        ("/api/v1/reconciliation/executions/", "job", "job"),
-        ("/api/v1/reconciliation/matches/", "job", "job"),
-        ("/api/v1/reconciliation/unmatched/", "job", "job"),
-        ("/api/v1/reconciliation/webhook-deliveries/", "endpoint", "endpoint"),
+        ("/api/v1/reconciliations/jobs/", "tenant", "tenant"),
+        ("/api/v1/reconciliations/executions/", "job", "job"),
+        ("/api/v1/reconciliations/matches/", "job", "job"),
+        ("/api/v1/reconciliations/exceptions/", "job", "job"),
+        ("/api/v1/reconciliations/webhook-deliveries/", "endpoint", "endpoint"),
     ],
 )
 def test_filtering_by_another_tenants_id_answers_like_a_nonexistent_id(url, param, target):
@@ -465,7 +465,7 @@ def test_creating_a_webhook_endpoint_for_another_tenant_answers_like_a_nonexiste
     answers = []
     for tenant_id in (theirs.pk, missing):
         body = {"tenant": tenant_id, "url": "https://hooks.example.com/y", "events": ["execution.completed"]}
-        response = client.post("/api/v1/reconciliation/webhook-endpoints/", body, format="json")
+        response = client.post("/api/v1/reconciliations/webhook-endpoints/", body, format="json")
         answers.append((response.status_code, json.dumps(response.json()).replace(str(tenant_id), "ID")))
     assert answers[0] == answers[1]
 

@@ -46,7 +46,7 @@ def test_an_object_level_refusal_counts_once(three_per_minute):
     client = APIClient()
     client.force_login(member(job.tenant, TenantMembership.Role.VIEWER))
     statuses = [
-        client.post(f"/api/v1/reconciliation/jobs/{job.pk}/run/", {}, format="json").status_code for _ in range(4)
+        client.post(f"/api/v1/reconciliations/jobs/{job.pk}/run/", {}, format="json").status_code for _ in range(4)
     ]
     assert statuses == [403, 403, 403, 429]
 

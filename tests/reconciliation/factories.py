@@ -2,7 +2,7 @@
 
 import factory
 
-from reconciliation.ingest import csv_stream_from_text, records_ingest
+from reconciliation.ingest.records import csv_stream_from_text, records_ingest
 from reconciliation.models import ReconciliationJob, Tenant, TenantMembership
 from tests.factories import UserFactory
 

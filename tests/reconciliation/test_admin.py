@@ -12,19 +12,19 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from project.models import ActivityLog, OutboxMessage
-from reconciliation import jobs
-from reconciliation.admin import candidate_queryset
+from reconciliation.admin.executions import candidate_queryset
+from reconciliation.engine import jobs
+from reconciliation.engine.rules import parse_rules
 from reconciliation.models import (
     Execution,
     Match,
     MatchedRecord,
+    ReconciliationException,
     ReconciliationJob,
     Record,
-    Unmatched,
     WebhookDelivery,
     WebhookEndpoint,
 )
-from reconciliation.rules import parse_rules
 from tests.conftest import grant
 from tests.factories import UserFactory
 from tests.plans import index_scans, scan_on
@@ -100,7 +100,7 @@ def world():
         "job": job,
         "execution": execution,
         "match": Match.objects.get(job_id=job.pk),
-        "exception": Unmatched.objects.get(job_id=job.pk),
+        "exception": ReconciliationException.objects.get(job_id=job.pk),
         "record": Record.objects.filter(job=job).first(),
         "endpoint": endpoint,
         "delivery": delivery,
@@ -242,7 +242,7 @@ def test_dry_run_action_and_a_second_run_of_a_busy_job_is_refused_with_a_message
     client = logged_in(staff("reconciliation.view_reconciliationjob", "reconciliation.add_execution"))
     changelist = reverse("admin:reconciliation_reconciliationjob_changelist")
 
-    with mock.patch("reconciliation.jobs.run_execution.delay"):
+    with mock.patch("reconciliation.engine.jobs.run_execution.delay"):
         client.post(changelist, {"action": "dry_run_selected", "_selected_action": [job.pk]})
         again = client.post(changelist, {"action": "run_selected", "_selected_action": [job.pk]}, follow=True)
 
@@ -341,7 +341,9 @@ def test_reject_needs_a_note_then_reopens_the_records_as_exceptions(world, logge
     rejected = Match.objects.get(id=match.id)
     assert (rejected.status, rejected.note) == ("rejected", "different invoice")
     reopened = set(
-        Unmatched.objects.filter(reason="rejected", resolved_at__isnull=True).values_list("record_id", flat=True)
+        ReconciliationException.objects.filter(reason="rejected", resolved_at__isnull=True).values_list(
+            "record_id", flat=True
+        )
     )
     assert reopened == {*match.left_ids, *match.right_ids}
     assert ActivityLog.objects.filter(action="match_reject", user=user, entity_id=str(match.id)).exists()
@@ -363,7 +365,7 @@ def test_bulk_confirm_reports_matches_already_decided(logged_in):
 
 
 def test_review_queue_pages_by_keyset(logged_in, monkeypatch):
-    monkeypatch.setattr("reconciliation.admin.QUEUE_PAGE_SIZE", 2)
+    monkeypatch.setattr("reconciliation.admin.executions.QUEUE_PAGE_SIZE", 2)
     job = JobFactory(rules=REVIEW_RULES)
     suggested_pairs(job, 3)
     run(job)
@@ -390,12 +392,12 @@ def test_resolve_from_the_exceptions_queue_closes_it_with_the_note_and_is_audite
     assert exception.id in [row["exception"].id for row in client.get(EXCEPTIONS).context["rows"]]
 
     missing_note = client.post(EXCEPTIONS, {"row": f"resolve:{exception.id}"}, follow=True)
-    assert Unmatched.objects.get(id=exception.id).resolved_at is None
+    assert ReconciliationException.objects.get(id=exception.id).resolved_at is None
     assert any("note is required" in message for message in messages_of(missing_note))
 
     client.post(EXCEPTIONS, {"row": f"resolve:{exception.id}", f"note-{exception.id}": "bank fee, written off"})
 
-    resolved = Unmatched.objects.get(id=exception.id)
+    resolved = ReconciliationException.objects.get(id=exception.id)
     assert (resolved.resolution, resolved.resolved_by_id) == ("bank fee, written off", user.pk)
     assert resolved.resolved_at is not None
     assert exception.id not in [row["exception"].id for row in client.get(EXCEPTIONS).context["rows"]]
@@ -429,7 +431,7 @@ def low_confidence_pair():
     )
     run(job)
     records = dict(Record.objects.filter(job=job).values_list("external_id", "id"))
-    return {"job": job, "records": records, "exception": Unmatched.objects.get(record_id=records["L1"])}
+    return {"job": job, "records": records, "exception": ReconciliationException.objects.get(record_id=records["L1"])}
 
 
 def test_an_exception_shows_the_open_candidates_within_drift_and_window(low_confidence_pair, logged_in):
@@ -482,7 +484,9 @@ def test_match_with_a_candidate_from_an_exception_makes_a_manual_match(low_confi
         records["L1"],
         records["R1"],
     }
-    assert not Unmatched.objects.filter(record_id__in=[records["L1"], records["R1"]], resolved_at__isnull=True).exists()
+    assert not ReconciliationException.objects.filter(
+        record_id__in=[records["L1"], records["R1"]], resolved_at__isnull=True
+    ).exists()
     assert ActivityLog.objects.filter(action="match_manual", user=user, entity_id=str(match.id)).exists()
     assert any(f"match {match.id}" in message for message in messages_of(response))
 
@@ -623,7 +627,7 @@ def test_records_are_searched_by_exact_external_id_and_filtered_by_job_and_statu
 
 
 def test_filtered_record_lists_are_counted_only_up_to_the_cap(world, logged_in, monkeypatch):
-    monkeypatch.setattr("reconciliation.admin.CappedCountPaginator.cap", 2)
+    monkeypatch.setattr("reconciliation.admin.common.CappedCountPaginator.cap", 2)
     client = logged_in(staff("reconciliation.view_record"))
     changelist = reverse("admin:reconciliation_record_changelist")
 

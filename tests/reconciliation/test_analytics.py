@@ -17,9 +17,8 @@ from project.jobs import refresh_materialized_view_job
 from project.matviews import materialized_view_status, refresh_materialized_view, registered_materialized_views
 from project.models import JobRun, MaterializedViewRefresh
 from project.schedules import SCHEDULES
-from reconciliation import analytics, services
-from reconciliation import jobs as reconciliation_jobs
-from reconciliation.analytics import (
+from reconciliation.analytics import matviews as analytics
+from reconciliation.analytics.matviews import (
     JOB_PERFORMANCE,
     MATCH_ACCURACY,
     SUMMARY_DAILY,
@@ -29,7 +28,7 @@ from reconciliation.analytics import (
     match_accuracy,
     tenant_usage_hourly,
 )
-from reconciliation.analytics_serializers import (
+from reconciliation.api.analytics_serializers import (
     DailySummaryQuerySerializer,
     DailySummarySerializer,
     JobPerformanceSerializer,
@@ -37,7 +36,9 @@ from reconciliation.analytics_serializers import (
     TenantUsageHourlySerializer,
     TenantUsageQuerySerializer,
 )
-from reconciliation.models import Execution, Match, ReconciliationJob, Record, Tenant, Unmatched
+from reconciliation.engine import jobs as reconciliation_jobs
+from reconciliation.models import Execution, Match, ReconciliationException, ReconciliationJob, Record, Tenant
+from reconciliation.review import services as review_services
 from tests.reconciliation.factories import JobFactory, load
 
 VIEWS = [SUMMARY_DAILY, JOB_PERFORMANCE, TENANT_USAGE_HOURLY, MATCH_ACCURACY]
@@ -84,15 +85,15 @@ def match(job, run, pass_name, status, at, *, confidence="0.9000", left=1, right
     )
 
 
-def exception(job, run, at, *, amount, resolved=False) -> Unmatched:
-    return Unmatched.objects.create(
+def exception(job, run, at, *, amount, resolved=False) -> ReconciliationException:
+    return ReconciliationException.objects.create(
         tenant_id=job.tenant_id,
         job_id=job.pk,
         execution_id=run.pk,
         record_id=1,
         side="left",
         amount=Decimal(amount),
-        reason=Unmatched.Reason.NO_CANDIDATE,
+        reason=ReconciliationException.Reason.NO_CANDIDATE,
         created_at=at,
         resolved_at=at + H if resolved else None,
     )
@@ -327,7 +328,7 @@ def test_the_views_agree_with_what_the_matcher_and_a_reviewer_wrote(db):
     reconciliation_jobs.run_execution.run_now({"execution_id": run.pk})
     run.refresh_from_db()
     first, second = Match.objects.filter(job_id=job.pk).order_by("id")
-    services.match_reject(match_id=second.id, tenant_ids=[job.tenant_id], note="different invoices")
+    review_services.match_reject(match_id=second.id, tenant_ids=[job.tenant_id], note="different invoices")
     refresh_all()
     tenants = [job.tenant_id]
 
@@ -345,7 +346,7 @@ def test_the_views_agree_with_what_the_matcher_and_a_reviewer_wrote(db):
         == 2
     )
     # L3 by the run, L2 and R2 by the rejection.
-    assert sum(day["exceptions"] for day in days) == Unmatched.objects.filter(job_id=job.pk).count() == 3
+    assert sum(day["exceptions"] for day in days) == ReconciliationException.objects.filter(job_id=job.pk).count() == 3
     assert (performance[0]["avg_match_rate"], performance[0]["last_match_rate"]) == (Decimal("0.8000"), Decimal("0.8"))
     assert sum(hour["records_ingested"] for hour in usage) == 5
     assert sum(hour["matches_created"] for hour in usage) == 2

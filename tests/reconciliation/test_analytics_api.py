@@ -1,7 +1,7 @@
 """The analytics endpoints (reconciliation/analytics_api.py): tenant-scoped, 404 for what is not
 yours, 400 for bad parameters, each view's refresh time in every answer.
 
-The viewset is mounted here at the path proposed for reconciliation/urls.py.
+The viewset is mounted here alone, at its path in reconciliation/api/urls.py.
 """
 
 import datetime
@@ -14,19 +14,19 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.test import APIClient
 
 from project.matviews import refresh_materialized_view
-from reconciliation.analytics import ANALYTICS_VIEWS
-from reconciliation.analytics_api import AnalyticsViewSet
+from reconciliation.analytics.matviews import ANALYTICS_VIEWS
+from reconciliation.api.analytics import AnalyticsViewSet
 from reconciliation.models import Execution, Match, TenantMembership
 from tests.factories import UserFactory
 from tests.reconciliation.factories import JobFactory, TenantFactory, member
 
 router = DefaultRouter()
 router.register("analytics", AnalyticsViewSet, basename="recon-analytics")
-urlpatterns = [path("api/v1/reconciliation/", include(router.urls))]
+urlpatterns = [path("api/v1/reconciliations/", include(router.urls))]
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
-BASE = "/api/v1/reconciliation/analytics"
+BASE = "/api/v1/reconciliations/analytics"
 ENDPOINTS = ["daily-summary", "job-performance", "usage-hourly", "match-accuracy"]
 
 

@@ -5,18 +5,19 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from project.models import ActivityLog, OutboxMessage
-from reconciliation import jobs
+from reconciliation.engine import jobs
 from reconciliation.models import (
     Execution,
     Match,
     MatchedRecord,
+    ReconciliationException,
     ReconciliationJob,
     Record,
     TenantMembership,
-    Unmatched,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from reconciliation.workflow.models import JobSchedule, Period
 from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 
 pytestmark = pytest.mark.django_db
@@ -44,12 +45,20 @@ def tenant_world(name: str) -> dict:
     delivery = WebhookDelivery.objects.create(
         endpoint=endpoint, tenant=job.tenant, event="execution.completed", payload={}
     )
+    # The workflow (issue 14): the tenant's admin membership, a schedule and a period.
+    admin = member(job.tenant, Role.ADMIN)
+    schedule = JobSchedule.objects.create(job=job, tenant=job.tenant, crontab="0 6 * * *")
+    period = Period.objects.create(job=job, tenant=job.tenant, starts_on="2026-03-01", ends_on="2026-03-31")
     return {
+        "admin": admin,
+        "membership": TenantMembership.objects.get(user=admin),
+        "schedule": schedule,
+        "period": period,
         "tenant": job.tenant,
         "job": job,
         "execution": execution,
         "match": Match.objects.get(job_id=job.pk),
-        "unmatched": Unmatched.objects.get(job_id=job.pk),
+        "unmatched": ReconciliationException.objects.get(job_id=job.pk),
         "record": Record.objects.filter(job=job).first(),
         "endpoint": endpoint,
         "delivery": delivery,
@@ -81,12 +90,26 @@ OBJECT_ENDPOINTS = [
     ("post", "recon-match-confirm", "match", {}),
     ("post", "recon-match-reject", "match", {}),
     ("post", "recon-match-unmatch", "match", {}),
-    ("get", "recon-unmatched-detail", "unmatched", None),
-    ("post", "recon-unmatched-resolve", "unmatched", {"note": "written off"}),
+    ("get", "recon-exception-detail", "unmatched", None),
+    ("post", "recon-exception-resolve", "unmatched", {"note": "written off"}),
     ("get", "recon-webhook-endpoint-detail", "endpoint", None),
     ("patch", "recon-webhook-endpoint-detail", "endpoint", {"is_active": False}),
     ("get", "recon-webhook-delivery-detail", "delivery", None),
     ("post", "recon-webhook-delivery-redeliver", "delivery", None),
+    # The workflow (issue 14).
+    ("post", "recon-exception-assign", "unmatched", {"assignee": None}),
+    ("post", "recon-exception-resolve", "unmatched", {"code": "written_off", "adjusting_amount": "1"}),
+    ("get", "recon-member-detail", "membership", None),
+    ("patch", "recon-member-detail", "membership", {"role": "viewer"}),
+    ("delete", "recon-member-detail", "membership", None),
+    ("get", "recon-schedule-detail", "schedule", None),
+    ("patch", "recon-schedule-detail", "schedule", {"crontab": "* * * * *"}),
+    ("delete", "recon-schedule-detail", "schedule", None),
+    ("get", "recon-schedule-runs", "schedule", None),
+    ("get", "recon-period-detail", "period", None),
+    ("get", "recon-period-summary", "period", None),
+    ("post", "recon-period-sign-off", "period", {"carry_forward": []}),
+    ("post", "recon-period-unsign", "period", {"reason": "not yours"}),
 ]
 
 # Every list endpoint, and which object of a tenant's world it lists.
@@ -95,9 +118,12 @@ LIST_ENDPOINTS = [
     ("recon-job-list", "job"),
     ("recon-execution-list", "execution"),
     ("recon-match-list", "match"),
-    ("recon-unmatched-list", "unmatched"),
+    ("recon-exception-list", "unmatched"),
     ("recon-webhook-endpoint-list", "endpoint"),
     ("recon-webhook-delivery-list", "delivery"),
+    ("recon-member-list", "membership"),
+    ("recon-schedule-list", "schedule"),
+    ("recon-period-list", "period"),
 ]
 
 
@@ -121,7 +147,7 @@ def test_a_member_of_tenant_a_gets_404_for_every_object_of_tenant_b(
 @pytest.mark.parametrize(("name", "kind"), LIST_ENDPOINTS)
 def test_lists_show_exactly_the_own_tenants_rows(name, kind, tenant_b_world, client_for):
     world_a = tenant_world("A")
-    client = client_for(member(world_a["tenant"], Role.ADMIN))
+    client = client_for(world_a["admin"])
 
     response = client.get(reverse(name))
 
@@ -319,7 +345,7 @@ def test_review_actions_change_state_and_are_audited(tenant_b_world, client_for)
     left, right = match.left_ids[0], match.right_ids[0]
     manual = client.post(reverse("recon-match-list"), {"left_ids": [left], "right_ids": [right]}, format="json")
     resolved = client.post(
-        reverse("recon-unmatched-resolve", kwargs={"pk": unmatched.id}), {"note": "fee"}, format="json"
+        reverse("recon-exception-resolve", kwargs={"pk": unmatched.id}), {"note": "fee"}, format="json"
     )
 
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"

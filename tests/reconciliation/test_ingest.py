@@ -2,8 +2,8 @@
 
 import pytest
 
-from reconciliation.exceptions import InvalidUpload
-from reconciliation.ingest import MAX_JSON_ROWS, csv_stream_from_text, records_ingest
+from reconciliation.errors import InvalidUpload
+from reconciliation.ingest.records import MAX_JSON_ROWS, csv_stream_from_text, records_ingest
 from reconciliation.models import Record
 from tests.reconciliation.factories import JobFactory
 
@@ -160,8 +160,8 @@ def test_json_that_is_not_an_array_of_objects_is_refused(rows, message):
 def test_an_upload_that_loses_a_race_to_another_upload_of_the_same_records_asks_for_a_retry(monkeypatch):
     from psycopg import sql
 
-    from reconciliation import ingest
-    from reconciliation.exceptions import ConcurrentUpload
+    from reconciliation.errors import ConcurrentUpload
+    from reconciliation.ingest import records as ingest
 
     job = JobFactory()
     text = f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\nL2,20,EUR,2026-01-31,B,,\n"

@@ -5,8 +5,11 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from reconciliation import jobs, matching, services
-from reconciliation.models import Execution, Match, MatchedRecord, Record, Report, Unmatched
+from reconciliation.engine import jobs
+from reconciliation.engine import passes as matching
+from reconciliation.engine import run as services
+from reconciliation.models import Execution, Match, MatchedRecord, ReconciliationException, Record, Report
+from reconciliation.review import services as review_services
 from tests.reconciliation.factories import JobFactory, load
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +109,7 @@ def test_amount_outside_the_drift_is_not_matched_and_says_why():
     execution = run(job)
 
     assert pairs(job) == set()
-    reasons = set(Unmatched.objects.filter(job_id=job.pk).values_list("side", "reason"))
+    reasons = set(ReconciliationException.objects.filter(job_id=job.pk).values_list("side", "reason"))
     assert reasons == {("left", "amount_outside_drift"), ("right", "amount_outside_drift")}
     assert execution.summary["open_by_reason"] == {"amount_outside_drift": 2}
 
@@ -125,7 +128,7 @@ def test_unmatched_reasons_tell_no_candidate_from_low_confidence():
 
     run(job)
 
-    reasons = dict(Unmatched.objects.filter(job_id=job.pk).values_list("record_id", "reason"))
+    reasons = dict(ReconciliationException.objects.filter(job_id=job.pk).values_list("record_id", "reason"))
     by_external = {Record.objects.get(pk=record_id).external_id: reason for record_id, reason in reasons.items()}
     assert by_external == {"L1": "low_confidence", "R1": "low_confidence", "L2": "no_candidate"}
 
@@ -189,7 +192,7 @@ def test_two_equally_good_candidates_make_a_suggestion_never_an_automatic_match(
 
     # Greedy picks by the deterministic tie-break (lowest id); a person confirms or rejects it.
     assert matches_by_external_ids(job) == {(("L1",), ("R1",), "exact", "suggested", Decimal("1.0000"))}
-    assert Unmatched.objects.get(job_id=job.pk).reason == "ambiguous"
+    assert ReconciliationException.objects.get(job_id=job.pk).reason == "ambiguous"
 
 
 def test_greedy_assignment_gives_each_record_its_best_available_partner():
@@ -254,7 +257,7 @@ def test_a_rerun_matches_nothing_twice_and_records_no_duplicate_exceptions():
     second = run(job)
 
     assert matches_by_external_ids(job) == before
-    assert Unmatched.objects.filter(job_id=job.pk, resolved_at__isnull=True).count() == 1
+    assert ReconciliationException.objects.filter(job_id=job.pk, resolved_at__isnull=True).count() == 1
     assert second.summary["matches"] == {"auto": 0, "suggested": 0}
 
 
@@ -270,7 +273,7 @@ def test_dry_run_reports_what_would_match_and_writes_nothing():
     assert execution.summary["passes"]["exact"]["auto"] == 1
     assert execution.summary["open_by_reason"] == {"no_candidate": 1}  # what would be left: L2
     assert not Match.objects.filter(job_id=job.pk).exists()
-    assert not Unmatched.objects.filter(job_id=job.pk).exists()
+    assert not ReconciliationException.objects.filter(job_id=job.pk).exists()
     assert not MatchedRecord.objects.filter(record__job=job).exists()
     assert not Report.objects.filter(execution=execution).exists()
 
@@ -332,7 +335,7 @@ def test_a_pass_that_finds_records_taken_meanwhile_is_redone_from_the_database(m
         loads.append(job_id)
         if len(loads) == 1:  # after the matcher read the open records, a person takes L1 and R1
             left, right = (Record.objects.get(job=job, external_id=e).pk for e in ("L1", "R1"))
-            services.match_manual(left_ids=[left], right_ids=[right], tenant_ids=[job.tenant_id])
+            review_services.match_manual(left_ids=[left], right_ids=[right], tenant_ids=[job.tenant_id])
 
     monkeypatch.setattr(services, "load_working_set", load_then_someone_matches_by_hand)
 
@@ -378,5 +381,5 @@ def test_a_record_whose_only_neighbour_in_drift_belongs_to_another_pair_has_no_c
     run(job)
 
     assert pairs(job) == {(("L1",), ("R1",))}
-    exception = Unmatched.objects.get(job_id=job.pk)
+    exception = ReconciliationException.objects.get(job_id=job.pk)
     assert (Record.objects.get(pk=exception.record_id).external_id, exception.reason) == ("L2", "no_candidate")

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from reconciliation.exceptions import InvalidRules
-from reconciliation.rules import MatchingRules, parse_rules
+from reconciliation.engine.rules import MatchingRules, parse_rules
+from reconciliation.errors import InvalidRules
 
 
 def test_an_empty_document_takes_every_default():

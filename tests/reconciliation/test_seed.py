@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import call_command
 
-from reconciliation.models import Execution, Match, ReconciliationJob, Record, TenantMembership, Unmatched
+from reconciliation.models import Execution, Match, ReconciliationException, ReconciliationJob, Record, TenantMembership
 from reconciliation.seed import DEMO_JOB_NAME
 from tests.factories import UserFactory
 
@@ -21,5 +21,5 @@ def test_seed_demo_loads_a_matched_job_with_suggestions_and_exceptions_once():
     assert Execution.objects.filter(job=job, status="succeeded").count() == 1
     statuses = set(Match.objects.filter(job_id=job.pk).values_list("status", flat=True))
     assert statuses == {"auto", "suggested"}
-    assert Unmatched.objects.filter(job_id=job.pk, resolved_at__isnull=True).exists()
+    assert ReconciliationException.objects.filter(job_id=job.pk, resolved_at__isnull=True).exists()
     assert TenantMembership.objects.get(user=admin, tenant=job.tenant).role == "admin"

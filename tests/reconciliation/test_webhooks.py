@@ -24,9 +24,10 @@ from prometheus_client import REGISTRY
 
 import project.celery
 from project.models import ActivityLog, JobRun, OutboxMessage
-from reconciliation import webhooks
-from reconciliation.exceptions import WebhookTargetRefused
+from reconciliation.errors import WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, Tenant, WebhookDelivery, WebhookEndpoint
+from reconciliation.webhooks import delivery as webhooks
+from reconciliation.webhooks import jobs as webhook_jobs
 from tests.plans import index_scans, scan_on
 
 pytestmark = pytest.mark.django_db
@@ -649,7 +650,7 @@ def test_https_to_the_checked_address_verifies_the_certificate_against_the_endpo
 
 def test_send_due_queues_only_deliveries_that_are_due(tenant, monkeypatch):
     queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.append((ids, kwargs)))
+    monkeypatch.setattr(webhook_jobs, "_enqueue_deliveries", lambda ids, **kwargs: queued.append((ids, kwargs)))
     endpoint = make_endpoint(tenant, "http://127.0.0.1:9/hook")
     due_pending = make_delivery(endpoint, due_in_s=-300)
     due_failed = make_delivery(endpoint, status=WebhookDelivery.Status.FAILED, attempts=2, due_in_s=-60)
@@ -657,7 +658,7 @@ def test_send_due_queues_only_deliveries_that_are_due(tenant, monkeypatch):
     make_delivery(endpoint, status=WebhookDelivery.Status.DELIVERED, due_in_s=-60)
     make_delivery(endpoint, status=WebhookDelivery.Status.DEAD, due_in_s=-60)
 
-    result = webhooks.send_due_webhooks.run_now({})
+    result = webhook_jobs.send_due_webhooks.run_now({})
 
     assert result == {"queued": 2, "batch_full": False}
     assert queued == [([due_pending.pk, due_failed.pk], {"expires_s": webhooks.SEND_DUE_EXPIRES_S})]
@@ -667,11 +668,11 @@ def test_send_due_queues_only_deliveries_that_are_due(tenant, monkeypatch):
 def test_send_due_takes_at_most_one_batch_oldest_first(tenant, settings, monkeypatch):
     settings.WEBHOOK_SEND_DUE_BATCH = 2
     queued = []
-    monkeypatch.setattr(webhooks, "_enqueue_deliveries", lambda ids, **kwargs: queued.extend(ids))
+    monkeypatch.setattr(webhook_jobs, "_enqueue_deliveries", lambda ids, **kwargs: queued.extend(ids))
     endpoint = make_endpoint(tenant, "http://127.0.0.1:9/hook")
     _newest, oldest, middle = (make_delivery(endpoint, due_in_s=-s) for s in (10, 300, 100))
 
-    assert webhooks.send_due_webhooks.run_now({}) == {"queued": 2, "batch_full": True}
+    assert webhook_jobs.send_due_webhooks.run_now({}) == {"queued": 2, "batch_full": True}
     assert queued == [oldest.pk, middle.pk]
 
 
@@ -685,13 +686,13 @@ def test_the_due_query_reads_the_partial_due_index():
 
 def test_send_due_then_deliver_sends_a_due_retry(tenant, receiver, monkeypatch):
     monkeypatch.setattr(
-        webhooks,
+        webhook_jobs,
         "_enqueue_deliveries",
-        lambda ids, **kwargs: [webhooks.deliver_webhook.apply(args=(i,)) for i in ids],
+        lambda ids, **kwargs: [webhook_jobs.deliver_webhook.apply(args=(i,)) for i in ids],
     )
     delivery = make_delivery(make_endpoint(tenant, receiver.url), status=WebhookDelivery.Status.FAILED, attempts=1)
 
-    webhooks.send_due_webhooks.run_now({})
+    webhook_jobs.send_due_webhooks.run_now({})
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("delivered", 2)

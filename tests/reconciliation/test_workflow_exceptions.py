@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from project.models import ActivityLog
 from reconciliation import jobs
-from reconciliation.models import Execution, TenantMembership, Unmatched
+from reconciliation.models import Execution, ReconciliationException, TenantMembership
 from reconciliation.workflow.ageing import bucket_of
 from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 
@@ -18,17 +18,17 @@ pytestmark = pytest.mark.django_db
 Role = TenantMembership.Role
 
 
-def exceptions_of(job, count: int) -> list[Unmatched]:
+def exceptions_of(job, count: int) -> list[ReconciliationException]:
     """`count` open exceptions in `job` (left records nothing matches), oldest id first."""
     load(job, "left", [(f"L{i}", f"{10 + i}.00", "EUR", "2026-03-10") for i in range(count)])
     execution = Execution.objects.create(tenant_id=job.tenant_id, job=job)
     jobs.run_execution.run_now({"execution_id": execution.pk})
-    return list(Unmatched.objects.filter(job_id=job.pk).order_by("id"))
+    return list(ReconciliationException.objects.filter(job_id=job.pk).order_by("id"))
 
 
-def age(exception: Unmatched, days: float) -> None:
+def age(exception: ReconciliationException, days: float) -> None:
     """Pretend the exception was opened `days` ago (created_at is the partition key: same month ok)."""
-    Unmatched.objects.filter(id=exception.id).update(created_at=timezone.now() - timedelta(days=days))
+    ReconciliationException.objects.filter(id=exception.id).update(created_at=timezone.now() - timedelta(days=days))
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_assign_to_a_member_filter_by_assignee_and_refuse_a_stranger(client_for)
 
     assert assigned.status_code == 200 and assigned.json()["assigned_to_id"] == operator.pk
     assert refused.status_code == 400
-    assert Unmatched.objects.get(id=second.id).assigned_to_id is None
+    assert ReconciliationException.objects.get(id=second.id).assigned_to_id is None
     mine = client.get(reverse("recon-exception-list"), {"assignee": operator.pk}).json()["results"]
     unassigned = client.get(reverse("recon-exception-list"), {"unassigned": "true"}).json()["results"]
     assert [row["id"] for row in mine] == [first.id]
@@ -115,7 +115,7 @@ def test_bulk_assign_is_one_update_and_one_audit_row(client_for):
     assert response.status_code == 200, response.content
     assert response.json()["count"] == 30
     assert updates.count == 1
-    assert Unmatched.objects.filter(id__in=ids, assigned_to_id=operator.pk).count() == 30
+    assert ReconciliationException.objects.filter(id__in=ids, assigned_to_id=operator.pk).count() == 30
     assert ActivityLog.objects.filter(action="exception_assign").count() == 1
 
 
@@ -144,7 +144,7 @@ def test_bulk_resolve_with_code_and_adjusting_amount_then_filter_by_code(client_
     )
 
     assert response.status_code == 200, response.content
-    resolved = Unmatched.objects.get(id=first.id)
+    resolved = ReconciliationException.objects.get(id=first.id)
     assert (resolved.resolution_code, resolved.adjusting_amount, resolved.resolution) == (
         "bank_error",
         Decimal("-1.5000"),
@@ -171,7 +171,7 @@ def test_a_bulk_act_is_all_or_nothing_and_names_the_refused_ids(client_for):
 
     assert response.status_code == 409
     assert str(second.id) in response.json()["error"]["message"]
-    assert Unmatched.objects.get(id=first.id).resolved_at is None
+    assert ReconciliationException.objects.get(id=first.id).resolved_at is None
     assert ActivityLog.objects.filter(action="exception_resolve").count() == 1  # the single one only
 
 
@@ -183,7 +183,7 @@ def test_other_needs_a_note_and_unknown_codes_are_400(client_for):
 
     assert client.post(url, {"code": "other"}, format="json").status_code == 400
     assert client.post(url, {"code": "lost"}, format="json").status_code == 400
-    assert Unmatched.objects.get(id=exception.id).resolved_at is None
+    assert ReconciliationException.objects.get(id=exception.id).resolved_at is None
 
 
 def test_bulk_acts_do_not_reach_another_tenants_exceptions(client_for):
@@ -197,7 +197,7 @@ def test_bulk_acts_do_not_reach_another_tenants_exceptions(client_for):
     )
 
     assert response.status_code == 404
-    assert Unmatched.objects.filter(id__in=[mine.id, other.id], resolved_at__isnull=False).count() == 0
+    assert ReconciliationException.objects.filter(id__in=[mine.id, other.id], resolved_at__isnull=False).count() == 0
 
 
 def test_viewers_cannot_assign_or_resolve(client_for):
@@ -213,7 +213,7 @@ def test_viewers_cannot_assign_or_resolve(client_for):
 
     assert assign.status_code == 403
     assert bulk.status_code == 404  # no tenant where the viewer may act: the ids do not exist for them
-    assert Unmatched.objects.get(id=exception.id).resolved_at is None
+    assert ReconciliationException.objects.get(id=exception.id).resolved_at is None
 
 
 def test_exception_list_query_count_does_not_grow_with_rows(client_for, django_assert_num_queries):

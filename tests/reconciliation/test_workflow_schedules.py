@@ -86,7 +86,7 @@ def test_a_due_schedule_starts_a_run_then_skips_when_nothing_new_came():
 
     first = dispatch()
     finish_executions(job)
-    JobSchedule.objects.filter(pk=job.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    JobSchedule.objects.filter(job=job).update(next_run_at=timezone.now() - timedelta(seconds=1))
     second = dispatch()
 
     assert first["started"] == [job.pk] and second["skipped"] == [job.pk]
@@ -109,7 +109,7 @@ def test_new_records_since_the_last_run_start_another_run():
     dispatch()
     finish_executions(job)
     load(job, "right", [("R1", "10.00", "EUR", "2026-03-10")])
-    JobSchedule.objects.filter(pk=job.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    JobSchedule.objects.filter(job=job).update(next_run_at=timezone.now() - timedelta(seconds=1))
 
     assert dispatch()["started"] == [job.pk]
     assert Execution.objects.filter(job=job).count() == 2
@@ -124,7 +124,7 @@ def test_a_run_still_going_or_an_inactive_job_is_recorded_not_run():
 
     assert (result["skipped"], result["failed"]) == ([busy.pk], [inactive.pk])
     assert Execution.objects.filter(job=busy).count() == 1 and not Execution.objects.filter(job=inactive).exists()
-    assert JobSchedule.objects.get(pk=inactive.pk).last_reason == "the job is inactive"
+    assert JobSchedule.objects.get(job=inactive).last_reason == "the job is inactive"
 
 
 def test_schedules_not_due_or_disabled_are_left_alone():
@@ -144,10 +144,10 @@ def test_run_history_is_listed_newest_first(client_for):
     due(job)
     dispatch()
     finish_executions(job)
-    JobSchedule.objects.filter(pk=job.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    JobSchedule.objects.filter(job=job).update(next_run_at=timezone.now() - timedelta(seconds=1))
     dispatch()
     client = client_for(member(job.tenant, Role.VIEWER))
 
-    body = client.get(reverse("recon-schedule-runs", kwargs={"pk": job.pk})).json()
+    body = client.get(reverse("recon-schedule-runs", kwargs={"pk": job.schedule.pk})).json()
 
     assert [row["outcome"] for row in body["results"]] == ["skipped", "started"]

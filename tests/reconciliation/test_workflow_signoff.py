@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from project.models import ActivityLog
 from reconciliation import jobs
-from reconciliation.models import Execution, Match, TenantMembership, Unmatched
+from reconciliation.models import Execution, Match, ReconciliationException, TenantMembership
 from reconciliation.workflow.models import CarriedForward, Period
 from tests.reconciliation.factories import JobFactory, load, member
 
@@ -34,8 +34,8 @@ def march():
     return {"job": job, "admin": admin, "period": period}
 
 
-def exception(job, external_id: str) -> Unmatched:
-    return Unmatched.objects.get(job_id=job.pk, record_id=job.records.get(external_id=external_id).pk)
+def exception(job, external_id: str) -> ReconciliationException:
+    return ReconciliationException.objects.get(job_id=job.pk, record_id=job.records.get(external_id=external_id).pk)
 
 
 def test_summary_shows_balances_per_side_and_the_unexplained_difference(march, client_for):
@@ -110,11 +110,13 @@ def test_only_admins_sign_off_and_un_sign(march, client_for):
     assert Period.objects.get(pk=period.pk).status == "signed_off"
 
 
-def sign_off_carrying_only(march, client_for, external_id: str) -> Unmatched:
+def sign_off_carrying_only(march, client_for, external_id: str) -> ReconciliationException:
     """Resolve every open exception but `external_id`'s, carry that one forward, sign off."""
     client = client_for(march["admin"])
     carried = exception(march["job"], external_id)
-    for other in Unmatched.objects.filter(job_id=march["job"].pk, resolved_at__isnull=True).exclude(id=carried.id):
+    for other in ReconciliationException.objects.filter(job_id=march["job"].pk, resolved_at__isnull=True).exclude(
+        id=carried.id
+    ):
         client.post(reverse("recon-exception-resolve", kwargs={"pk": other.id}), {"code": "duplicate"}, format="json")
     response = client.post(
         reverse("recon-period-sign-off", kwargs={"pk": march["period"].pk}), {"carry_forward": [carried.id]},

@@ -1,9 +1,9 @@
 """The matcher: set-based SQL passes over a job's open records, inside PostgreSQL.
 
-Per execution the open records of each side are copied once into session temp tables (`rl`,
-`rr`: ids and the normalized fields the passes compare). Each pass then
+Per execution the open records of each side are copied once into session temp tables (`open_left`,
+`open_right`: ids and the normalized fields the passes compare). Each pass then
 
-1. writes its candidate pairs (or groups) with a confidence into the temp table `cand`,
+1. writes its candidate pairs (or groups) with a confidence into the temp table `candidate_pairs`,
 2. assigns one-to-one greedily by confidence (`_assign_greedy`): repeatedly keep every pair that
    is the best remaining choice of both its records, under one strict order (confidence desc,
    day distance, left id, right id). With a strict order this gives exactly the matching of the
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from reconciliation.exceptions import ReconciliationError
+from reconciliation.engine.rules import MatchingRules
+from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Match
-from reconciliation.rules import MatchingRules
 
 # Groups before tolerance: an exact sum of records sharing a reference is stronger evidence than
 # one drifted pair, and a tolerance pair must not take a part of a split payment.
@@ -87,7 +87,7 @@ def load_working_set(job_id: int) -> None:
     or a concurrent change, the database is the truth)."""
     drop_working_set()
     with connection.cursor() as cursor:
-        for table, side in (("rl", "left"), ("rr", "right")):
+        for table, side in (("open_left", "left"), ("open_right", "right")):
             cursor.execute(
                 f"""
                 CREATE TEMP TABLE {table} AS
@@ -127,13 +127,13 @@ def index_working_set_windows() -> None:
     records a btree on (currency, amount) walked ~300 entries per probe: 85 s for the tolerance
     pass). Built when first needed, on what the exact and group passes left (~30%)."""
     with connection.cursor() as cursor:
-        for table in ("rl", "rr"):
+        for table in ("open_left", "open_right"):
             cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_window ON {table} USING gist ({_window_point(table)})")
 
 
 def drop_working_set() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS rl, rr, cand, chosen")
+        cursor.execute("DROP TABLE IF EXISTS open_left, open_right, candidate_pairs, chosen")
 
 
 # --- Candidates per pass -------------------------------------------------------------------------
@@ -170,11 +170,11 @@ def _tolerance_sql(rules: MatchingRules, amount: str) -> str:
 
 def _candidates_exact(ctx: MatchingContext) -> str:
     return f"""
-        CREATE TEMP TABLE cand AS
+        CREATE TEMP TABLE candidate_pairs AS
         SELECT l.id AS left_id, r.id AS right_id, 1.0::float8 AS confidence,
                abs(l.booked_on - r.booked_on) AS days, l.amount AS left_amount, r.amount AS right_amount
-        FROM rl l
-        JOIN rr r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
+        FROM open_left l
+        JOIN open_right r ON r.currency = l.currency AND r.amount = l.amount AND r.ref = l.ref
         WHERE l.ref <> '' AND abs(l.booked_on - r.booked_on) <= {int(ctx.rules.date_window_days)}
     """
 
@@ -191,7 +191,7 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
     window = int(ctx.rules.date_window_days)
     tolerance = _tolerance_sql(ctx.rules, "l.amount")
     return f"""
-        CREATE TEMP TABLE cand AS
+        CREATE TEMP TABLE candidate_pairs AS
         SELECT left_id, right_id, days, left_amount, right_amount,
                round(CASE WHEN text_weight = 0 THEN least(score, {NO_TEXT_EVIDENCE_CAP}) ELSE score END::numeric, 4)
                    ::float8 AS confidence
@@ -212,9 +212,9 @@ def _candidates_tolerance(ctx: MatchingContext) -> str:
                             ELSE {_evidence("l.cp", "r.cp", ctx.has_trigram)} END AS counterparty_score,
                        CASE WHEN l.ref = '' OR r.ref = '' THEN 0 ELSE {weights["reference"]} END
                        + CASE WHEN l.cp = '' OR r.cp = '' THEN 0 ELSE {weights["counterparty"]} END AS text_weight
-                FROM rl l
+                FROM open_left l
                 CROSS JOIN LATERAL (
-                    SELECT * FROM rr r
+                    SELECT * FROM open_right r
                     WHERE {_window_point("r")} <@ {_window_box("l", tolerance, window)}
                       AND r.currency = l.currency
                       AND r.amount BETWEEN l.amount - {tolerance} AND l.amount + {tolerance}
@@ -233,7 +233,7 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
     joins neither."""
     rules = ctx.rules.group
     key = "ref" if rules.key == "reference" else "cp"
-    one, many = ("rl", "rr") if one_side == "left" else ("rr", "rl")
+    one, many = ("open_left", "open_right") if one_side == "left" else ("open_right", "open_left")
     window = int(ctx.rules.date_window_days)
     confidence = GROUP_CONFIDENCE[rules.key]
     left_ids, right_ids = ("ARRAY[o.id]", "g.member_ids") if one_side == "left" else ("g.member_ids", "ARRAY[o.id]")
@@ -274,7 +274,7 @@ def _candidates_group(ctx: MatchingContext, *, one_side: str) -> str:
 
 
 def _assign_greedy(cursor) -> None:
-    """From `cand` (left_id, right_id, confidence, days) build `chosen`, one-to-one."""
+    """From `candidate_pairs` (left_id, right_id, confidence, days) build `chosen`, one-to-one."""
     cursor.execute(
         """
         CREATE TEMP TABLE chosen (
@@ -288,11 +288,11 @@ def _assign_greedy(cursor) -> None:
         f"""
         CREATE TEMP TABLE rivals AS
         SELECT 'l' AS side, left_id AS record_id FROM (
-            SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM cand
+            SELECT left_id, confidence, max(confidence) OVER (PARTITION BY left_id) AS best FROM candidate_pairs
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY left_id HAVING count(*) > 1
         UNION ALL
         SELECT 'r', right_id FROM (
-            SELECT right_id, confidence, max(confidence) OVER (PARTITION BY right_id) AS best FROM cand
+            SELECT right_id, confidence, max(confidence) OVER (PARTITION BY right_id) AS best FROM candidate_pairs
         ) c WHERE confidence >= best - {AMBIGUITY_MARGIN} GROUP BY right_id HAVING count(*) > 1
         """
     )
@@ -302,9 +302,9 @@ def _assign_greedy(cursor) -> None:
             INSERT INTO chosen (left_ids, right_ids, left_amount, right_amount, confidence, ambiguous, round)
             SELECT ARRAY[b.left_id], ARRAY[b.right_id], b.left_amount, b.right_amount, b.confidence, false, %s
             FROM (SELECT DISTINCT ON (left_id) left_id, right_id, left_amount, right_amount, confidence
-                  FROM cand ORDER BY left_id, confidence DESC, days, right_id) b
+                  FROM candidate_pairs ORDER BY left_id, confidence DESC, days, right_id) b
             JOIN (SELECT DISTINCT ON (right_id) right_id, left_id
-                  FROM cand ORDER BY right_id, confidence DESC, days, left_id) r
+                  FROM candidate_pairs ORDER BY right_id, confidence DESC, days, left_id) r
               USING (left_id, right_id)
             """,
             [round_number],
@@ -314,7 +314,7 @@ def _assign_greedy(cursor) -> None:
         # Both records of every pair just taken leave the candidate graph.
         for column, position in (("left_id", "left_ids"), ("right_id", "right_ids")):
             cursor.execute(
-                f"DELETE FROM cand c USING chosen t WHERE t.round = %s AND c.{column} = t.{position}[1]",
+                f"DELETE FROM candidate_pairs c USING chosen t WHERE t.round = %s AND c.{column} = t.{position}[1]",
                 [round_number],
             )
     else:
@@ -348,15 +348,15 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
     result = PassResult(name=name)
     pass_name = {"exact": Match.Pass.EXACT, "tolerance": Match.Pass.TOLERANCE}.get(name, Match.Pass.GROUP)
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS cand, chosen")
+        cursor.execute("DROP TABLE IF EXISTS candidate_pairs, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":
                 index_working_set_windows()
             cursor.execute(_candidates_exact(ctx) if name == "exact" else _candidates_tolerance(ctx))
             result.candidates = cursor.rowcount
             # Below review_threshold a pair is never proposed, so it takes no part in the choice.
-            cursor.execute("DELETE FROM cand WHERE confidence < %s", [rules.review_threshold])
-            cursor.execute("ANALYZE cand")
+            cursor.execute("DELETE FROM candidate_pairs WHERE confidence < %s", [rules.review_threshold])
+            cursor.execute("ANALYZE candidate_pairs")
             _assign_greedy(cursor)
         else:
             cursor.execute(_candidates_group(ctx, one_side="left" if name == "group_one_to_many" else "right"))
@@ -408,9 +408,9 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
             # Someone matched one of these records by hand meanwhile: undo this pass, start over.
             raise ConcurrentChange(f"pass {name}: {expected_records - marked_records} records were taken meanwhile")
         result.records = marked_records
-        for table, column in (("rl", "left_ids"), ("rr", "right_ids")):
+        for table, column in (("open_left", "left_ids"), ("open_right", "right_ids")):
             _remove_taken(cursor, table, column, rules.review_threshold)
-        cursor.execute("DROP TABLE cand, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
+        cursor.execute("DROP TABLE candidate_pairs, chosen" if name in ("exact", "tolerance") else "DROP TABLE chosen")
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     return result
 
@@ -442,7 +442,7 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
 
 
 def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exception: bool) -> str:
-    """SELECT id, side, amount, reason of every open record of the working set (rl, rr).
+    """SELECT id, side, amount, reason of every open record of the working set (open_left, open_right).
 
     Reasons, from the records of the other side: one within the amount drift and date window
     that is still open -> low_confidence (the pair scored below review_threshold); else one with
@@ -475,9 +475,9 @@ def _open_records_with_reason_sql(rules: MatchingRules, *, without_open_exceptio
     )
     return f"""
         WITH open_records AS MATERIALIZED (
-            {open_records("rl", "left", "rr", "right")}
+            {open_records("open_left", "left", "open_right", "right")}
             UNION ALL
-            {open_records("rr", "right", "rl", "left")}
+            {open_records("open_right", "right", "open_left", "left")}
         ),
         same_reference AS (
             SELECT r.id, bool_or({in_window}) AS in_drift

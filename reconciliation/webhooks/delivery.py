@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 import certifi
 import httpx
-from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
@@ -43,10 +42,8 @@ from django.db.models.functions import Now
 from prometheus_client import Counter
 
 from project.activity import activity_record, activity_record_bulk
-from project.celery import app as celery_app
-from project.jobrunner import scheduled_job
 from project.outbox import outbox_enqueue_many
-from reconciliation.exceptions import ReconciliationError, WebhookTargetRefused
+from reconciliation.errors import ReconciliationError, WebhookTargetRefused
 from reconciliation.models import Execution, ReconciliationJob, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger("opsdeck.webhooks")
@@ -298,13 +295,6 @@ def _enqueue_deliveries_on_commit(delivery_ids: list[int]) -> None:
     outbox_enqueue_many([(DELIVER_JOB, {"delivery_id": delivery_id}, None) for delivery_id in delivery_ids])
 
 
-def _enqueue_deliveries(delivery_ids: list[int], *, expires_s: int | None = None) -> None:
-    # One broker connection for the whole batch.
-    with celery_app.producer_or_acquire() as producer:
-        for delivery_id in delivery_ids:
-            deliver_webhook.apply_async((delivery_id,), producer=producer, expires=expires_s)
-
-
 # --- Delivering ------------------------------------------------------------------------------------
 
 
@@ -504,17 +494,6 @@ def webhook_deliver(*, delivery_id: int) -> dict:
     }
 
 
-@shared_task(
-    name=DELIVER_JOB,
-    acks_late=True,  # idempotent: a redelivered message finds the row leased or done
-    ignore_result=True,
-    soft_time_limit=DELIVER_SOFT_TIME_LIMIT_S,
-    time_limit=DELIVER_TIME_LIMIT_S,
-)
-def deliver_webhook(delivery_id: int) -> dict:
-    return webhook_deliver(delivery_id=delivery_id)
-
-
 # --- Retries ---------------------------------------------------------------------------------------
 
 
@@ -525,15 +504,6 @@ def webhook_deliveries_due(*, limit: int) -> QuerySet:
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
     )
-
-
-@scheduled_job(SEND_DUE_JOB, soft_time_limit_s=50, time_limit_s=55)
-def send_due_webhooks() -> dict:
-    """Queue a deliver job for every due delivery (first attempts whose job was lost, and retries)."""
-    delivery_ids = list(webhook_deliveries_due(limit=settings.WEBHOOK_SEND_DUE_BATCH))
-    if delivery_ids:
-        _enqueue_deliveries(delivery_ids, expires_s=SEND_DUE_EXPIRES_S)
-    return {"queued": len(delivery_ids), "batch_full": len(delivery_ids) == settings.WEBHOOK_SEND_DUE_BATCH}
 
 
 # --- Redelivery ------------------------------------------------------------------------------------

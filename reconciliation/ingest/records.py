@@ -21,7 +21,7 @@ from psycopg import sql
 
 from project.activity import activity_record
 from reconciliation import metrics
-from reconciliation.exceptions import ConcurrentUpload, InvalidUpload
+from reconciliation.errors import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
 from reconciliation.workflow.signoff import ensure_upload_writable
 

@@ -1,8 +1,8 @@
-"""Read-only endpoints over the analytics views, ready to register in reconciliation/urls.py:
+"""Read-only endpoints over the analytics views, registered in reconciliation/api/urls.py:
 
     router.register("analytics", AnalyticsViewSet, basename="recon-analytics")
 
-gives, under /api/v1/reconciliation/analytics/:
+gives, under /api/v1/reconciliations/analytics/:
     daily-summary/   ?tenant=<id>&job=<id>&since=<YYYY-MM-DD>
     job-performance/ ?tenant=<id>
     usage-hourly/    ?tenant=<id>&since=<ISO datetime, default 24 h ago>
@@ -19,10 +19,10 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from reconciliation import analytics
-from reconciliation import analytics_serializers as out
+from reconciliation.analytics import matviews as analytics
+from reconciliation.api import analytics_serializers as out
+from reconciliation.api.tenancy import TenantScopedViewSet
 from reconciliation.models import ReconciliationJob
-from reconciliation.tenancy import TenantScopedViewSet
 
 
 class _TenantQuerySerializer(serializers.Serializer):

@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 
 from jsonschema import Draft202012Validator
 
-from reconciliation.exceptions import InvalidRules
+from reconciliation.errors import InvalidRules
 
 MAX_DATE_WINDOW_DAYS = 31
 MAX_GROUP_SIZE = 10

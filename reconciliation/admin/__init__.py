@@ -1,0 +1,5 @@
+"""The reconciliation admin, one module per capability (Django's admin autodiscovery imports this
+package; importing the modules registers their ModelAdmins). See admin/executions.py for the
+permissions staff need."""
+
+from reconciliation.admin import executions, jobs, records, tenants, webhooks  # noqa: F401
