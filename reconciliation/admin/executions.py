@@ -62,6 +62,7 @@ from reconciliation.models import (
     ReviewQueue,
 )
 from reconciliation.review import services as review_services
+from reconciliation.workflow.ageing import BUCKET_NAMES, bucket_condition, bucket_of
 
 
 class _QueueEntryAdmin(admin.ModelAdmin):
@@ -311,6 +312,10 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
             queryset = queryset.filter(amount__gte=data["amount_min"])
         if data["amount_max"] is not None:
             queryset = queryset.filter(amount__lte=data["amount_max"])
+        if data["age"]:
+            queryset = queryset.filter(bucket_condition(data["age"]))
+        if data["assignee"]:
+            queryset = queryset.filter(assigned_to_id=data["assignee"])
         exceptions = self._keyset_page(request, queryset, context)
         if exceptions is None:
             self.message_user(request, "That page link is not valid; showing the first page.", messages.WARNING)
@@ -323,6 +328,7 @@ class ExecutionAdmin(ReconciliationBigTableAdmin):
                 "record": records.get(exception.record_id),
                 "job": jobs.get(exception.job_id),
                 "detail_url": reverse("admin:reconciliation_exception_detail", args=[exception.id]),
+                "age_bucket": bucket_of(exception.created_at),
             }
             for exception in exceptions
         ]
@@ -436,6 +442,9 @@ class ExceptionFilterForm(_QueueFilterForm):
     side = forms.ChoiceField(required=False, choices=[("", "any"), *Record.Side.choices])
     amount_min = forms.DecimalField(required=False, max_digits=18, decimal_places=4)
     amount_max = forms.DecimalField(required=False, max_digits=18, decimal_places=4)
+    # The exceptions workflow (issue 14).
+    age = forms.ChoiceField(required=False, choices=[("", "any"), *((name, name) for name in BUCKET_NAMES)])
+    assignee = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, label="Assignee (user id)")
 
 
 RECORD_COLUMNS = ("id", "external_id", "side", "amount", "currency", "booked_on", "reference", "counterparty")

@@ -7,7 +7,8 @@ needs its role in the row's tenant (members and sign-off: admin; other writes: o
 import functools
 
 import django_filters
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -53,10 +54,12 @@ class _OwnTenantField(serializers.PrimaryKeyRelatedField):
         return self.model.objects.filter(**{self.tenant_lookup: tenant_ids})
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class OwnTenantField(_OwnTenantField):
     model, tenant_lookup = Tenant, "pk__in"
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class OwnJobField(_OwnTenantField):
     model, tenant_lookup = ReconciliationJob, "tenant_id__in"
 

@@ -11,6 +11,7 @@ now. Crontabs are read in UTC.
 
 from datetime import UTC, datetime, timedelta
 
+from celery.schedules import ParseException
 from celery.schedules import crontab as celery_crontab
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -43,7 +44,7 @@ def parse_crontab(expression: str) -> celery_crontab:
         return celery_crontab(
             minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
         )
-    except (ValueError, KeyError, IndexError) as error:
+    except (ValueError, KeyError, IndexError, ParseException) as error:
         raise InvalidWorkflowInput(f"Invalid crontab {expression!r}: {error}") from None
 
 

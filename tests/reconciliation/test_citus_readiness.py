@@ -76,7 +76,9 @@ KNOWN_GAPS = {
     ("reconciliation_carriedforward", "fk period_id"): "ForeignKey to Period",
     ("reconciliation_carriedforward", "unique recon_carry_period_unm_uniq"): "an exception is carried "
     "once per period; unique per period, so per tenant too",
-    ("reconciliation_jobschedule", "pk"): "the job's id (OneToOneField primary key)",
+    ("reconciliation_jobschedule", "pk"): PK_NOT_TENANT,
+    ("reconciliation_jobschedule", "unique reconciliation_jobschedule_job_id_key"): "one schedule per job "
+    "(OneToOneField)",
     ("reconciliation_jobschedule", "fk job_id"): "OneToOneField to ReconciliationJob",
     ("reconciliation_period", "pk"): PK_NOT_TENANT,
     ("reconciliation_period", "fk job_id"): "ForeignKey to ReconciliationJob",

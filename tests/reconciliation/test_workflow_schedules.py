@@ -53,7 +53,9 @@ def test_an_operator_schedules_a_job_and_sees_the_next_run(client_for):
     assert ActivityLog.objects.get(action="schedule_create").entity_id == str(job.pk)
 
 
-@pytest.mark.parametrize("crontab", ["0 6 * *", "61 * * * *", "0 6 * * funday", "every day"])
+@pytest.mark.parametrize(
+    "crontab", ["0 6 * *", "61 * * * *", "0 6 * * funday", "every day", "-1 * * * *", "1,,2 * * * *", "*/0 * * * *"]
+)
 def test_a_bad_crontab_is_a_400_naming_it(crontab, client_for):
     job = JobFactory()
     response = client_for(member(job.tenant, Role.OPERATOR)).post(
