@@ -226,3 +226,26 @@ def test_exception_list_query_count_does_not_grow_with_rows(client_for, django_a
         response = client.get(reverse("recon-exception-list"))
 
     assert len(response.json()["results"]) == 12
+
+
+def test_ageing_counts_only_the_callers_tenants(client_for):
+    mine, theirs = JobFactory(), JobFactory()
+    exceptions_of(mine, 1)
+    exceptions_of(theirs, 3)
+    client = client_for(member(mine.tenant, Role.VIEWER))
+
+    buckets = client.get(reverse("recon-exception-ageing")).json()["buckets"]
+
+    assert sum(bucket["count"] for bucket in buckets) == 1
+
+
+def test_the_former_note_only_resolve_still_works_and_sets_no_code(client_for):
+    job = JobFactory()
+    (exception,) = exceptions_of(job, 1)
+    client = client_for(member(job.tenant, Role.OPERATOR))
+
+    response = client.post(reverse("recon-exception-resolve", kwargs={"pk": exception.id}), {"note": "booked"},
+                           format="json")  # fmt: skip
+
+    assert response.status_code == 200
+    assert (response.json()["resolution"], response.json()["resolution_code"]) == ("booked", "")

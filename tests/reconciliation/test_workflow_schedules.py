@@ -153,3 +153,21 @@ def test_run_history_is_listed_newest_first(client_for):
     body = client.get(reverse("recon-schedule-runs", kwargs={"pk": job.schedule.pk})).json()
 
     assert [row["outcome"] for row in body["results"]] == ["skipped", "started"]
+
+
+def test_schedule_and_period_lists_cost_the_same_queries_for_one_row_or_many(client_for, django_assert_num_queries):
+    from reconciliation.workflow.models import Period
+
+    first = JobFactory()
+    client = client_for(member(first.tenant, Role.VIEWER))
+    for job in [first, *(JobFactory(tenant=first.tenant) for _ in range(4))]:
+        JobSchedule.objects.create(job=job, tenant=job.tenant, crontab="0 6 * * *")
+        Period.objects.create(job=job, tenant=job.tenant, starts_on="2026-03-01", ends_on="2026-03-31")
+    client.get(reverse("recon-schedule-list"))
+
+    with django_assert_num_queries(4):  # session, user, memberships, the page
+        schedules = client.get(reverse("recon-schedule-list"))
+    with django_assert_num_queries(4):
+        periods = client.get(reverse("recon-period-list"))
+
+    assert len(schedules.json()["results"]) == 5 and len(periods.json()["results"]) == 5
