@@ -25,6 +25,7 @@ from django.db import connection
 from reconciliation.engine.rules import MatchingRules
 from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Match
+from reconciliation.workflow.signoff import working_set_exclude_frozen
 
 # Groups before tolerance: an exact sum of records sharing a reference is stronger evidence than
 # one drifted pair, and a tolerance pair must not take a part of a split payment.
@@ -101,6 +102,7 @@ def load_working_set(job_id: int) -> None:
             )
             cursor.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
             cursor.execute(f"ANALYZE {table}")
+    working_set_exclude_frozen(job_id=job_id)  # signed-off periods are read-only (workflow/signoff.py)
 
 
 def _window_point(alias: str) -> str:

@@ -23,7 +23,7 @@ from project.activity import activity_record
 from reconciliation import metrics
 from reconciliation.errors import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
-from reconciliation.workflow.signoff import ensure_upload_writable
+from reconciliation.workflow.signoff import upload_guard_finish, upload_guard_start
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
 OPTIONAL_COLUMNS = ("side", "reference", "counterparty", "description")
@@ -346,6 +346,7 @@ def records_ingest(
                     row_errors=result.errors,
                     bad_rows=result.rejected,
                 )
+        guard = upload_guard_start(job_id=job.pk)
         try:
             with transaction.atomic():
                 cursor.execute(insert_good_rows)
@@ -354,8 +355,7 @@ def records_ingest(
             # them there (unchanged), so the client is told to retry.
             raise ConcurrentUpload() from None
         result.inserted = cursor.rowcount
-        if result.inserted:
-            ensure_upload_writable(job_id=job.pk)  # signed-off periods are read-only (workflow)
+        upload_guard_finish(job_id=job.pk, before_id=guard)  # signed-off periods are read-only (workflow)
         activity_record(
             category="reconciliation",
             action="records_ingest",

@@ -80,11 +80,21 @@ def ensure_dates_writable(*, job_id: int, first: date, last: date) -> None:
         raise PeriodSignedOff(sorted(periods), f"A record booked between {first} and {last}")
 
 
-def ensure_upload_writable(*, job_id: int) -> None:
-    """Called by the ingest after its INSERT, in its transaction: rows it inserted carry this
-    transaction's now() as created_at. Any of them booked in a signed-off period fails the
-    whole upload (nothing imported). Jobs without a signed-off period pay one index probe."""
+def upload_guard_start(*, job_id: int) -> int | None:
+    """Before the ingest's INSERT: None when the job has no signed-off period (nothing to guard),
+    else the highest record id so far; the records the INSERT adds have higher ids."""
     if not Period.objects.filter(job_id=job_id, status=Period.Status.SIGNED_OFF).exists():
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM reconciliation_record")  # the primary key's last entry
+        return cursor.fetchone()[0]
+
+
+def upload_guard_finish(*, job_id: int, before_id: int | None) -> None:
+    """After the INSERT, in the ingest's transaction: a new record booked in a signed-off period
+    fails the whole upload (nothing imported). Another upload's rows committed meanwhile may be
+    looked at too; they were refused the same way if they fell in a signed-off period."""
+    if before_id is None:
         return
     with connection.cursor() as cursor:
         cursor.execute(
@@ -92,13 +102,35 @@ def ensure_upload_writable(*, job_id: int) -> None:
             SELECT DISTINCT p.id FROM reconciliation_record r
             JOIN reconciliation_period p
               ON p.job_id = r.job_id AND p.status = 'signed_off' AND r.booked_on BETWEEN p.starts_on AND p.ends_on
-            WHERE r.job_id = %s AND r.created_at = now()
+            WHERE r.id > %s AND r.job_id = %s
             """,
-            [job_id],
+            [before_id, job_id],
         )
         periods = sorted(row[0] for row in cursor.fetchall())
     if periods:
         raise PeriodSignedOff(periods, "A record of this upload")
+
+
+def working_set_exclude_frozen(*, job_id: int, tables: tuple[str, ...] = ("open_left", "open_right")) -> None:
+    """The matcher's working set (temp tables of open records) loses the records of signed-off
+    periods, carried-forward open exceptions excepted: an execution neither matches them nor
+    files exceptions for them. Jobs without a signed-off period pay one index probe."""
+    if not Period.objects.filter(job_id=job_id, status=Period.Status.SIGNED_OFF).exists():
+        return
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(
+                f"""
+                DELETE FROM {table} t
+                USING reconciliation_period p
+                WHERE p.job_id = %s AND p.status = 'signed_off' AND t.booked_on BETWEEN p.starts_on AND p.ends_on
+                  AND NOT EXISTS (
+                      SELECT 1 FROM reconciliation_carriedforward c
+                      JOIN reconciliation_unmatched u ON u.id = c.unmatched_id AND u.resolved_at IS NULL
+                      WHERE c.period_id = p.id AND c.record_id = t.id)
+                """,
+                [job_id],
+            )
 
 
 # --- Periods -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from project.models import ActivityLog
 from reconciliation import jobs
-from reconciliation.models import Execution, Match, ReconciliationException, TenantMembership
+from reconciliation.models import Execution, Match, MatchedRecord, ReconciliationException, TenantMembership
 from reconciliation.workflow.models import CarriedForward, Period
 from tests.reconciliation.factories import JobFactory, load, member
 
@@ -183,3 +183,17 @@ def test_periods_of_a_job_cannot_overlap(march, client_for):
 
     assert (overlapping.status_code, backwards.status_code, april.status_code) == (409, 400, 201)
     assert ActivityLog.objects.filter(action="period_create").count() == 1
+
+
+def test_the_matcher_leaves_signed_off_records_alone(march, client_for):
+    sign_off_carrying_only(march, client_for, "R9")  # FEE (-5.00 on 31 March) resolved as duplicate
+    job = march["job"]
+    load(job, "right", [("FEE-BOOKED", "-5.00", "EUR", "2026-04-01")])  # a perfect partner, in April
+
+    run(job)
+
+    fee = job.records.get(external_id="FEE")
+    assert not MatchedRecord.objects.filter(record_id=fee.pk).exists()
+    assert not ReconciliationException.objects.filter(record_id=fee.pk, resolved_at__isnull=True).exists()
+    booked = job.records.get(external_id="FEE-BOOKED")
+    assert ReconciliationException.objects.filter(record_id=booked.pk, resolved_at__isnull=True).exists()
