@@ -390,6 +390,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "tasks.models.Task.Status",
         "VersionStatusEnum": "approvals.models.Version.Status",
+        # reconciliation workflow (issue 14)
+        "ResolutionCodeEnum": "reconciliation.models.ReconciliationException.ResolutionCode",
+        "ScheduledRunOutcomeEnum": "reconciliation.workflow.models.JobSchedule.Outcome",
     },
     # The error envelope on every operation, for every 4xx/503 it can answer (project/api/schema.py).
     "POSTPROCESSING_HOOKS": [

@@ -305,6 +305,13 @@ class ReconciliationException(PostgresPartitionedModel):
         LOW_CONFIDENCE = "low_confidence"
         REJECTED = "rejected"  # a person rejected the match it was in
 
+    class ResolutionCode(models.TextChoices):
+        WRITTEN_OFF = "written_off"
+        TIMING_DIFFERENCE = "timing_difference"
+        BANK_ERROR = "bank_error"
+        DUPLICATE = "duplicate"
+        OTHER = "other"
+
     pk = models.CompositePrimaryKey("id", "created_at")
     id = models.BigIntegerField(db_default=Func(Value("reconciliation_unmatched_id_seq"), function="nextval"))
     created_at = models.DateTimeField(db_default=Func(function="now"))
@@ -318,6 +325,14 @@ class ReconciliationException(PostgresPartitionedModel):
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by_id = models.BigIntegerField(null=True, blank=True)
     resolution = models.TextField(blank=True, default="")
+    # The exceptions workflow (reconciliation/workflow/casework.py).
+    assigned_to_id = models.BigIntegerField(null=True, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    # db_default: the matcher's INSERTs do not name the workflow's columns.
+    resolution_code = models.CharField(
+        max_length=20, choices=ResolutionCode.choices, blank=True, default="", db_default=""
+    )
+    adjusting_amount = models.DecimalField(max_digits=18, decimal_places=4, null=True, blank=True)
 
     class PartitioningMeta:
         method = PostgresPartitioningMethod.RANGE
@@ -331,6 +346,12 @@ class ReconciliationException(PostgresPartitionedModel):
             # "Is this record already an open exception?" (every execution's final step).
             models.Index(fields=["record_id"], condition=Q(resolved_at__isnull=True), name="recon_unm_record_open_idx"),
             models.Index(fields=["execution_id"], name="recon_unm_execution_idx"),
+            # A member's open exceptions (the assignee filter of the exceptions workflow).
+            models.Index(
+                fields=["tenant_id", "assigned_to_id", "id"],
+                condition=Q(resolved_at__isnull=True),
+                name="recon_unm_open_assignee_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -462,3 +483,7 @@ class SourceProfile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# The workflow's tables (issue 14) belong to this app; defined in their own module.
+from reconciliation.workflow.models import CarriedForward, JobSchedule, Period, ScheduledRun  # noqa: E402, F401

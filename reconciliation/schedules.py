@@ -13,6 +13,14 @@ SCHEDULES = [
         expires_s=240,
     ),
     Schedule(
+        name="Reconciliation: start scheduled runs",
+        job="reconciliation.run_due_schedules",
+        queue="reconciliation",
+        crontab={"minute": "*"},
+        description="Start the runs of jobs whose crontab is due (skipped when no new records came).",
+        expires_s=55,
+    ),
+    Schedule(
         name="Send due webhooks",
         job="webhooks.send_due",
         queue="webhooks",

@@ -73,7 +73,8 @@ def activity_filters_from(params) -> ActivityFilters:
 
 
 class ActivityLogSerializer(serializers.ModelSerializer):
-    username = serializers.CharField(source="user.username", default=None, read_only=True)
+    # Null for acts without a user (beat jobs, the scheduled runs of reconciliation jobs).
+    username = serializers.CharField(source="user.username", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = ActivityLog

@@ -3,3 +3,4 @@ package; importing the modules registers their ModelAdmins). See admin/execution
 permissions staff need."""
 
 from reconciliation.admin import executions, jobs, records, tenants, webhooks  # noqa: F401
+from reconciliation.admin import workflow as workflow_admin  # noqa: F401  (schedules, periods; issue 14)

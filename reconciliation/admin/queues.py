@@ -24,6 +24,7 @@ from reconciliation.errors import InvalidRules, ReconciliationError
 from reconciliation.models import Match, ReconciliationException, Record
 from reconciliation.review import selectors
 from reconciliation.review import services as review_services
+from reconciliation.workflow.ageing import BUCKET_NAMES, bucket_of
 
 QUEUE_PAGE_SIZE = 50
 
@@ -45,6 +46,9 @@ class ExceptionFilterForm(_QueueFilterForm):
     side = forms.ChoiceField(required=False, choices=[("", "any"), *Record.Side.choices])
     amount_min = forms.DecimalField(required=False, max_digits=18, decimal_places=4)
     amount_max = forms.DecimalField(required=False, max_digits=18, decimal_places=4)
+    # The exceptions workflow (issue 14): age bucket and assignee.
+    age = forms.ChoiceField(required=False, choices=[("", "any"), *((name, name) for name in BUCKET_NAMES)])
+    assignee = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, label="Assignee (user id)")
 
 
 class _QueuePage:
@@ -177,6 +181,7 @@ class ExceptionsQueueView(QueueView):
                 "record": records.get(exception.record_id),
                 "job": jobs.get(exception.job_id),
                 "detail_url": reverse("admin:reconciliation_exception_detail", args=[exception.id]),
+                "age_bucket": bucket_of(exception.created_at),
             }
             for exception in exceptions
         ]

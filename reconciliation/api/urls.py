@@ -8,11 +8,12 @@ still answer, with a `Deprecation` header and absent from the OpenAPI schema
 from django.urls import path
 
 from project.api.routers import Router
+from reconciliation.api import workflow as workflow_api
 from reconciliation.api.analytics import AnalyticsViewSet
 from reconciliation.api.export import ExecutionExportViewSet
 from reconciliation.api.ingest import SourceProfileViewSet, StatementViewSet
 from reconciliation.api.jobs import ExecutionSummaryView, ExecutionViewSet, JobViewSet, TenantViewSet
-from reconciliation.api.review import MatchViewSet, ReconciliationExceptionViewSet
+from reconciliation.api.review import MatchViewSet
 from reconciliation.api.webhooks import WebhookDeliveryViewSet, WebhookEndpointViewSet
 
 VIEWSETS = [
@@ -25,10 +26,15 @@ VIEWSETS = [
     ("jobs", JobViewSet, "recon-job"),
     ("executions", ExecutionViewSet, "recon-execution"),
     ("matches", MatchViewSet, "recon-match"),
-    ("exceptions", ReconciliationExceptionViewSet, "recon-exception"),
+    # The exceptions queue with its workflow (issue 14: assignee, age bucket, codes, bulk acts).
+    ("exceptions", workflow_api.ExceptionViewSet, "recon-exception"),
     ("webhook-endpoints", WebhookEndpointViewSet, "recon-webhook-endpoint"),
     ("webhook-deliveries", WebhookDeliveryViewSet, "recon-webhook-delivery"),
     ("analytics", AnalyticsViewSet, "recon-analytics"),
+    # The workflow (issue 14): members, scheduled runs, periods and sign-off.
+    ("members", workflow_api.MembershipViewSet, "recon-member"),
+    ("schedules", workflow_api.ScheduleViewSet, "recon-schedule"),
+    ("periods", workflow_api.PeriodViewSet, "recon-period"),
 ]
 # The guide's (001) path for an execution's summary, kept as it was published.
 SUMMARY = path("<int:pk>/summary", ExecutionSummaryView.as_view(), name="reconciliation-summary")

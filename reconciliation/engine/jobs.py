@@ -4,7 +4,7 @@ messages, outbox rows and django-celery-beat schedules refer to them."""
 from django.conf import settings
 
 from project.jobrunner import scheduled_job
-from reconciliation.engine import run
+from reconciliation.engine import run, schedule
 
 
 # Slots, not one lock: executions of different jobs run side by side, RECONCILIATION_CONCURRENCY
@@ -22,3 +22,9 @@ def run_execution(*, execution_id: int) -> dict:
 @scheduled_job("reconciliation.requeue_stuck_executions", soft_time_limit_s=50, time_limit_s=55)
 def requeue_stuck_executions() -> dict:
     return run.executions_requeue_stuck()
+
+
+# Scheduled runs (issue 14): every minute, start the runs of jobs whose crontab is due.
+@scheduled_job("reconciliation.run_due_schedules", soft_time_limit_s=50, time_limit_s=55)
+def run_due_schedules() -> dict:
+    return schedule.schedules_run_due()

@@ -31,6 +31,7 @@ from django.db import connection
 from reconciliation.engine.rules import MatchingRules
 from reconciliation.errors import ReconciliationError
 from reconciliation.models import Execution, Match
+from reconciliation.workflow.signoff import working_set_exclude_frozen
 
 # Groups before tolerance: an exact sum of records sharing a reference is stronger evidence than
 # one drifted pair, and a tolerance pair must not take a part of a split payment.
@@ -122,6 +123,7 @@ def load_working_set(ctx: "MatchingContext") -> None:
             )
             cursor.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
             cursor.execute(f"ANALYZE {table}")
+    working_set_exclude_frozen(job_id=job_id)  # signed-off periods are read-only (workflow/signoff.py)
 
 
 def window_point(alias: str) -> str:

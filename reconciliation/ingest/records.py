@@ -24,6 +24,7 @@ from project.activity import activity_record
 from reconciliation import metrics
 from reconciliation.errors import ConcurrentUpload, InvalidUpload
 from reconciliation.models import ReconciliationJob
+from reconciliation.workflow.signoff import upload_guard_finish, upload_guard_start
 
 REQUIRED_COLUMNS = ("external_id", "amount", "currency", "booked_on")
 OPTIONAL_COLUMNS = ("side", "reference", "counterparty", "description")
@@ -361,6 +362,7 @@ def check_and_insert(cursor, *, job, statements, on_error: str, user, result: In
                 row_errors=result.errors,
                 bad_rows=result.rejected,
             )
+    guard = upload_guard_start(job_id=job.pk)
     try:
         with transaction.atomic():
             cursor.execute(insert_good_rows)
@@ -369,6 +371,7 @@ def check_and_insert(cursor, *, job, statements, on_error: str, user, result: In
         # them there (unchanged), so the client is told to retry.
         raise ConcurrentUpload() from None
     result.inserted = cursor.rowcount
+    upload_guard_finish(job_id=job.pk, before_id=guard)  # signed-off periods are read-only (workflow)
     activity_record(
         category="reconciliation",
         action="records_ingest",

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('reconciliation', '0010_layout_unmatched_is_reconciliation_exception'),
+        ('reconciliation', '0011_engine_reasons_and_reference_padding'),
     ]
 
     operations = [

@@ -13,6 +13,7 @@ from django.db.models.functions import Abs
 
 from reconciliation.engine.rules import MatchingRules
 from reconciliation.models import Match, ReconciliationException, ReconciliationJob, Record
+from reconciliation.workflow.ageing import bucket_condition
 
 QUEUE_ORDERING = ("tenant_id", "id")  # a tenant's oldest first
 RECORD_COLUMNS = ("id", "external_id", "side", "amount", "currency", "booked_on", "reference", "counterparty")
@@ -43,11 +44,16 @@ def review_queue(**filters) -> QuerySet[Match]:
 
 
 def exceptions_queue(**filters) -> QuerySet[ReconciliationException]:
-    """Open exceptions; filters: tenant, job, execution, reason, side, amount_min/max."""
+    """Open exceptions; filters: tenant, job, execution, reason, side, amount_min/max, age (bucket),
+    assignee (user id)."""
     queryset = _scoped(ReconciliationException.objects.filter(resolved_at__isnull=True), filters)
     for name in ("reason", "side"):
         if filters.get(name):
             queryset = queryset.filter(**{name: filters[name]})
+    if filters.get("age"):
+        queryset = queryset.filter(bucket_condition(filters["age"]))
+    if filters.get("assignee"):
+        queryset = queryset.filter(assigned_to_id=filters["assignee"])
     return _within(queryset, "amount", filters.get("amount_min"), filters.get("amount_max"))
 
 

@@ -17,6 +17,7 @@ from reconciliation.errors import (
 from reconciliation.models import Match, MatchedRecord, ReconciliationException, Record
 from reconciliation.review import counts
 from reconciliation.review.counts import review_count
+from reconciliation.workflow.signoff import ensure_records_writable  # signed-off periods are read-only
 
 CATEGORY = "reconciliation"
 
@@ -42,6 +43,7 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
     """Lock the match, check its state, record the decision (and, unless confirming, reopen its
     records into the exceptions queue), audit it."""
     match = _locked_match(match_id, tenant_ids)
+    ensure_records_writable([*match.left_ids, *match.right_ids], what="A record of this match")
     if match.status not in allowed:
         raise NotReviewable(f"Match {match_id} is {match.status}; {action} needs one that is {' or '.join(allowed)}.")
     _review(match, status=status, user=user, note=note)
@@ -114,6 +116,7 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
     missing = [record_id for record_id in ids if record_id not in records]
     if missing:
         raise RecordsNotFound(f"No records {missing}.")
+    ensure_records_writable(ids)
     jobs = {record.job_id for record in records.values()}
     if len(jobs) != 1:
         raise ReconciliationError("All records of a match must belong to one job.")
@@ -169,6 +172,7 @@ def exception_resolve(*, exception_id: int, tenant_ids, note: str, user=None) ->
         raise ExceptionNotFound(f"No exception {exception_id}.")
     if exception.resolved_at is not None:
         raise NotReviewable(f"Exception {exception_id} is already resolved.")
+    ensure_records_writable([exception.record_id], what="This exception's record")
     ReconciliationException.objects.filter(id=exception.id, created_at=exception.created_at).update(
         resolved_at=Now(), resolved_by_id=getattr(user, "pk", None), resolution=note.strip()
     )

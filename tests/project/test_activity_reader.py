@@ -344,3 +344,13 @@ def test_the_action_index_is_valid_and_on_every_partition():
         )
         missing, partitions = cursor.fetchone()
     assert partitions > 1 and missing == 0
+
+
+def test_an_act_without_a_user_lists_with_a_null_username_the_schema_allows(client_for, superuser):
+    log(user=None, metadata={}, created_at=this_month_start())
+
+    body = client_for(superuser).get(URL).json()
+    schema = client_for(superuser).get("/api/schema/?format=json").json()
+
+    assert [row["username"] for row in body["results"]] == [None]
+    assert schema["components"]["schemas"]["ActivityLog"]["properties"]["username"].get("nullable") is True

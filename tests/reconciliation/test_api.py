@@ -18,6 +18,7 @@ from reconciliation.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from reconciliation.workflow.models import JobSchedule, Period
 from tests.reconciliation.factories import JobFactory, TenantFactory, load, member
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,15 @@ def tenant_world(name: str) -> dict:
     delivery = WebhookDelivery.objects.create(
         endpoint=endpoint, tenant=job.tenant, event="execution.completed", payload={}
     )
+    # The workflow (issue 14): the tenant's admin membership, a schedule and a period.
+    admin = member(job.tenant, Role.ADMIN)
+    schedule = JobSchedule.objects.create(job=job, tenant=job.tenant, crontab="0 6 * * *")
+    period = Period.objects.create(job=job, tenant=job.tenant, starts_on="2026-03-01", ends_on="2026-03-31")
     return {
+        "admin": admin,
+        "membership": TenantMembership.objects.get(user=admin),
+        "schedule": schedule,
+        "period": period,
         "tenant": job.tenant,
         "job": job,
         "execution": execution,
@@ -97,6 +106,20 @@ OBJECT_ENDPOINTS = [
     ("get", "recon-source-profile-detail", "profile", None),
     ("patch", "recon-source-profile-detail", "profile", {"name": "mine now"}),
     ("delete", "recon-source-profile-detail", "profile", None),
+    # The workflow (issue 14).
+    ("post", "recon-exception-assign", "unmatched", {"assignee": None}),
+    ("post", "recon-exception-resolve", "unmatched", {"code": "written_off", "adjusting_amount": "1"}),
+    ("get", "recon-member-detail", "membership", None),
+    ("patch", "recon-member-detail", "membership", {"role": "viewer"}),
+    ("delete", "recon-member-detail", "membership", None),
+    ("get", "recon-schedule-detail", "schedule", None),
+    ("patch", "recon-schedule-detail", "schedule", {"crontab": "* * * * *"}),
+    ("delete", "recon-schedule-detail", "schedule", None),
+    ("get", "recon-schedule-runs", "schedule", None),
+    ("get", "recon-period-detail", "period", None),
+    ("get", "recon-period-summary", "period", None),
+    ("post", "recon-period-sign-off", "period", {"carry_forward": []}),
+    ("post", "recon-period-unsign", "period", {"reason": "not yours"}),
 ]
 
 # Every list endpoint, and which object of a tenant's world it lists.
@@ -109,6 +132,9 @@ LIST_ENDPOINTS = [
     ("recon-webhook-endpoint-list", "endpoint"),
     ("recon-webhook-delivery-list", "delivery"),
     ("recon-source-profile-list", "profile"),
+    ("recon-member-list", "membership"),
+    ("recon-schedule-list", "schedule"),
+    ("recon-period-list", "period"),
 ]
 
 
@@ -132,7 +158,7 @@ def test_a_member_of_tenant_a_gets_404_for_every_object_of_tenant_b(
 @pytest.mark.parametrize(("name", "kind"), LIST_ENDPOINTS)
 def test_lists_show_exactly_the_own_tenants_rows(name, kind, tenant_b_world, client_for):
     world_a = tenant_world("A")
-    client = client_for(member(world_a["tenant"], Role.ADMIN))
+    client = client_for(world_a["admin"])
 
     response = client.get(reverse(name))
 

@@ -73,6 +73,23 @@ KNOWN_GAPS = {
     ("reconciliation_execution", "fk requested_by_id -> local auth_user"): "who started it; Citus has "
     "no foreign key from a distributed table to a local one (drop the constraint or make auth_user a "
     "reference table)",
+    # The workflow's tables (issue 14), same patterns as the tables above.
+    ("reconciliation_carriedforward", "pk"): PK_NOT_TENANT,
+    ("reconciliation_carriedforward", "fk period_id"): "ForeignKey to Period",
+    ("reconciliation_carriedforward", "unique recon_carry_period_unm_uniq"): "an exception is carried "
+    "once per period; unique per period, so per tenant too",
+    ("reconciliation_jobschedule", "pk"): PK_NOT_TENANT,
+    ("reconciliation_jobschedule", "unique reconciliation_jobschedule_job_id_key"): "one schedule per job "
+    "(OneToOneField)",
+    ("reconciliation_jobschedule", "fk job_id"): "OneToOneField to ReconciliationJob",
+    ("reconciliation_period", "pk"): PK_NOT_TENANT,
+    ("reconciliation_period", "fk job_id"): "ForeignKey to ReconciliationJob",
+    ("reconciliation_period", "fk signed_off_by_id -> local auth_user"): "who signed it off (as "
+    "execution.requested_by)",
+    ("reconciliation_period", "unique recon_period_job_start_uniq"): "one period per job and start date",
+    ("reconciliation_scheduledrun", "pk"): PK_NOT_TENANT,
+    ("reconciliation_scheduledrun", "fk job_id"): "ForeignKey to ReconciliationJob",
+    ("reconciliation_scheduledrun", "unique recon_schedrun_job_slot_uniq"): "one run per job and slot",
     # Joins between distributed tables in the matcher's SQL (function: aliases without tenant_id).
     ("matching.load_working_set", "join m,r"): "open records: NOT EXISTS on matchedrecord, which has no tenant_id",
     ("matching.record_exceptions", "join m"): "closes exceptions of matched records: matchedrecord has "
