@@ -197,6 +197,9 @@ def database_config(url: str, application_name: str) -> dict:
     if DB_BEHIND_PGBOUNCER:
         # PgBouncer rejects the `options` startup parameter: set statement_timeout on the role.
         options["prepare_threshold"] = None
+        # A server-side cursor (`.iterator()`) outside a transaction would outlive the transaction
+        # PgBouncer gave it its server connection for.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
     else:
         options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
     return config

@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from project.activity import activity_record, authenticated_user_or_none
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease
 from project.jobrunner import TRANSIENT_ERRORS, JobSkipped
 from project.outbox import outbox_enqueue, outbox_enqueue_many
 from reconciliation import metrics
@@ -159,7 +159,7 @@ def execution_run(*, execution_id: int) -> dict:
     Idempotent: the advisory lock keeps two workers off one execution, committed passes are
     skipped on a retry, and an execution that already finished is left alone.
     """
-    with session_advisory_lock(f"reconciliation.execution:{execution_id}") as acquired:
+    with lease(f"reconciliation.execution:{execution_id}") as acquired:
         if not acquired:
             raise JobSkipped(f"execution {execution_id} is being run by another worker")
         execution = _claim(execution_id)
