@@ -90,9 +90,7 @@ def _job_slot(name: str, concurrency: int):
         yield False
 
 
-def run_job(
-    name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1, time_limit_s: int = 300
-) -> dict:
+def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1, time_limit_s: int = 300) -> dict:
     # Every query of the run, its lock and JobRun rows included, names the job (SQL comment).
     # Its leases (the job's, and any its body takes) belong to the Celery message: a redelivery
     # after a lost worker takes them back at once; others wait out the hard time limit.
