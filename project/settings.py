@@ -171,7 +171,7 @@ DB_CONNECT_TIMEOUT_S = env_int("DB_CONNECT_TIMEOUT_S", 5)
 DB_BEHIND_PGBOUNCER = env_bool("DB_BEHIND_PGBOUNCER", False)
 
 
-def database_config(url: str, application_name: str) -> dict:
+def database_config(url: str, application_name: str, *, pool_timeout_s: int | None = None) -> dict:
     config = dj_database_url.parse(url)
     if not config["ENGINE"].endswith("postgresql"):
         raise ImproperlyConfigured(f"DATABASE_URL must be a PostgreSQL URL, not {config['ENGINE']}")
@@ -189,7 +189,7 @@ def database_config(url: str, application_name: str) -> dict:
             "pool": {
                 "min_size": DB_POOL_MIN_SIZE,
                 "max_size": DB_POOL_MAX_SIZE,
-                "timeout": DB_POOL_TIMEOUT_S,
+                "timeout": DB_POOL_TIMEOUT_S if pool_timeout_s is None else pool_timeout_s,
                 "name": application_name,
             },
         }
@@ -207,9 +207,15 @@ def database_config(url: str, application_name: str) -> dict:
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/opsdeck")
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# A replica read waits at most this long for a connection; then it, and every replica read of the
+# process for DB_REPLICA_RETRY_S, goes to the primary (project/db/routers.py).
+DB_REPLICA_POOL_TIMEOUT_S = env_int("DB_REPLICA_POOL_TIMEOUT_S", 1)
+DB_REPLICA_RETRY_S = env_int("DB_REPLICA_RETRY_S", 30)
 DATABASES = {"default": database_config(DATABASE_URL, f"opsdeck-{OPSDECK_ROLE}")}
 if DATABASE_REPLICA_URL:
-    DATABASES["replica"] = database_config(DATABASE_REPLICA_URL, f"opsdeck-{OPSDECK_ROLE}-replica")
+    DATABASES["replica"] = database_config(
+        DATABASE_REPLICA_URL, f"opsdeck-{OPSDECK_ROLE}-replica", pool_timeout_s=DB_REPLICA_POOL_TIMEOUT_S
+    )
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["project.db.routers.ReadReplicaRouter"]
 POSTGRES_EXTRA_DB_BACKEND_BASE = "django_prometheus.db.backends.postgresql"
