@@ -414,6 +414,8 @@ AUTOMATION_CPU_MAX_PERCENT = env_int("AUTOMATION_CPU_MAX_PERCENT", 80)
 AUTOMATION_MEMORY_MAX_PERCENT = env_int("AUTOMATION_MEMORY_MAX_PERCENT", 85)
 # The overload guard's input: a function returning approvals.jobs.HostLoad (tests pin it).
 AUTOMATION_LOAD_PROBE = env_str("AUTOMATION_LOAD_PROBE", "approvals.jobs.host_load")
+# With a read replica: skip a run while it lags more than this (0: never).
+AUTOMATION_REPLICA_LAG_MAX_S = float(env_str("AUTOMATION_REPLICA_LAG_MAX_S", "300"))
 AUTOMATION_RULE_CACHE_TTL_S = 300
 APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
 REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)

@@ -55,10 +55,20 @@ def replica_query(sql: str, params=None):
 
 def wait_until_replayed() -> None:
     """Until the replica has replayed everything the primary has committed so far."""
+    _wait_for_replica("pg_last_wal_replay_lsn")
+
+
+def wait_until_received() -> None:
+    """Until the replica has received (not necessarily replayed) all the primary's WAL so far."""
+    _wait_for_replica("pg_last_wal_receive_lsn")
+
+
+def _wait_for_replica(position: str) -> None:
+    # The insert position: with synchronous_commit off a commit may not be written out yet.
     with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
         (lsn,) = cursor.fetchone()
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    while not replica_query("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn])[0]:
-        assert time.monotonic() < deadline, "the replica did not catch up"
+    while not replica_query(f"SELECT {position}() >= %s::pg_lsn", [lsn])[0]:
+        assert time.monotonic() < deadline, f"the replica's {position} did not reach {lsn}"
         time.sleep(0.02)
