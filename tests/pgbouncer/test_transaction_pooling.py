@@ -94,3 +94,29 @@ def test_a_reconciliation_run_succeeds_through_pgbouncer():
     execution.refresh_from_db()
     assert execution.status == Execution.Status.SUCCEEDED, execution.error
     assert execution.summary["passes"]["exact"]["auto"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cockpit_request_leaves_no_session_setting_on_any_server_connection(client):
+    # A session-level SET lands on one server connection and its reset on another: the setting
+    # would stay behind for whichever client gets that connection next.
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    open_server_connections(3)
+    assert client.get(reverse("admin:monitoring_pool")).status_code == 200
+    with connection.cursor() as cursor:
+        settings_seen = set()
+        for _ in range(8):
+            cursor.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+            settings_seen.add(cursor.fetchone())
+    assert settings_seen == {("0", "0")}
+
+
+def test_maintenance_actions_that_need_session_timeouts_refuse_to_run_through_pgbouncer():
+    from monitoring.actions import ActionRefused, session_timeouts
+
+    with pytest.raises(ActionRefused, match="direct PostgreSQL connection"), session_timeouts():
+        pytest.fail("a VACUUM here would run without its timeouts")
