@@ -12,11 +12,14 @@ and a redelivery of the same message (same holder: the Celery message id) takes 
 back at once.
 """
 
+import logging
 import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+
+logger = logging.getLogger("opsdeck.jobs")
 
 # Outside a job (a shell, a test) a lease lasts this long unless it is released first.
 DEFAULT_LEASE_S = 330
@@ -67,8 +70,13 @@ def lease(name: str, *, seconds: int | None = None):
 
 
 def release(name: str, holder: str) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(RELEASE_SQL, [name, holder])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(RELEASE_SQL, [name, holder])
+    except DatabaseError as exc:
+        # The database went away mid-job: the lease expires on its own, and the job's own error
+        # (not this one) is what the run must report.
+        logger.warning("lease not released: it will expire", extra={"lease": name, "error": repr(exc)})
 
 
 def delete_expired_leases() -> int:

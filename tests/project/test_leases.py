@@ -138,3 +138,16 @@ def test_a_job_whose_lease_a_dead_worker_left_runs_when_its_message_comes_back()
         ("lost-message", JobRun.Status.SUCCEEDED),
     ]
     assert not Lease.objects.exists()
+
+
+def test_a_lease_that_cannot_be_released_leaves_the_jobs_own_error_to_report(monkeypatch, caplog):
+    from project.db import locks
+
+    with pytest.raises(ValueError, match="the job's own error"), lease("job:tests.unreleased") as acquired:
+        assert acquired is True
+        monkeypatch.setattr(locks, "RELEASE_SQL", "SELECT pg_terminate_backend(pg_backend_pid())")
+        raise ValueError("the job's own error")
+
+    connection.close()
+    assert "lease not released: it will expire" in caplog.text
+    assert Lease.objects.get(name="job:tests.unreleased").holder.startswith("anon:")
