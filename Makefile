@@ -118,5 +118,27 @@ e2e: $(VENV)/.installed-dev
 		$$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium chromium-driver; }
 	$(PY) -m project.devservices exec -- $(PY) tests/e2e/monitoring_smoke.py
 
+# Issue 16: PgBouncer (transaction mode) and a streaming replica, for real. test-pgbouncer runs the
+# integration tests (jobs, automation, a reconciliation run, the cockpit) through Debian's pgbouncer,
+# installed on demand like promtool; test-replica builds a replica of the embedded cluster with the
+# bundled pg_basebackup. bench-locks compares lease rows with advisory locks (bench/locks.py).
+.PHONY: test-pgbouncer install-pgbouncer test-replica bench-locks
+test-pgbouncer: $(VENV)/.installed-dev
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || $(MAKE) --no-print-directory install-pgbouncer
+	$(PY) -m project.pgbouncer_rig $(PYTEST_ARGS)
+
+install-pgbouncer:
+	@command -v apt-get >/dev/null 2>&1 || { echo "pgbouncer is missing and there is no apt-get: install PgBouncer"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends pgbouncer
+	@# The package also starts (on systemd hosts) a PgBouncer on 6432: the test starts its own.
+	@if command -v systemctl >/dev/null 2>&1; then $(SUDO) systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
+
+test-replica: $(VENV)/.installed-dev
+	$(PY) -m project.replica_rig $(PYTEST_ARGS)
+
+bench-locks: $(VENV)/.installed-dev
+	$(PY) -m project.devservices exec -- $(PY) bench/locks.py
+
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 
 from approvals import metrics, selectors, services
 from project.celery import app as celery_app
+from project.db.replica import replication_lag
 from project.jobrunner import JobSkipped, scheduled_job
 from project.outbox import BROKER_ERRORS, outbox_enqueue
 
@@ -44,6 +45,10 @@ def overload_reason() -> str | None:
         return f"cpu {load.cpu_percent:.0f}% > {settings.AUTOMATION_CPU_MAX_PERCENT}%"
     if load.memory_percent > settings.AUTOMATION_MEMORY_MAX_PERCENT:
         return f"memory {load.memory_percent:.0f}% > {settings.AUTOMATION_MEMORY_MAX_PERCENT}%"
+    # Bulk decisions are WAL the read replica must replay: let a lagging one catch up first.
+    lag_max_s = settings.AUTOMATION_REPLICA_LAG_MAX_S
+    if lag_max_s and (lag_s := replication_lag().get("lag_s")) is not None and lag_s > lag_max_s:
+        return f"replica lag {lag_s:.1f}s > {lag_max_s:g}s"
     return None
 
 

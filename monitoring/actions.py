@@ -50,7 +50,16 @@ def _render(statement: sql.Composable) -> str:
 @contextmanager
 def session_timeouts(statement_timeout: str | None = None):
     """lock_timeout and statement_timeout for statements that cannot run in a transaction block
-    (REINDEX CONCURRENTLY, VACUUM): set on the session, always reset (pooled connection)."""
+    (REINDEX CONCURRENTLY, VACUUM): set on the session, always reset (pooled connection).
+
+    Refused behind PgBouncer in transaction mode: the SETs, the statement and the RESETs would each
+    run on whichever server connection is free, so the statement would run without its timeouts
+    and leave them on another client's connection. The maintenance worker connects directly."""
+    if settings.DB_BEHIND_PGBOUNCER:
+        raise ActionRefused(
+            "maintenance actions need a direct PostgreSQL connection (session timeouts): "
+            "run the worker consuming `maintenance` without PgBouncer (docs/operations.md)"
+        )
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('lock_timeout', %s, false)", [settings.MONITORING_ACTION_LOCK_TIMEOUT])
         cursor.execute(

@@ -28,6 +28,7 @@ from monitoring.selectors.advisor import index_advice, suggestions_by_table
 from monitoring.selectors.base import request_lock_timeout, unavailable
 from project.activity import activity_record
 from project.admin_widgets import ReadOnlyAdminMixin
+from project.db.replica import replication_lag
 from project.models import JobRun
 from project.outbox import outbox_enqueue
 from project.retention import retention_overview
@@ -364,7 +365,10 @@ class DashboardAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "pool",
             {
                 **self._panels(
-                    pools=pool.application_pools, server=connections.connections, pgbouncer=pool.pgbouncer_pools
+                    pools=pool.application_pools,
+                    server=connections.connections,
+                    pgbouncer=pool.pgbouncer_pools,
+                    replica=replication_lag,
                 ),
                 "charts": charts,
             },

@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from monitoring.selectors import backlog, connections, pool, reconciliation, system, tables
+from project.db.replica import replication_lag
 
 logger = logging.getLogger("opsdeck.monitoring")
 FIGURES_CACHE_KEY = "monitoring:figures:v2"
@@ -43,6 +44,7 @@ def collect_figures() -> dict:
         "tables": safe_source("tables", tables.tables, errors),
         "node": safe_source("node", system.node, errors),
         "database": safe_source("database", system.database, errors),
+        "replica": safe_source("replica", replication_lag, errors),
     }
     figures["errors"] = errors
     figures["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -101,6 +101,17 @@ def families(figures: dict):
     oldest.add_metric(["approvals_version"], approvals.get("oldest_age_s") or 0)
     yield oldest
 
+    replica = figures.get("replica") or {}
+    if replica.get("configured"):
+        up = int(bool(replica.get("available")) and "lag_s" in replica)
+        yield GaugeMetricFamily("opsdeck_db_replica_up", "1 if the read replica answers as a standby.", value=up)
+        if "lag_s" in replica:
+            lag_help = "Age of the last replayed transaction while WAL waits to be replayed (0: caught up)."
+            yield GaugeMetricFamily("opsdeck_db_replica_lag_seconds", lag_help, value=replica["lag_s"])
+            yield GaugeMetricFamily(
+                "opsdeck_db_replica_lag_bytes", "WAL the read replica has still to replay.", value=replica["lag_bytes"]
+            )
+
 
 _collector = MonitoringCollector()
 

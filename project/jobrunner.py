@@ -1,7 +1,8 @@
 """The one way to write a scheduled job: `@scheduled_job("app.name")`.
 
-Every run (a) takes a PostgreSQL advisory lock named after the job, so the same job never runs
-twice at once across workers and beat instances (a second start is recorded as skipped, not
+Every run (a) takes a lease named after the job (a `project_lease` row: project/db/locks.py,
+which holds through PgBouncer's transaction pooling), so the same job never runs twice at once
+across workers and beat instances (a second start is recorded as skipped, not
 queued behind) — or, with `concurrency=N`, one of N slots, for jobs built to share work (SKIP
 LOCKED); (b) records a JobRun row with status, duration, result and error; (c) retries
 transient database and broker errors with exponential backoff. A job that decides not to run
@@ -25,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from project.beat import SCHEDULE_HEADER, SLOT_HEADER
 from project.db.attribution import sql_origin
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease, leases_owned_by
 from project.models import JobRun
 
 logger = logging.getLogger("opsdeck.jobs")
@@ -69,9 +70,9 @@ def scheduled_job(
         )
         @functools.wraps(func)
         def job(self, **kwargs):
-            return run_job(name, func, kwargs, celery_task=self, concurrency=concurrency)
+            return run_job(name, func, kwargs, celery_task=self, concurrency=concurrency, time_limit_s=time_limit_s)
 
-        job.run_now = functools.partial(run_job, name, func, concurrency=concurrency)
+        job.run_now = functools.partial(run_job, name, func, concurrency=concurrency, time_limit_s=time_limit_s)
         return job
 
     return decorator
@@ -79,19 +80,22 @@ def scheduled_job(
 
 @contextmanager
 def _job_slot(name: str, concurrency: int):
-    """Yield True holding one of the job's `concurrency` advisory locks, or False if all are held."""
+    """Yield True holding one of the job's `concurrency` leases, or False if all are held."""
     with ExitStack() as stack:
         for slot in range(concurrency):
             lock_name = f"job:{name}" if concurrency == 1 else f"job:{name}:{slot}"
-            if stack.enter_context(session_advisory_lock(lock_name)):
+            if stack.enter_context(lease(lock_name)):
                 yield True
                 return
         yield False
 
 
-def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1) -> dict:
+def run_job(name: str, func, kwargs: dict, celery_task=None, concurrency: int = 1, time_limit_s: int = 300) -> dict:
     # Every query of the run, its lock and JobRun rows included, names the job (SQL comment).
-    with sql_origin(job=name):
+    # Its leases (the job's, and any its body takes) belong to the Celery message: a redelivery
+    # after a lost worker takes them back at once; others wait out the hard time limit.
+    celery_id = getattr(getattr(celery_task, "request", None), "id", None) or ""
+    with sql_origin(job=name), leases_owned_by(celery_id, time_limit_s):
         return _run_job(name, func, kwargs, celery_task=celery_task, concurrency=concurrency)
 
 

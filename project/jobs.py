@@ -3,7 +3,7 @@
 from dataclasses import asdict
 
 from project.api.authentication import delete_expired_api_tokens
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease
 from project.jobrunner import JobSkipped, scheduled_job
 from project.matviews import get_materialized_view, refresh_materialized_view
 from project.partitions import maintain_all_partitions
@@ -15,12 +15,12 @@ def maintain_partitions() -> dict:
 
 
 # One job for every view (its schedules differ only in kwargs). Up to 4 views refresh at once;
-# the per-view lock keeps two refreshes of the same view apart (the second would only wait on
+# the per-view lease keeps two refreshes of the same view apart (the second would only wait on
 # PostgreSQL's lock and then redo the same work).
 @scheduled_job("project.refresh_materialized_view", concurrency=4, soft_time_limit_s=1200, time_limit_s=1260)
 def refresh_materialized_view_job(name: str) -> dict:
     view = get_materialized_view(name)  # an unknown name fails the run (kwargs are admin-editable)
-    with session_advisory_lock(f"matview:{view.name}") as acquired:
+    with lease(f"matview:{view.name}") as acquired:
         if not acquired:
             raise JobSkipped(f"another refresh of {view.name} is running")
         refresh = refresh_materialized_view(view.name)
@@ -42,9 +42,10 @@ def relay_outbox() -> dict:
 
 @scheduled_job("project.mark_abandoned_job_runs", soft_time_limit_s=50, time_limit_s=55)
 def mark_abandoned_job_runs() -> dict:
+    from project.db.locks import delete_expired_leases
     from project.jobrunner import job_runs_mark_abandoned
 
-    return job_runs_mark_abandoned()
+    return {**job_runs_mark_abandoned(), "expired_leases_deleted": delete_expired_leases()}
 
 
 # Hourly; each table's batches stop at RETENTION_MAX_BATCHES, and no batch starts after

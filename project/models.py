@@ -220,3 +220,17 @@ class WebhookDeliveryBase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} delivery {self.pk} ({self.status})"
+
+
+class Lease(models.Model):
+    """A named lock that survives PgBouncer's transaction pooling: a row, claimed by an upsert
+    that takes it only when it is free or expired (project/db/locks.py). A holder that dies
+    without releasing it blocks the name until `expires_at`, never longer."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    holder = models.CharField(max_length=255)
+    acquired_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

@@ -171,7 +171,7 @@ DB_CONNECT_TIMEOUT_S = env_int("DB_CONNECT_TIMEOUT_S", 5)
 DB_BEHIND_PGBOUNCER = env_bool("DB_BEHIND_PGBOUNCER", False)
 
 
-def database_config(url: str, application_name: str) -> dict:
+def database_config(url: str, application_name: str, *, pool_timeout_s: int | None = None) -> dict:
     config = dj_database_url.parse(url)
     if not config["ENGINE"].endswith("postgresql"):
         raise ImproperlyConfigured(f"DATABASE_URL must be a PostgreSQL URL, not {config['ENGINE']}")
@@ -189,7 +189,7 @@ def database_config(url: str, application_name: str) -> dict:
             "pool": {
                 "min_size": DB_POOL_MIN_SIZE,
                 "max_size": DB_POOL_MAX_SIZE,
-                "timeout": DB_POOL_TIMEOUT_S,
+                "timeout": DB_POOL_TIMEOUT_S if pool_timeout_s is None else pool_timeout_s,
                 "name": application_name,
             },
         }
@@ -197,6 +197,9 @@ def database_config(url: str, application_name: str) -> dict:
     if DB_BEHIND_PGBOUNCER:
         # PgBouncer rejects the `options` startup parameter: set statement_timeout on the role.
         options["prepare_threshold"] = None
+        # A server-side cursor (`.iterator()`) outside a transaction would outlive the transaction
+        # PgBouncer gave it its server connection for.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
     else:
         options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
     return config
@@ -204,9 +207,15 @@ def database_config(url: str, application_name: str) -> dict:
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/opsdeck")
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# A replica read waits at most this long for a connection; then it, and every replica read of the
+# process for DB_REPLICA_RETRY_S, goes to the primary (project/db/routers.py).
+DB_REPLICA_POOL_TIMEOUT_S = env_int("DB_REPLICA_POOL_TIMEOUT_S", 1)
+DB_REPLICA_RETRY_S = env_int("DB_REPLICA_RETRY_S", 30)
 DATABASES = {"default": database_config(DATABASE_URL, f"opsdeck-{OPSDECK_ROLE}")}
 if DATABASE_REPLICA_URL:
-    DATABASES["replica"] = database_config(DATABASE_REPLICA_URL, f"opsdeck-{OPSDECK_ROLE}-replica")
+    DATABASES["replica"] = database_config(
+        DATABASE_REPLICA_URL, f"opsdeck-{OPSDECK_ROLE}-replica", pool_timeout_s=DB_REPLICA_POOL_TIMEOUT_S
+    )
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["project.db.routers.ReadReplicaRouter"]
 POSTGRES_EXTRA_DB_BACKEND_BASE = "django_prometheus.db.backends.postgresql"
@@ -427,6 +436,8 @@ AUTOMATION_CPU_MAX_PERCENT = env_int("AUTOMATION_CPU_MAX_PERCENT", 80)
 AUTOMATION_MEMORY_MAX_PERCENT = env_int("AUTOMATION_MEMORY_MAX_PERCENT", 85)
 # The overload guard's input: a function returning approvals.jobs.HostLoad (tests pin it).
 AUTOMATION_LOAD_PROBE = env_str("AUTOMATION_LOAD_PROBE", "approvals.jobs.host_load")
+# With a read replica: skip a run while it lags more than this (0: never).
+AUTOMATION_REPLICA_LAG_MAX_S = float(env_str("AUTOMATION_REPLICA_LAG_MAX_S", "300"))
 AUTOMATION_RULE_CACHE_TTL_S = 300
 APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
 REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)

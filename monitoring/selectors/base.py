@@ -95,7 +95,14 @@ def unavailable(exc: Exception) -> str:
 def request_lock_timeout():
     """MONITORING_LOCK_TIMEOUT for the whole of a cockpit request, the ORM's reads of the apps'
     tables included (catalog_cursor sets it per read; this covers the rest). Put back after: the
-    connection is pooled."""
+    connection is pooled.
+
+    Not behind PgBouncer in transaction mode: the SET and its reset would land on different
+    server connections and leave the timeout behind for other clients (tests/pgbouncer); there
+    each catalog read keeps its own SET LOCAL and the rest runs under the role's settings."""
+    if settings.DB_BEHIND_PGBOUNCER:
+        yield
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, false)",

@@ -8,7 +8,7 @@ from reconciliation.engine import run, schedule
 
 
 # Slots, not one lock: executions of different jobs run side by side, RECONCILIATION_CONCURRENCY
-# at most; the execution's own advisory lock keeps two workers off the same one.
+# at most; the execution's own lease keeps two workers off the same one.
 @scheduled_job(
     run.RUN_EXECUTION_JOB,
     concurrency=settings.RECONCILIATION_CONCURRENCY,

@@ -16,7 +16,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease
 from project.jobrunner import TRANSIENT_ERRORS, JobSkipped
 from project.outbox import outbox_enqueue_many
 from reconciliation import metrics
@@ -48,10 +48,10 @@ PASS_ATTEMPTS = 3
 def execution_run(*, execution_id: int) -> dict:
     """Run (or resume) an execution: the body of the `reconciliation.run_execution` job.
 
-    Idempotent: the advisory lock keeps two workers off one execution, committed passes are
+    Idempotent: the execution's lease keeps two workers off one execution, committed passes are
     skipped on a retry, and an execution that already finished is left alone.
     """
-    with session_advisory_lock(f"reconciliation.execution:{execution_id}") as acquired:
+    with lease(f"reconciliation.execution:{execution_id}") as acquired:
         if not acquired:
             raise JobSkipped(f"execution {execution_id} is being run by another worker")
         execution = _claim(execution_id)

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease
 from project.jobrunner import JobSkipped, scheduled_job
 
 EVENT_TIMEOUT_S = 10
@@ -64,7 +64,7 @@ def test_a_run_skipped_at_the_lock_is_counted_but_not_timed():
         from django.db import connection
 
         try:
-            with session_advisory_lock("job:tests.metrics_ok"):
+            with lease("job:tests.metrics_ok"):
                 holding.set()
                 release.wait(EVENT_TIMEOUT_S)
         finally:

@@ -6,7 +6,7 @@ import pytest
 from celery.exceptions import Retry
 from django.db import OperationalError, connection
 
-from project.db.locks import lock_key, session_advisory_lock
+from project.db.locks import lease
 from project.jobrunner import RETRY_BACKOFF_MAX_S, JobSkipped, retry_countdown_s, scheduled_job
 from project.models import JobRun
 
@@ -108,7 +108,7 @@ def test_lock_is_released_after_a_run_so_the_next_run_is_not_skipped():
 
     assert [run.status for run in runs("tests.add")] == [JobRun.Status.SUCCEEDED, JobRun.Status.SUCCEEDED]
     assert [run.status for run in explode_job_again] == [JobRun.Status.FAILED]
-    with session_advisory_lock("job:tests.explode") as acquired:
+    with lease("job:tests.explode") as acquired:
         assert acquired is True
 
 
@@ -205,21 +205,6 @@ def test_transient_error_outside_celery_is_failed_not_retried():
 def test_retry_countdown_doubles_from_5s_and_is_capped_at_300s(retries, countdown_s):
     assert retry_countdown_s(retries) == countdown_s
     assert RETRY_BACKOFF_MAX_S == 300
-
-
-def test_lock_key_is_stable_for_a_name():
-    # crc32-based, so the same in every process (unlike the salted hash()).
-    assert lock_key("job:project.maintain_partitions") == lock_key("job:project.maintain_partitions")
-    assert lock_key("job:project.maintain_partitions") == 1424776506 - 2**31
-
-
-def test_lock_keys_differ_for_different_names_and_fit_postgres_int4():
-    names = [f"job:{app}.{job}" for app in ("project", "tasks", "approvals") for job in ("a", "b", "sync", "notify")]
-    keys = [lock_key(name) for name in names]
-
-    assert len(set(keys)) == len(names)
-    # pg_try_advisory_lock(int, int) takes two int4 values.
-    assert all(-(2**31) <= key < 2**31 for key in keys)
 
 
 @scheduled_job("tests.declines_to_run")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from project import matviews, schedules
-from project.db.locks import session_advisory_lock
+from project.db.locks import lease
 from project.jobs import refresh_materialized_view_job
 from project.matviews import (
     UnknownMaterializedView,
@@ -203,14 +203,14 @@ def test_the_scheduled_job_refreshes_the_named_view_and_refuses_unknown_names(re
 def test_the_job_skips_a_view_whose_refresh_is_already_running(registry):
     create_view()
     register_materialized_view(VIEW, refresh_every_s=3600, description="Runs per job.")
-    # Held by another session (advisory locks are re-entrant within one session).
+    # Held by another holder, committed from another connection.
     holding, release = threading.Event(), threading.Event()
 
     def hold_lock():
         from django.db import connection as thread_connection
 
         try:
-            with session_advisory_lock(f"matview:{VIEW}"):
+            with lease(f"matview:{VIEW}"):
                 holding.set()
                 release.wait(10)
         finally:

@@ -28,11 +28,12 @@ def test_database_config_uses_the_native_pool_behind_the_prometheus_backend(sett
     assert options["options"] == "-c statement_timeout=30000"
 
 
-def test_behind_pgbouncer_there_are_no_prepared_statements_or_startup_options(monkeypatch):
+def test_behind_pgbouncer_there_are_no_prepared_statements_startup_options_or_server_side_cursors(monkeypatch):
     monkeypatch.setattr("project.settings.DB_BEHIND_PGBOUNCER", True)
-    options = database_config("postgres://u@pgbouncer:6432/opsdeck", "opsdeck-web")["OPTIONS"]
-    assert options["prepare_threshold"] is None
-    assert "options" not in options
+    config = database_config("postgres://u@pgbouncer:6432/opsdeck", "opsdeck-web")
+    assert config["OPTIONS"]["prepare_threshold"] is None
+    assert "options" not in config["OPTIONS"]
+    assert config["DISABLE_SERVER_SIDE_CURSORS"] is True
 
 
 def test_a_non_postgres_database_url_is_refused():
