@@ -12,8 +12,9 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from approvals import selectors, services
+from approvals import automation, selectors
 from approvals.models import ApprovalRule, AutomationAuditLog, Topic, Version
+from approvals.policy import Policy, PolicyRule
 from approvals.templatetags.approvals_admin import pending_badge
 from project.activity import activity_for_entity
 from project.models import ActivityLog
@@ -81,14 +82,8 @@ def version_queries(queries) -> list[str]:
     return [query["sql"] for query in queries if Version._meta.db_table in query["sql"]]
 
 
-def as_active(rule: ApprovalRule) -> services.ActiveRule:
-    return services.ActiveRule(
-        id=rule.pk, revision=rule.revision, name=rule.name, action=rule.action, conditions=rule.conditions
-    )
-
-
 def run_automation(rule: ApprovalRule) -> None:
-    services.automation_run(rule=as_active(rule), batch_size=500, deadline_s=None)
+    automation.automation_run(policy=Policy.of([PolicyRule.of(rule)]), batch_size=500, deadline_s=None)
 
 
 # --- The pending badge ---------------------------------------------------------------------------------
@@ -314,7 +309,15 @@ def test_saving_a_valid_rule_change_goes_through_the_service(reviewer, logged_in
 
     response = logged_in(reviewer).post(
         reverse("admin:approvals_approvalrule_change", args=[rule.pk]),
-        {"name": rule.name, "action": "approve", "conditions": json.dumps(changed), "_save": "Save"},
+        {
+            "name": rule.name,
+            "action": "approve",
+            "mode": "live",
+            "priority": 100,
+            "scope_tags": "[]",
+            "conditions": json.dumps(changed),
+            "_save": "Save",
+        },
     )
 
     assert response.status_code == 302
