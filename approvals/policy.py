@@ -9,6 +9,8 @@ recorded beside the real ones.
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import reduce
+from operator import or_
 
 from django.db.models import BooleanField, Case, IntegerField, Q, Value, When
 
@@ -93,7 +95,9 @@ def scope_q(rule: PolicyRule) -> Q:
     if rule.scope_entity_type:
         q &= Q(entity_type=rule.scope_entity_type)
     if rule.scope_tags:
-        q &= Q(tags__has_any_keys=list(rule.scope_tags))  # jsonb ?| : any of the tags
+        # Any of the tags, each as tags @> '["tag"]' (as the rules' `contains`): `?|` would also
+        # match an object's keys or a bare string, which are not tags.
+        q &= reduce(or_, (Q(tags__contains=[tag]) for tag in rule.scope_tags))
     return q
 
 
