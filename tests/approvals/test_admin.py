@@ -12,7 +12,7 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from approvals import automation, selectors
+from approvals import automation, selectors, services
 from approvals.models import ApprovalRule, AutomationAuditLog, Topic, Version
 from approvals.policy import Policy, PolicyRule
 from approvals.templatetags.approvals_admin import pending_badge
@@ -270,6 +270,20 @@ def test_rule_change_page_previews_what_the_rule_would_decide(reviewer, logged_i
     for version in short:
         assert reverse("admin:approvals_version_change", args=[version.pk]) in response.content.decode()
     assert page.count("Short one") == 2
+
+
+def test_rule_change_page_shows_the_backtest_of_the_rule_and_of_the_policy_with_it(reviewer, logged_in):
+    rule = RuleFactory(conditions=SHORT, action=ApprovalRule.Action.APPROVE)
+    approved, rejected = VersionFactory(content="tiny"), VersionFactory(content="tiny")
+    services.versions_decide(version_ids=[approved.pk], approve=True, user=UserFactory())
+    services.versions_decide(version_ids=[rejected.pk], approve=False, user=UserFactory())
+
+    page = text(logged_in(reviewer).get(reverse("admin:approvals_approvalrule_change", args=[rule.pk])))
+
+    assert "Over the 2 versions decided in the last 30 days" in page
+    # would decide, agrees, agreement, false approvals, false rejections
+    assert re.search(r"This rule alone\s+2\s+1\s+50\.0%\s+1\s+0", page)
+    assert re.search(r"The active policy with it\s+2\s+1\s+50\.0%\s+1\s+0", page)
 
 
 def test_rule_conditions_are_edited_as_pretty_printed_json_with_a_pointer_to_the_docs(reviewer, logged_in):
