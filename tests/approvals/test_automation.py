@@ -262,6 +262,7 @@ def test_the_job_publishes_its_metrics(short_edits_rule):
 
     before = sample("automation_decisions_total", decision="approved")
     runs_before = sample("automation_job_duration_seconds_count")
+    batches_before = sample("automation_batch_duration_seconds_count")
     VersionFactory.create_batch(3, content="tiny")
     VersionFactory(content="x" * 50)  # stays pending
 
@@ -270,6 +271,7 @@ def test_the_job_publishes_its_metrics(short_edits_rule):
     assert sample("automation_decisions_total", decision="approved") == before + 3
     assert sample("automation_job_duration_seconds_count") == runs_before + 1
     assert sample("automation_rule_evaluation_seconds_count") >= 1
+    assert sample("automation_batch_duration_seconds_count") >= batches_before + 1
     assert sample("versions_pending_count") == 1
     assert sample("automation_false_positive_rate") == 0.0
 
