@@ -373,6 +373,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "tasks.models.Task.Status",
         "VersionStatusEnum": "approvals.models.Version.Status",
+        "EntityTypeEnum": "approvals.models.EntityType",  # versions and rule scopes
     },
     # The error envelope on every operation, for every 4xx/503 it can answer (project/api/schema.py).
     "POSTPROCESSING_HOOKS": [
