@@ -24,7 +24,24 @@ def test_every_version_index_has_a_plan_test():
         "version_approved_idx",
         "version_pending_created_idx",
         "version_entity_idx",
+        "version_decided_by_idx",
+        "version_decided_rule_idx",
+        "version_reverted_by_idx",
     }
+
+
+@pytest.mark.parametrize(
+    ("column", "index"),
+    [
+        ("decided_by_id", "version_decided_by_idx"),
+        ("decided_by_rule_id", "version_decided_rule_idx"),
+        ("reverted_by_id", "version_reverted_by_idx"),
+    ],
+)
+def test_on_delete_set_null_finds_the_versions_through_the_partial_index(versions, column, index):
+    # Deleting a user or a rule runs UPDATE ... WHERE <column> = <id>: a value, never NULL.
+    scan = scan_on(index_scans(Version.objects.filter(**{column: 1}), only=index), index)
+    assert column in scan.index_cond
 
 
 def test_badge_lookup_by_approved_uses_the_guides_partial_index(versions):

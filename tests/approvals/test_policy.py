@@ -57,7 +57,13 @@ def test_the_policy_case_in_sql_names_the_same_deciding_rule_as_the_python_refer
         max_examples=150,
         deadline=None,
         database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        # Whole policies are up to five generated rules: more data per example than one rule.
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(policy_strategy(list(facts.values())))
     def check(policy):
@@ -120,7 +126,13 @@ def test_the_backtest_counts_equal_the_reference_tally_for_whole_policies():
         max_examples=60,
         deadline=None,
         database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        # Whole policies are up to five generated rules: more data per example than one rule.
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(policy_strategy(list(facts.values())))
     def check(policy):
