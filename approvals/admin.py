@@ -1,6 +1,7 @@
 import difflib
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -9,9 +10,10 @@ from django.urls import path, reverse
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from approvals import jobs, rules, selectors, services
+from approvals import backtest, jobs, policy, rules, selectors, services
 from approvals.exceptions import ApprovalError
 from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
+from approvals.policy import PolicyRule
 from project.admin import BigTableAdmin, url_with, url_without
 from project.admin_widgets import PrettyJSONField, ReadOnlyAdminMixin
 from project.api.pagination import InvalidCursor, KeysetPaginator
@@ -152,7 +154,26 @@ class ApprovalRuleForm(forms.ModelForm):
 
     class Meta:
         model = ApprovalRule
-        fields = ["name", "is_active", "action", "conditions"]
+        fields = [
+            "name",
+            "is_active",
+            "mode",
+            "priority",
+            "action",
+            "scope_entity_type",
+            "scope_tags",
+            "conditions",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            policy.validate_scope(
+                entity_type=cleaned.get("scope_entity_type") or "", tags=cleaned.get("scope_tags") or []
+            )
+        except rules.RuleInvalid as exc:
+            self.add_error(exc.path if exc.path in self.fields else None, exc.message)
+        return cleaned
 
     def clean_conditions(self):
         conditions = self.cleaned_data["conditions"]
@@ -174,13 +195,14 @@ class AuditLogFilterForm(forms.Form):
 @admin.register(ApprovalRule)
 class ApprovalRuleAdmin(admin.ModelAdmin):
     form = ApprovalRuleForm
-    list_display = ["name", "is_active", "action", "revision", "updated_at"]
-    list_filter = ["is_active", "action"]
+    list_display = ["name", "is_active", "mode", "priority", "action", "revision", "updated_at"]
+    list_filter = ["is_active", "mode", "action"]
+    ordering = ["priority", "id"]
     actions = ["run_automation_now"]
 
     def get_readonly_fields(self, request, obj=None):
         fields = ["revision", "created_at", "updated_at"]
-        return [*fields, "preview"] if obj is not None else fields
+        return [*fields, "preview", "backtest"] if obj is not None else fields
 
     def get_urls(self):
         audit_log = path("audit-log/", self.admin_site.admin_view(self.audit_log_view), name="approvals_audit_log")
@@ -198,6 +220,10 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
                 conditions=obj.conditions,
                 action=obj.action,
                 is_active=obj.is_active,
+                mode=obj.mode,
+                priority=obj.priority,
+                scope_entity_type=obj.scope_entity_type,
+                scope_tags=obj.scope_tags,
                 actor=request.user,
                 request=request,
             )
@@ -249,7 +275,42 @@ class ApprovalRuleAdmin(admin.ModelAdmin):
             len(sample),
         )
 
-    @admin.action(description="Run the automation now (with the active rule)", permissions=["change"])
+    @admin.display(description="Backtest")
+    def backtest(self, obj: ApprovalRule):
+        """What this rule alone, then the active policy with it, would have decided lately."""
+        days = settings.AUTOMATION_BACKTEST_DEFAULT_DAYS
+        try:
+            alone = backtest.policy_backtest([PolicyRule.of(obj)], days=days)
+            with_policy = backtest.policy_backtest(selectors.policy_with(obj), days=days)
+        except rules.RuleInvalid as exc:
+            return f"Cannot backtest: {exc}"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    label,
+                    result.total.would_decide,
+                    result.total.agreements,
+                    "-" if result.total.agreement_rate is None else f"{result.total.agreement_rate:.1%}",
+                    result.total.false_approvals,
+                    result.total.false_rejections,
+                )
+                for label, result in (("This rule alone", alone), ("The active policy with it", with_policy))
+            ),
+        )
+        return format_html(
+            "<p>Over the <strong>{}</strong> versions decided in the last {} days:</p><table><thead><tr>"
+            "<th></th><th>Would decide</th><th>Agrees</th><th>Agreement</th><th>False approvals</th>"
+            "<th>False rejections</th></tr></thead><tbody>{}</tbody></table>"
+            "<p class='help'>False approval: it would approve what staff rejected or reverted; false "
+            "rejection: it would reject what is approved. Ages are evaluated as of now.</p>",
+            alone.evaluated,
+            days,
+            rows,
+        )
+
+    @admin.action(description="Run the automation now (with the active policy)", permissions=["change"])
     def run_automation_now(self, request, queryset):
         try:
             job_id = jobs.enqueue_automation_run()

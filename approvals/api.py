@@ -1,6 +1,7 @@
 """Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log."""
 
 import django_filters
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -9,8 +10,9 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import rules, selectors, services
+from approvals import backtest, policy, rules, selectors, services
 from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
+from approvals.policy import PolicyRule
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.throttling import ScopedRateThrottle
 
@@ -244,7 +246,20 @@ class PendingCountView(APIView):
 class RuleSerializer(serializers.ModelSerializer):
     class Meta:
         model = ApprovalRule
-        fields = ["id", "name", "is_active", "conditions", "action", "revision", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "is_active",
+            "mode",
+            "priority",
+            "action",
+            "scope_entity_type",
+            "scope_tags",
+            "conditions",
+            "revision",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "revision", "created_at", "updated_at"]
 
     def validate_conditions(self, value):
@@ -254,18 +269,68 @@ class RuleSerializer(serializers.ModelSerializer):
             raise ValidationError(f"{exc.path}: {exc.message}", code="invalid_rule") from None
         return value
 
+    def validate(self, attrs):
+        instance = self.instance
+        entity_type = attrs.get("scope_entity_type", instance.scope_entity_type if instance else "")
+        tags = attrs.get("scope_tags", instance.scope_tags if instance else [])
+        try:
+            policy.validate_scope(entity_type=entity_type or "", tags=tags)
+        except rules.RuleInvalid as exc:
+            raise ValidationError({exc.path: [exc.message]}, code="invalid_rule") from None
+        return attrs
+
+
+class BacktestQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        min_value=1, max_value=backtest.MAX_BACKTEST_DAYS, default=settings.AUTOMATION_BACKTEST_DEFAULT_DAYS
+    )
+
+
+class BacktestCountsSerializer(serializers.Serializer):
+    would_decide = serializers.IntegerField()
+    would_approve = serializers.IntegerField()
+    would_reject = serializers.IntegerField()
+    left_for_staff = serializers.IntegerField()
+    agreements = serializers.IntegerField()
+    false_approvals = serializers.IntegerField()
+    false_rejections = serializers.IntegerField()
+    agreement_rate = serializers.FloatField(allow_null=True)
+
+
+class RuleBacktestCountsSerializer(BacktestCountsSerializer):
+    rule_id = serializers.IntegerField()
+
+
+class BacktestSerializer(BacktestCountsSerializer):
+    days = serializers.IntegerField()
+    evaluated = serializers.IntegerField(help_text="Versions decided in the window.")
+    by_rule = RuleBacktestCountsSerializer(many=True)
+
+
+class EvaluationSerializer(serializers.Serializer):
+    recorded = serializers.IntegerField(help_text="Versions it would have decided or left, this revision.")
+    compared = serializers.IntegerField(help_text="Of those it would have decided, decided by a person since.")
+    agreements = serializers.IntegerField()
+    disagreement_rate = serializers.FloatField(allow_null=True)
+
+
+def _backtest_days(request) -> int:
+    query = BacktestQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data["days"]
+
 
 class RuleViewSet(viewsets.ModelViewSet):
     serializer_class = RuleSerializer
     queryset = ApprovalRule.objects.none()
-    read_only_actions = ("preview",)
+    read_only_actions = ("preview", "backtest", "policy_backtest", "evaluation")
     action_permissions = {
         "activate": ["approvals.change_approvalrule"],
         "deactivate": ["approvals.change_approvalrule"],
     }
 
     def get_queryset(self):
-        return selectors.rule_list()
+        return selectors.rule_list().order_by("priority", "id")
 
     def perform_create(self, serializer):
         serializer.instance = services.rule_create(
@@ -283,7 +348,7 @@ class RuleViewSet(viewsets.ModelViewSet):
     @extend_schema(request=None, responses=RuleSerializer)
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None):
-        """Make this the active rule (any other active rule is deactivated)."""
+        """Add this rule to the active policy (in its mode: live, or evaluate)."""
         rule = services.rule_set_active(rule=self.get_object(), active=True, actor=request.user, request=request)
         return Response(RuleSerializer(rule).data)
 
@@ -292,6 +357,29 @@ class RuleViewSet(viewsets.ModelViewSet):
     def deactivate(self, request, pk=None):
         rule = services.rule_set_active(rule=self.get_object(), active=False, actor=request.user, request=request)
         return Response(RuleSerializer(rule).data)
+
+    @extend_schema(parameters=[BacktestQuerySerializer], responses=BacktestSerializer)
+    @action(detail=True, methods=["get"])
+    def backtest(self, request, pk=None):
+        """What this rule alone would have decided on the versions decided in the last `days` days."""
+        rule = self.get_object()
+        result = backtest.policy_backtest([PolicyRule.of(rule)], days=_backtest_days(request))
+        return Response(result.as_dict())
+
+    @extend_schema(parameters=[BacktestQuerySerializer], responses=BacktestSerializer)
+    @action(detail=False, methods=["get"], url_path="policy-backtest")
+    def policy_backtest(self, request):
+        """What the active policy's live rules, in priority order, would have decided on the
+        versions decided in the last `days` days."""
+        days = _backtest_days(request)
+        return Response(backtest.policy_backtest(selectors.active_policy().live, days=days).as_dict())
+
+    @extend_schema(responses=EvaluationSerializer)
+    @action(detail=True, methods=["get"])
+    def evaluation(self, request, pk=None):
+        """How this rule, in evaluate mode, compares with what staff decided (its current revision)."""
+        rule = self.get_object()
+        return Response(selectors.evaluation_agreement(rule.pk, revision=rule.revision))
 
     @extend_schema(
         responses=inline_serializer(

@@ -64,19 +64,22 @@ class Version(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     # Kept in step with status (approved = status is approved) for the guide's badge indexes.
     approved = models.BooleanField(default=False)
+    # Indexed only where set (Meta.indexes): see version_decided_by_idx.
     decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     decided_by_rule = models.ForeignKey(
-        "ApprovalRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "ApprovalRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # The wording of the rule that decided (its revision then), as the audit log records it.
+    decided_by_rule_revision = models.PositiveIntegerField(null=True, blank=True)
     decision_reason = models.CharField(max_length=500, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     # The entity's title and body just before this version was applied, so a revert restores them.
     replaced_title = models.CharField(max_length=300, null=True, blank=True)
     replaced_content = models.TextField(null=True, blank=True)
     reverted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     reverted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,6 +100,18 @@ class Version(models.Model):
             # query filters versions by tag through an index), decided_at (the false-positive rate
             # reads the audit log's time index) and created_at (the list pages on the primary key).
             models.Index(fields=["entity_type", "entity_id", "created_at"], name="version_entity_idx"),
+            # Deleting a user or a rule sets these to NULL (ON DELETE SET NULL looks them up by
+            # value). Only set values are indexed: a decision changes indexed columns, so every
+            # decided row is inserted into every full index, NULLs included; partial ones skip the
+            # columns a decision leaves NULL (a person's decision has no rule, the automation's no
+            # user, neither a reverter), two index insertions fewer per decided version.
+            models.Index(fields=["decided_by"], name="version_decided_by_idx", condition=Q(decided_by__isnull=False)),
+            models.Index(
+                fields=["decided_by_rule"], name="version_decided_rule_idx", condition=Q(decided_by_rule__isnull=False)
+            ),
+            models.Index(
+                fields=["reverted_by"], name="version_reverted_by_idx", condition=Q(reverted_by__isnull=False)
+            ),
         ]
         permissions = [("decide_version", "Can approve, reject and revert versions")]
         constraints = [
@@ -111,14 +126,27 @@ class Version(models.Model):
 
 
 class ApprovalRule(models.Model):
+    """One rule of the policy: active rules are tried in priority order, the first match decides."""
+
     class Action(models.TextChoices):
         APPROVE = "approve"
         REJECT = "reject"
+        LEAVE = "leave"  # for staff: the version stays pending and no later rule is tried
+
+    class Mode(models.TextChoices):
+        LIVE = "live"  # decides
+        EVALUATE = "evaluate"  # decides nothing; records what it would have decided
 
     name = models.CharField(max_length=200, unique=True)
     is_active = models.BooleanField(default=False)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.LIVE)
+    # Lower first; ties in id order.
+    priority = models.IntegerField(default=100)
     conditions = models.JSONField(help_text="all / any / not over comparisons; see docs/approvals-rules.md")
     action = models.CharField(max_length=10, choices=Action.choices)
+    # Optional scope, checked before the conditions: one entity type, and/or any of these tags.
+    scope_entity_type = models.CharField(max_length=10, choices=EntityType.choices, blank=True)
+    scope_tags = models.JSONField(default=list, blank=True)
     # Bumped on every change, so an audit row always says which wording of the rule fired.
     revision = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
@@ -126,17 +154,33 @@ class ApprovalRule(models.Model):
 
     class Meta:
         indexes = [
-            # Guide: idx_approval_rules_is_active — "the active rule" lookup.
+            # Guide: idx_approval_rules_is_active — the active policy's lookup.
             models.Index(fields=["is_active"], name="rule_active_idx", condition=Q(is_active=True)),
             models.Index(fields=["created_at", "id"], name="rule_created_id_idx"),  # cursor
-        ]
-        constraints = [
-            # At most one active rule.
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_rule"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} r{self.revision}"
+
+
+class RuleEvaluation(models.Model):
+    """What a rule in evaluate mode would have decided on a version (once per rule revision)."""
+
+    rule_id = models.BigIntegerField()
+    rule_revision = models.PositiveIntegerField()
+    version_id = models.BigIntegerField()
+    # approved / rejected / left (for staff)
+    would_decide = models.CharField(max_length=10)
+    created_at = models.DateTimeField(db_default=Func(function="now"))
+
+    class Meta:
+        constraints = [
+            # A version pending for several runs is evaluated again; one row per wording is enough.
+            models.UniqueConstraint(fields=["rule_id", "rule_revision", "version_id"], name="one_evaluation_per_rule"),
+        ]
+
+    def __str__(self) -> str:
+        return f"rule {self.rule_id} r{self.rule_revision} would have {self.would_decide} version {self.version_id}"
 
 
 class AutomationAuditLog(PostgresPartitionedModel):

@@ -1,18 +1,19 @@
-"""Reads in the approvals app: lists, the cached active rule and pending count, rates."""
+"""Reads in the approvals app: lists, the cached active policy and pending count, rates."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from approvals.models import ApprovalRule, AutomationAuditLog, Version
+from approvals.models import ApprovalRule, AutomationAuditLog, RuleEvaluation, Version
+from approvals.policy import Policy, PolicyRule, rule_q
 
-ACTIVE_RULE_CACHE_KEY = "approvals:active-rule:v1"
+POLICY_CACHE_KEY = "approvals:policy:v2"
 PENDING_COUNT_CACHE_KEY = "approvals:pending-count:v1"
-_NO_ACTIVE_RULE = {"none": True}  # cached too, so "no rule" does not hit the database every minute
 
 
 def version_list() -> QuerySet[Version]:
@@ -23,26 +24,21 @@ def rule_list() -> QuerySet[ApprovalRule]:
     return ApprovalRule.objects.all()
 
 
-def active_rule_cached():
-    """The active rule (5-minute cache, dropped the moment any rule changes), or None."""
-    from approvals.services import ActiveRule
+def active_policy() -> Policy:
+    """Every active rule, live ones in the order they are tried, and those in evaluate mode."""
+    return Policy.of(PolicyRule.of(rule) for rule in ApprovalRule.objects.filter(is_active=True))
 
-    def load():
-        rule = ApprovalRule.objects.filter(is_active=True).first()
-        if rule is None:
-            return _NO_ACTIVE_RULE
-        return {
-            "id": rule.pk,
-            "revision": rule.revision,
-            "name": rule.name,
-            "action": rule.action,
-            "conditions": rule.conditions,
-        }
 
-    cached = cache.get_or_set(ACTIVE_RULE_CACHE_KEY, load, settings.AUTOMATION_RULE_CACHE_TTL_S)
-    if cached is None or cached == _NO_ACTIVE_RULE:
-        return None
-    return ActiveRule(**cached)
+def active_policy_cached() -> Policy:
+    """The active policy (5-minute cache, dropped the moment any rule changes)."""
+
+    def load() -> list[dict]:
+        # Plain data in the cache (an empty list: no active rule, cached too).
+        policy = active_policy()
+        return [rule.as_dict() for rule in policy.live + policy.evaluating]
+
+    cached = cache.get_or_set(POLICY_CACHE_KEY, load, settings.AUTOMATION_RULE_CACHE_TTL_S) or []
+    return Policy.of(PolicyRule(**{**rule, "scope_tags": tuple(rule["scope_tags"])}) for rule in cached)
 
 
 def pending_count() -> int:
@@ -104,16 +100,43 @@ def false_positive_rate(*, window_hours: int | None = None) -> float | None:
     return reverted / automated if automated else None
 
 
-def rule_preview(rule: ApprovalRule, *, limit: int) -> tuple[int, int, list[Version]]:
-    """Evaluate `rule` on the oldest `limit` pending versions: (evaluated, matched, sample of 20)."""
-    from approvals import rules
+def policy_with(rule: ApprovalRule) -> list[PolicyRule]:
+    """The live rules of the active policy with `rule` taken as live too, in the order tried:
+    what the policy would be if `rule` were enabled."""
+    candidate = replace(PolicyRule.of(rule), mode=ApprovalRule.Mode.LIVE)
+    others = [other for other in active_policy().live if other.id != rule.pk]
+    return list(Policy.of([*others, candidate]).live)
 
+
+def rule_preview(rule: ApprovalRule, *, limit: int) -> tuple[int, int, list[Version]]:
+    """Evaluate `rule` (scope and conditions) on the oldest `limit` pending versions:
+    (evaluated, matched, sample of 20)."""
     oldest = list(
         Version.objects.filter(status=Version.Status.PENDING)
         .order_by("created_at", "id")
         .values_list("pk", flat=True)[:limit]
     )
-    matching = rules.matching_versions(Version.objects.filter(pk__in=oldest), rule.conditions, as_of=timezone.now())
+    matching = Version.objects.filter(pk__in=oldest).filter(rule_q(PolicyRule.of(rule), as_of=timezone.now()))
     matched = matching.count()
     sample = list(matching.select_related("author").order_by("created_at", "id")[:20])
     return len(oldest), matched, sample
+
+
+def evaluation_agreement(rule_id: int, *, revision: int | None = None) -> dict:
+    """How a rule in evaluate mode compares with staff: among the versions it would have decided
+    (approve or reject) that a person has decided since, how many it agrees with. One query."""
+    evaluations = RuleEvaluation.objects.filter(rule_id=rule_id).exclude(would_decide="left")
+    if revision is not None:
+        evaluations = evaluations.filter(rule_revision=revision)
+    decided_by_staff = Version.objects.filter(
+        pk=OuterRef("version_id"), decided_by__isnull=False, status__in=["approved", "rejected", "reverted"]
+    )
+    staff_status = Subquery(decided_by_staff.values("status")[:1])
+    counts = evaluations.annotate(staff=staff_status).aggregate(
+        recorded=Count("pk"),
+        compared=Count("pk", filter=Q(staff__isnull=False)),
+        agreements=Count("pk", filter=Q(staff=F("would_decide"))),
+    )
+    compared = counts["compared"]
+    counts["disagreement_rate"] = (compared - counts["agreements"]) / compared if compared else None
+    return counts

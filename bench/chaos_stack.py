@@ -41,10 +41,6 @@ RUN_SETTINGS = {
     "THROTTLE_ANON_RATE": "1000000/min",
     "THROTTLE_BULK_RATE": "1000000/min",
     "THROTTLE_PENDING_COUNT_RATE": "1000000/min",
-    # The automation's overload guard reads the host's CPU: on a shared machine it would skip runs
-    # and hide what beat sent.
-    "AUTOMATION_CPU_MAX_PERCENT": "100",
-    "AUTOMATION_MEMORY_MAX_PERCENT": "100",
     "LOG_LEVEL": "WARNING",
 }
 

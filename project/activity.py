@@ -7,6 +7,7 @@ operator the GIN index on metadata can serve).
 A bulk act therefore costs one row, not hundreds, in the table that grows fastest.
 """
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -72,6 +73,40 @@ def activity_record_bulk(
         metadata={**(metadata or {}), "ids": list(entity_ids), "count": len(entity_ids)},
         level=level,
         request=request,
+    )
+
+
+@dataclass(frozen=True)
+class BulkAct:
+    """One act on many entities, for activity_record_bulk_many."""
+
+    action: str
+    entity_type: str
+    entity_ids: list
+    metadata: dict = field(default_factory=dict)
+
+
+def activity_record_bulk_many(*, category: str, acts: list[BulkAct], user=None, request=None) -> None:
+    """Record several bulk acts in one INSERT (e.g. one per rule that decided part of a batch).
+
+    Columns and defaults stay ActivityLog's own: callers never name them."""
+    if not acts:
+        return
+    ActivityLog.objects.bulk_create(
+        [
+            ActivityLog(
+                user=authenticated_user_or_none(user),
+                category=category,
+                action=act.action,
+                level=ActivityLog.Level.INFO,
+                entity_type=act.entity_type,
+                entity_id="",
+                metadata={**act.metadata, "ids": list(act.entity_ids), "count": len(act.entity_ids)},
+                tags=[],
+                ip=client_ip(request),
+            )
+            for act in acts
+        ]
     )
 
 

@@ -402,6 +402,7 @@ SPECTACULAR_SETTINGS = {
         # reconciliation workflow (issue 14)
         "ResolutionCodeEnum": "reconciliation.models.ReconciliationException.ResolutionCode",
         "ScheduledRunOutcomeEnum": "reconciliation.workflow.models.JobSchedule.Outcome",
+        "EntityTypeEnum": "approvals.models.EntityType",  # versions and rule scopes
     },
     # The error envelope on every operation, for every 4xx/503 it can answer (project/api/schema.py).
     "POSTPROCESSING_HOOKS": [
@@ -429,15 +430,21 @@ TASK_SEARCH_CANDIDATES_MAX = env_int("TASK_SEARCH_CANDIDATES_MAX", 1000)
 # --- Approvals (limits and thresholds from the approvals guide, 000) -----------------------------
 
 AUTOMATION_BATCH_SIZE = env_int("AUTOMATION_BATCH_SIZE", 500)
-SCHEDULER_MAX_CONCURRENT_JOBS = env_int("SCHEDULER_MAX_CONCURRENT_JOBS", 3)
-JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 30)  # a run stops between batches at this
-QUEUE_MAX_SIZE = env_int("QUEUE_MAX_SIZE", 1000)  # "run now" refuses beyond this many queued jobs
-AUTOMATION_CPU_MAX_PERCENT = env_int("AUTOMATION_CPU_MAX_PERCENT", 80)
-AUTOMATION_MEMORY_MAX_PERCENT = env_int("AUTOMATION_MEMORY_MAX_PERCENT", 85)
-# The overload guard's input: a function returning approvals.jobs.HostLoad (tests pin it).
-AUTOMATION_LOAD_PROBE = env_str("AUTOMATION_LOAD_PROBE", "approvals.jobs.host_load")
-# With a read replica: skip a run while it lags more than this (0: never).
-AUTOMATION_REPLICA_LAG_MAX_S = float(env_str("AUTOMATION_REPLICA_LAG_MAX_S", "300"))
+# Named for the automation (issue 12); the generic names of before are read as a fallback.
+AUTOMATION_MAX_CONCURRENT_RUNS = env_int("AUTOMATION_MAX_CONCURRENT_RUNS", env_int("SCHEDULER_MAX_CONCURRENT_JOBS", 3))
+# A run stops between batches after this long; the next run continues.
+AUTOMATION_RUN_TIMEOUT_S = env_int("AUTOMATION_RUN_TIMEOUT_S", env_int("JOB_TIMEOUT_SECONDS", 30))
+# "Run now" refuses beyond this many queued runs.
+AUTOMATION_QUEUE_MAX_SIZE = env_int("AUTOMATION_QUEUE_MAX_SIZE", env_int("QUEUE_MAX_SIZE", 1000))
+# The guard reads the database, not the host (approvals/guard.py, docs/settings.md).
+AUTOMATION_GUARD_PROBE = env_str("AUTOMATION_GUARD_PROBE", "approvals.guard.database_signals")
+AUTOMATION_GUARD_MAX_LOCK_WAITS = env_int("AUTOMATION_GUARD_MAX_LOCK_WAITS", 5)
+AUTOMATION_GUARD_BACKENDS_MAX_SHARE = float(env_str("AUTOMATION_GUARD_BACKENDS_MAX_SHARE", "0.8"))
+AUTOMATION_GUARD_MAX_REPLICA_LAG_S = env_int("AUTOMATION_GUARD_MAX_REPLICA_LAG_S", 30)
+AUTOMATION_GUARD_MAX_QUEUE_DEPTH = env_int("AUTOMATION_GUARD_MAX_QUEUE_DEPTH", 100)
+AUTOMATION_GUARD_MAX_CONSECUTIVE_SKIPS = env_int("AUTOMATION_GUARD_MAX_CONSECUTIVE_SKIPS", 5)
+AUTOMATION_GUARD_SMALL_BATCH_SIZE = env_int("AUTOMATION_GUARD_SMALL_BATCH_SIZE", 50)
+AUTOMATION_BACKTEST_DEFAULT_DAYS = env_int("AUTOMATION_BACKTEST_DEFAULT_DAYS", 30)
 AUTOMATION_RULE_CACHE_TTL_S = 300
 APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
 REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)

@@ -1,26 +1,30 @@
-"""The automation's overload guard reads the host's load; every test pins it (a shared CI
-machine's CPU must not decide whether a test passes). Tests of the guard pin their own load."""
+"""The automation's guard reads database signals; every test pins them (idle by default), so
+neither a shared CI machine nor another test's connections decide whether a test passes. Tests of
+the guard pin their own signals."""
 
 import pytest
+from django.core.cache import cache
 
-from approvals.jobs import HostLoad
+from approvals.guard import CONSECUTIVE_SKIPS_CACHE_KEY, DatabaseSignals
 
-IDLE_HOST = HostLoad(cpu_percent=5.0, memory_percent=20.0)
-_pinned = [IDLE_HOST]
+IDLE_DATABASE = DatabaseSignals(lock_waits_on_versions=0, active_backends=1, connection_budget=100)
+_pinned = [IDLE_DATABASE]
 
 
-def pinned_host_load() -> HostLoad:
+def pinned_database_signals() -> DatabaseSignals:
     return _pinned[0]
 
 
 @pytest.fixture(autouse=True)
-def host_load(settings):
-    """host_load(cpu_percent=..., memory_percent=...) pins what the guard reads; idle by default."""
-    settings.AUTOMATION_LOAD_PROBE = "tests.approvals.conftest.pinned_host_load"
-    _pinned[0] = IDLE_HOST
+def database_signals(settings):
+    """database_signals(lock_waits_on_versions=..., ...) pins what the guard reads; idle by default."""
+    settings.AUTOMATION_GUARD_PROBE = "tests.approvals.conftest.pinned_database_signals"
+    _pinned[0] = IDLE_DATABASE
+    cache.delete(CONSECUTIVE_SKIPS_CACHE_KEY)
 
-    def pin(*, cpu_percent: float = 5.0, memory_percent: float = 20.0) -> None:
-        _pinned[0] = HostLoad(cpu_percent=cpu_percent, memory_percent=memory_percent)
+    def pin(**signals) -> None:
+        _pinned[0] = DatabaseSignals(**{**IDLE_DATABASE.__dict__, **signals})
 
     yield pin
-    _pinned[0] = IDLE_HOST
+    _pinned[0] = IDLE_DATABASE
+    cache.delete(CONSECUTIVE_SKIPS_CACHE_KEY)

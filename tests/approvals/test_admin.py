@@ -12,8 +12,9 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from approvals import selectors, services
+from approvals import automation, selectors, services
 from approvals.models import ApprovalRule, AutomationAuditLog, Topic, Version
+from approvals.policy import Policy, PolicyRule
 from approvals.templatetags.approvals_admin import pending_badge
 from project.activity import activity_for_entity
 from project.models import ActivityLog
@@ -81,14 +82,8 @@ def version_queries(queries) -> list[str]:
     return [query["sql"] for query in queries if Version._meta.db_table in query["sql"]]
 
 
-def as_active(rule: ApprovalRule) -> services.ActiveRule:
-    return services.ActiveRule(
-        id=rule.pk, revision=rule.revision, name=rule.name, action=rule.action, conditions=rule.conditions
-    )
-
-
 def run_automation(rule: ApprovalRule) -> None:
-    services.automation_run(rule=as_active(rule), batch_size=500, deadline_s=None)
+    automation.automation_run(policy=Policy.of([PolicyRule.of(rule)]), batch_size=500, deadline_s=None)
 
 
 # --- The pending badge ---------------------------------------------------------------------------------
@@ -277,6 +272,20 @@ def test_rule_change_page_previews_what_the_rule_would_decide(reviewer, logged_i
     assert page.count("Short one") == 2
 
 
+def test_rule_change_page_shows_the_backtest_of_the_rule_and_of_the_policy_with_it(reviewer, logged_in):
+    rule = RuleFactory(conditions=SHORT, action=ApprovalRule.Action.APPROVE)
+    approved, rejected = VersionFactory(content="tiny"), VersionFactory(content="tiny")
+    services.versions_decide(version_ids=[approved.pk], approve=True, user=UserFactory())
+    services.versions_decide(version_ids=[rejected.pk], approve=False, user=UserFactory())
+
+    page = text(logged_in(reviewer).get(reverse("admin:approvals_approvalrule_change", args=[rule.pk])))
+
+    assert "Over the 2 versions decided in the last 30 days" in page
+    # would decide, agrees, agreement, false approvals, false rejections
+    assert re.search(r"This rule alone\s+2\s+1\s+50\.0%\s+1\s+0", page)
+    assert re.search(r"The active policy with it\s+2\s+1\s+50\.0%\s+1\s+0", page)
+
+
 def test_rule_conditions_are_edited_as_pretty_printed_json_with_a_pointer_to_the_docs(reviewer, logged_in):
     rule = RuleFactory(conditions={"all": [SHORT, {"field": "author.is_staff", "op": "eq", "value": False}]})
 
@@ -314,7 +323,15 @@ def test_saving_a_valid_rule_change_goes_through_the_service(reviewer, logged_in
 
     response = logged_in(reviewer).post(
         reverse("admin:approvals_approvalrule_change", args=[rule.pk]),
-        {"name": rule.name, "action": "approve", "conditions": json.dumps(changed), "_save": "Save"},
+        {
+            "name": rule.name,
+            "action": "approve",
+            "mode": "live",
+            "priority": 100,
+            "scope_tags": "[]",
+            "conditions": json.dumps(changed),
+            "_save": "Save",
+        },
     )
 
     assert response.status_code == 302

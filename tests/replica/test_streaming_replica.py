@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.jobs import HostLoad, overload_reason
+from approvals.guard import busy_reason, database_signals
 from monitoring.figures import collect_figures
 from monitoring.metrics import families
 from monitoring.models import MetricSample
@@ -125,19 +125,14 @@ def test_a_stopped_replica_falls_back_to_the_primary_within_one_request(replica,
     assert replica_fallbacks_total._value.get() == fallbacks + 1
 
 
-def idle_host() -> HostLoad:
-    return HostLoad(cpu_percent=5.0, memory_percent=20.0)
-
-
 def test_the_automation_guard_skips_a_run_while_the_replica_lags(replica, settings):
-    settings.AUTOMATION_LOAD_PROBE = "tests.replica.test_streaming_replica.idle_host"
-    settings.AUTOMATION_REPLICA_LAG_MAX_S = 0.001
+    settings.AUTOMATION_GUARD_MAX_REPLICA_LAG_S = 0.001
     with ReplayPaused():
         for number in range(50):
             sample(f"replica.guard.{number}")
         wait_until_received()
-        lagging = overload_reason()
+        lagging = busy_reason(database_signals())
 
     assert lagging is not None and lagging.startswith("replica lag ")
-    settings.AUTOMATION_REPLICA_LAG_MAX_S = 60
-    assert overload_reason() is None  # caught up
+    settings.AUTOMATION_GUARD_MAX_REPLICA_LAG_S = 60
+    assert "replica lag" not in (busy_reason(database_signals()) or "")  # caught up

@@ -1,0 +1,15 @@
+"""The automation's queue in the broker: its name and how many runs wait in it."""
+
+from django.conf import settings
+
+from project.celery import app as celery_app
+
+AUTOMATION_QUEUE = "automation"
+
+
+def automation_queue_length() -> int:
+    # Bounded like the outbox's publish: "run now" must not hang on a stalled broker.
+    timeout_s = settings.OUTBOX_PUBLISH_TIMEOUT_S
+    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s, "max_retries": 0}
+    with celery_app.connection_for_write(connect_timeout=timeout_s, transport_options=options) as conn:
+        return int(conn.default_channel.client.llen(AUTOMATION_QUEUE))
