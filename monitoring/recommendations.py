@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from monitoring.report import AMBER, RED, Recommendation, key_figures
+from monitoring.key_figures import AMBER, RED, Recommendation, key_figures
 
 MB = 1048576
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2, "success": 3}

@@ -1,7 +1,6 @@
 """The Celery app. Jobs live in each app's jobs.py (a Django app named `tasks` would otherwise
 collide with Celery's default `<app>.tasks` discovery)."""
 
-import logging
 import os
 
 from celery import Celery
@@ -42,25 +41,7 @@ def serve_worker_metrics(**kwargs) -> None:
     start_http_server(int(port), addr=os.environ.get("WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry)
 
 
-@worker_ready.connect
-def relay_outbox_at_start(**kwargs) -> None:
-    """A worker coming back after a broker outage publishes what the outbox holds at once,
-    rather than at beat's next relay run (in a thread: the worker starts consuming meanwhile)."""
-    import threading
-
-    def relay_once() -> None:
-        from django.db import connection
-
-        from project.outbox import relay
-
-        try:
-            relay(older_than_s=0, budget_s=30)
-        except Exception:  # the relay job retries every minute; a worker must start regardless
-            logging.getLogger("opsdeck.outbox").exception("outbox relay at worker start failed")
-        finally:
-            connection.close()
-
-    threading.Thread(target=relay_once, name="outbox-relay-at-start", daemon=True).start()
+# The outbox relay at a worker's start is connected in project/jobs.py (outbox imports this app).
 
 
 @worker_process_init.connect

@@ -1,6 +1,10 @@
 """Platform Celery jobs."""
 
+import logging
+import threading
 from dataclasses import asdict
+
+from celery.signals import worker_ready
 
 from project.api.authentication import delete_expired_api_tokens
 from project.db.locks import lease
@@ -55,3 +59,23 @@ def apply_retention_job() -> dict:
     from project.retention import apply_retention
 
     return apply_retention()
+
+
+@worker_ready.connect
+def relay_outbox_at_start(**kwargs) -> None:
+    """A worker coming back after a broker outage publishes what the outbox holds at once,
+    rather than at beat's next relay run (in a thread: the worker starts consuming meanwhile)."""
+
+    def relay_once() -> None:
+        from django.db import connection
+
+        from project.outbox import relay
+
+        try:
+            relay(older_than_s=0, budget_s=30)
+        except Exception:  # the relay job retries every minute; a worker must start regardless
+            logging.getLogger("opsdeck.outbox").exception("outbox relay at worker start failed")
+        finally:
+            connection.close()
+
+    threading.Thread(target=relay_once, name="outbox-relay-at-start", daemon=True).start()

@@ -16,8 +16,6 @@ FUNCTION_MAX_LINES = 80
 REASON = "# size:"
 
 ALLOWED = {
-    # approvals (issue 15 rewrites the automation and policy).
-    "approvals/rules.py": "the rule language: split the schema/validation from the SQL compiler",
     # Benchmark scripts: split when next touched.
     "bench/chaos.py": "chaos scenarios in one script",
     "bench/fuzz.py": "fuzz runner and its report in one script",
