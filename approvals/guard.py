@@ -93,7 +93,7 @@ def busy_reason(signals: DatabaseSignals) -> str | None:
         return f"active backends {signals.active_backends} > {backends_max} of {signals.connection_budget}"
     lag_max = settings.AUTOMATION_GUARD_MAX_REPLICA_LAG_S
     if signals.replica_lag_s is not None and signals.replica_lag_s > lag_max:
-        return f"replica lag {signals.replica_lag_s:.1f}s > {lag_max:g}s"
+        return f"replica lag {signals.replica_lag_s:.0f}s > {lag_max}s"
     depth_max = settings.AUTOMATION_GUARD_MAX_QUEUE_DEPTH
     if signals.queue_depth is not None and signals.queue_depth > depth_max:
         return f"queue depth {signals.queue_depth} > {depth_max}"

@@ -24,6 +24,12 @@ class MonitoringCollector:
 
 
 def families(figures: dict):
+    """Every gauge of the cockpit's figures: the database's, then the backlogs' and the replica's."""
+    yield from _database_families(figures)
+    yield from _backlog_and_replica_families(figures)
+
+
+def _database_families(figures: dict):
     queue = GaugeMetricFamily("opsdeck_celery_queue_depth", "Messages waiting in a Celery queue.", labels=["queue"])
     for row in (figures.get("queues") or {}).get("queues", []):
         queue.add_metric([row["queue"]], row["depth"])
@@ -79,6 +85,8 @@ def families(figures: dict):
     yield staleness
     yield every
 
+
+def _backlog_and_replica_families(figures: dict):
     recon = figures.get("reconciliation")
     webhooks = GaugeMetricFamily(
         "opsdeck_webhook_deliveries", "Webhook deliveries due, failed (to retry) and dead.", labels=["status"]

@@ -72,6 +72,16 @@ def _rows_no_seeder_writes(user) -> None:
     job_model = apps.get_model("reconciliation", "ReconciliationJob")
     job_model.objects.create(tenant=other, name="Cards vs ledger")
     apps.get_model("reconciliation", "Execution").objects.create(tenant=tenant, job=job_model.objects.first())
+    # The workflow's schedules (one per job) and periods, and source profiles (issue 14).
+    for number, job in enumerate(job_model.objects.order_by("id")[:2]):
+        apps.get_model("reconciliation", "JobSchedule").objects.create(
+            job=job, tenant_id=job.tenant_id, crontab="0 6 * * *"
+        )
+        apps.get_model("reconciliation", "SourceProfile").objects.create(tenant_id=job.tenant_id, name=f"Bank {number}")
+        for month in (1, 2):
+            apps.get_model("reconciliation", "Period").objects.create(
+                tenant_id=job.tenant_id, job=job, starts_on=f"2026-0{month}-01", ends_on=f"2026-0{month}-28"
+            )
     endpoint_model = apps.get_model("reconciliation", "WebhookEndpoint")
     delivery_model = apps.get_model("reconciliation", "WebhookDelivery")
     for number in range(3):

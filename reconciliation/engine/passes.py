@@ -123,7 +123,8 @@ def load_working_set(ctx: "MatchingContext") -> None:
             )
             cursor.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
             cursor.execute(f"ANALYZE {table}")
-    working_set_exclude_frozen(job_id=job_id)  # signed-off periods are read-only (workflow/signoff.py)
+    # Signed-off periods are read-only (workflow/signoff.py): their records leave the working set.
+    working_set_exclude_frozen(job_id=job_id, tables=(ctx.wl, ctx.wr))
 
 
 def window_point(alias: str) -> str:

@@ -111,8 +111,8 @@ def upload_guard_finish(*, job_id: int, before_id: int | None) -> None:
         raise PeriodSignedOff(periods, "A record of this upload")
 
 
-def working_set_exclude_frozen(*, job_id: int, tables: tuple[str, ...] = ("open_left", "open_right")) -> None:
-    """The matcher's working set (temp tables of open records) loses the records of signed-off
+def working_set_exclude_frozen(*, job_id: int, tables: tuple[str, ...]) -> None:
+    """The matcher's working set (the execution's working tables of open records) loses the records of signed-off
     periods, carried-forward open exceptions excepted: an execution neither matches them nor
     files exceptions for them. Jobs without a signed-off period pay one index probe."""
     if not Period.objects.filter(job_id=job_id, status=Period.Status.SIGNED_OFF).exists():
