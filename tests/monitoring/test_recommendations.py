@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from monitoring import recommendations as rules_module
-from monitoring import report
+from monitoring import key_figures
 from monitoring.recommendations import RULES, Inputs, recommendations
 
 SINCE = datetime(2026, 11, 1)
@@ -18,7 +18,7 @@ SINCE = datetime(2026, 11, 1)
 def samples(monkeypatch):
     """The last minute's p95 and error rate come from MetricSample rows: given here instead."""
     values: dict[str, float] = {}
-    monkeypatch.setattr(report, "latest_sample", values.get)
+    monkeypatch.setattr(key_figures, "latest_sample", values.get)
     return values
 
 
