@@ -46,10 +46,16 @@ class ExecutionExportViewSet(TenantScopedViewSet):
     def scoped_queryset(self, tenant_ids):
         return selectors.execution_list(tenant_ids=tenant_ids)
 
-    def handle_exception(self, exc):
-        # A refusal is JSON, whichever file type the client accepted.
+    def _answer_in_json(self) -> None:
         self.request.accepted_renderer, self.request.accepted_media_type = ORJSONRenderer(), "application/json"
+
+    def handle_exception(self, exc):
+        self._answer_in_json()  # a refusal is JSON, whichever file type the client accepted
         return super().handle_exception(exc)
+
+    def options(self, request, *args, **kwargs):
+        self._answer_in_json()  # the view's description, even when ?format= named a file type
+        return super().options(request, *args, **kwargs)
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(export.EXPORT_AS), description="csv (default) or ndjson")],

@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 
 from reconciliation import selectors
@@ -48,10 +49,18 @@ def _read_capped(stream, limit: int) -> bytes:
     return content
 
 
+class _FileUploadMetadata(SimpleMetadata):
+    """OPTIONS names the view but describes no form: the body is a file, not serializer fields."""
+
+    def determine_actions(self, request, view):
+        return {}
+
+
 class StatementViewSet(TenantScopedViewSet):
     """Bank statements into a job's records (registered under /jobs/: only its actions route)."""
 
     queryset = ReconciliationJob.objects.none()
+    metadata_class = _FileUploadMetadata
     parser_classes = [parsers.MultiPartParser, StatementFileParser]
 
     def scoped_queryset(self, tenant_ids):

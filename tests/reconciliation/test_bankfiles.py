@@ -309,3 +309,12 @@ def test_a_viewer_cannot_load_a_statement(client_for):
 
     assert response.status_code == 403
     assert not Record.objects.filter(job=job).exists()
+
+
+def test_options_on_the_statement_upload_names_the_view_without_a_form(job_and_client):
+    job, client = job_and_client
+
+    response = client.options(reverse("recon-statement-upload", kwargs={"pk": job.pk}))
+
+    assert response.status_code == 200
+    assert "actions" not in response.json()

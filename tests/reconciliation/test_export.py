@@ -171,3 +171,13 @@ def test_the_export_is_throttled_by_its_own_scope_only():
     assert view.throttle_scope == "export"
     assert [type(throttle).__name__ for throttle in view.get_throttles()] == ["AnonRateThrottle", "ExportThrottle"]
     assert SimpleRateThrottle.THROTTLE_RATES["export"] == settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["export"]
+
+
+def test_options_describes_the_export_in_json_whatever_file_type_was_named(finished, client_for):
+    client = client_for(member(finished.job.tenant, Role.VIEWER))
+    url = reverse("recon-export-execution", kwargs={"pk": finished.pk})
+
+    response = client.options(f"{url}?as=csv&format=csv")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
