@@ -247,6 +247,9 @@ def main() -> None:
     parser.add_argument("--skip-export", action="store_true")
     args = parser.parse_args()
     n = args.records
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)  # a fresh checkout's database is empty
 
     suffix = f"{os.getpid()}-{int(time.time())}"
     tenant = Tenant.objects.create(name="bench files", slug=f"bench-files-{suffix}")
