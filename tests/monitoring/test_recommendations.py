@@ -7,8 +7,8 @@ from datetime import datetime
 import pytest
 from django.conf import settings as django_settings
 
-from monitoring import recommendations as rules_module
 from monitoring import key_figures
+from monitoring import recommendations as rules_module
 from monitoring.recommendations import RULES, Inputs, recommendations
 
 SINCE = datetime(2026, 11, 1)
