@@ -25,9 +25,11 @@ def march():
     evidence beyond the amount), a bank fee of -5 on the left and a ledger entry of 40 on the
     right have no partner (two open exceptions)."""
     job = JobFactory(rules={"auto_threshold": 0.5})
-    load(job, "left", [("L0", "1000.00", "EUR", "2026-02-20", "INV-1000"), ("L1", "100.00", "EUR", "2026-03-10", "INV-1001"),
+    load(job, "left", [("L0", "1000.00", "EUR", "2026-02-20", "INV-1000"),
+                       ("L1", "100.00", "EUR", "2026-03-10", "INV-1001"),
                        ("FEE", "-5.00", "EUR", "2026-03-31")])  # fmt: skip
-    load(job, "right", [("R0", "1000.00", "EUR", "2026-02-20", "INV-1000"), ("R1", "100.00", "EUR", "2026-03-10", "INV-1001"),
+    load(job, "right", [("R0", "1000.00", "EUR", "2026-02-20", "INV-1000"),
+                        ("R1", "100.00", "EUR", "2026-03-10", "INV-1001"),
                         ("R9", "40.00", "EUR", "2026-03-15")])  # fmt: skip
     run(job)
     admin = member(job.tenant, Role.ADMIN)
