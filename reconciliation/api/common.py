@@ -21,7 +21,11 @@ class TenantField(serializers.PrimaryKeyRelatedField):
         return Tenant.objects.filter(pk__in=list(roles_of(request.user) if request else ()))
 
 
+def require_role(user, tenant_id: int, role: str) -> None:
+    # A member without the role is forbidden (403), not told their input is wrong (400).
+    if not has_role(user, tenant_id, role):
+        raise PermissionDenied(f"You need the {role} role in this tenant.")
+
+
 def require_tenant_admin(user, tenant) -> None:
-    # A member without the admin role is forbidden (403), not told their input is wrong (400).
-    if not has_role(user, tenant.pk, Role.ADMIN):
-        raise PermissionDenied("You need the admin role in this tenant.")
+    require_role(user, tenant.pk, Role.ADMIN)

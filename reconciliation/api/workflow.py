@@ -9,12 +9,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from project.api.filters import IdFilter
+from reconciliation.api.common import require_role
 from reconciliation.api.review import ReconciliationExceptionFilter, ReconciliationExceptionViewSet
-from reconciliation.api.tenancy import TenantScopedViewSet, has_role, roles_of, tenant_ids_with_role
+from reconciliation.api.tenancy import TenantScopedViewSet, roles_of, tenant_ids_with_role
 from reconciliation.engine import schedule
 from reconciliation.models import ReconciliationException, ReconciliationJob, Tenant, TenantMembership
 from reconciliation.review import services as review_services
@@ -43,11 +44,6 @@ class OwnTenantField(_OwnTenantField):
 @extend_schema_field(OpenApiTypes.INT)
 class OwnJobField(_OwnTenantField):
     model, tenant_lookup = ReconciliationJob, "tenant_id__in"
-
-
-def _require_role(user, tenant_id: int, role: str) -> None:
-    if not has_role(user, tenant_id, role):
-        raise PermissionDenied(f"You need the {role} role in this tenant.")
 
 
 # --- Members -----------------------------------------------------------------------------------
@@ -98,7 +94,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
         params = MembershipCreateSerializer(data=request.data, context={"request": request})
         params.is_valid(raise_exception=True)
         tenant = params.validated_data["tenant"]
-        _require_role(request.user, tenant.pk, Role.ADMIN)
+        require_role(request.user, tenant.pk, Role.ADMIN)
         created = membership.membership_add(
             tenant=tenant, username=params.validated_data["username"], role=params.validated_data["role"],
             user=request.user,
@@ -166,7 +162,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         params = ScheduleWriteSerializer(data=request.data, context={"request": request})
         params.is_valid(raise_exception=True)
         job = params.validated_data["job"]
-        _require_role(request.user, job.tenant_id, Role.OPERATOR)
+        require_role(request.user, job.tenant_id, Role.OPERATOR)
         created = schedule.schedule_set(
             job=job, crontab=params.validated_data["crontab"], is_enabled=params.validated_data["is_enabled"],
             user=request.user,
@@ -394,7 +390,7 @@ class PeriodViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         params = PeriodCreateSerializer(data=request.data, context={"request": request})
         params.is_valid(raise_exception=True)
         job = params.validated_data["job"]
-        _require_role(request.user, job.tenant_id, Role.OPERATOR)
+        require_role(request.user, job.tenant_id, Role.OPERATOR)
         period = signoff.period_create(
             job=job, starts_on=params.validated_data["starts_on"], ends_on=params.validated_data["ends_on"],
             user=request.user,
