@@ -9,10 +9,12 @@ then times the first page (50 rows, keyset on (created_at, id), as the API reads
 - recent activity            (activity_created_desc_idx)
 - a user's timeline          (activity_user_created_idx)
 - by category + action       (activity_action_created_idx)
-- metadata search            (metadata @> {"job_id": n}, activity_metadata_gin)
+- metadata search            (metadata @> {"job_id": n}, activity_metadata_path_gin)
 
-each with random parameters, p50/p95 over --repeat runs; and beside each, the baseline: the same
-read with the index it uses dropped (inside a transaction that is rolled back). It also prints
+each with random parameters, p50/p95 over --repeat runs, read as the API reads it (one month
+window at a time, TimeWindowPaginator); beside each, the same page as one query over the whole
+partitioned table (the reader before the window walk), and the baseline: the same read with the
+index it uses dropped (inside a transaction that is rolled back). It also prints
 how many partitions a read of the last 7 days plans to touch (pruning).
 Writes a text report to bench/results/ with the load average before and after.
 """
@@ -43,10 +45,10 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 from bench.timing import percentile  # noqa: E402
-from project.api.pagination import KeysetPaginator  # noqa: E402
+from project.api.pagination import KeysetPaginator, TimeWindowPaginator  # noqa: E402
 from project.models import ActivityLog  # noqa: E402
 from project.partitions import maintain_monthly_partitions, month_start  # noqa: E402
-from project.selectors import ACTIVITY_ORDERING, ActivityFilters, activity_logs  # noqa: E402
+from project.selectors import ACTIVITY_ORDERING, ActivityFilters, activity_logs, activity_read_windows  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TABLE = ActivityLog._meta.db_table
@@ -114,23 +116,28 @@ def seed(rows: int, user_ids: list[int]) -> tuple[datetime, datetime]:
     return start, end
 
 
-def first_page(filters: ActivityFilters) -> int:
-    paginator = KeysetPaginator(activity_logs(filters), ACTIVITY_ORDERING)
+def first_page(filters: ActivityFilters, paginator_class=TimeWindowPaginator) -> int:
+    """The first page as the API and the admin page read it (one month window at a time)."""
+    if paginator_class is TimeWindowPaginator:
+        paginator = TimeWindowPaginator(activity_logs(filters), ACTIVITY_ORDERING, activity_read_windows(filters))
+    else:  # one query over the whole partitioned table, as before the window walk
+        paginator = KeysetPaginator(activity_logs(filters), ACTIVITY_ORDERING)
     return len(list(paginator.page(first=PAGE_SIZE)))
 
 
-def time_read(make_filters, repeat: int, rng: random.Random) -> tuple[list[float], int]:
+def time_read(make_filters, repeat: int, rng: random.Random, paginator_class=TimeWindowPaginator):
     timings, rows = [], 0
     for n in range(repeat + 2):  # two warm-up reads are not counted
         filters = make_filters(rng)
         started = time.perf_counter()
-        rows = first_page(filters)
+        rows = first_page(filters, paginator_class)
         if n >= 2:
             timings.append((time.perf_counter() - started) * 1000)
     return timings, rows
 
 
 def time_without_index(index: str, make_filters, repeat: int, rng: random.Random) -> list[float]:
+    """The read (as the API reads it) with its index dropped, inside a rolled-back transaction."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(f'DROP INDEX "{index}"')  # rolled back below: the baseline only
@@ -187,16 +194,18 @@ def main() -> int:
         ),
         (
             "metadata search",
-            "activity_metadata_gin",
+            "activity_metadata_path_gin",
             lambda r: ActivityFilters(metadata={"job_id": r.randrange(JOB_IDS)}),
         ),
     ]
     lines = []
     for name, index, make_filters in reads:
         timings, rows = time_read(make_filters, args.repeat, rng)
+        one_query, _ = time_read(make_filters, args.repeat, rng, KeysetPaginator)
         baseline = time_without_index(index, make_filters, args.baseline_repeat, rng)
         lines.append(
             f"{name:<24}{percentile(timings, 0.5):>8.2f}{percentile(timings, 0.95):>8.2f}{rows:>6}"
+            f"   {percentile(one_query, 0.5):>8.2f}{percentile(one_query, 0.95):>8.2f}"
             f"   {percentile(baseline, 0.5):>10.1f}{percentile(baseline, 0.95):>10.1f}   {index}"
         )
         print(lines[-1], flush=True)
@@ -211,7 +220,8 @@ def main() -> int:
         f"{args.rows:,} rows in {partitions} partitions of {TABLE}; first page of {PAGE_SIZE}, keyset "
         f"(created_at, id) DESC, random parameters per run",
         "",
-        f"{'read':<24}{'p50 ms':>8}{'p95 ms':>8}{'rows':>6}   {'no-index p50':>10}{'p95':>10}   index used",
+        f"{'read':<24}{'p50 ms':>8}{'p95 ms':>8}{'rows':>6}   {'1-query':>8}{'p95':>8}"
+        f"   {'no-index p50':>10}{'p95':>10}   index used",
         *lines,
         "",
         f"recent activity of the last 7 days (created_after and created_before given): the plan touches "

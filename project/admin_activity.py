@@ -14,9 +14,9 @@ from rest_framework.exceptions import ValidationError
 
 from project.admin import url_with, url_without
 from project.api.activity import ActivityFilterSerializer, activity_filters_from
-from project.api.pagination import InvalidCursor, KeysetPaginator
+from project.api.pagination import InvalidCursor, TimeWindowPaginator
 from project.models import ActivityLog
-from project.selectors import ACTIVITY_ORDERING, activity_logs
+from project.selectors import ACTIVITY_ORDERING, activity_logs, activity_read_windows
 
 PAGE_SIZE = 100
 TEMPLATE = "admin/project/activity_log.html"
@@ -40,7 +40,7 @@ def activity_log_view(request):
     except ValidationError as exc:
         context["errors"] = exc.detail
         return TemplateResponse(request, TEMPLATE, context, status=400)
-    paginator = KeysetPaginator(activity_logs(filters), ACTIVITY_ORDERING)
+    paginator = TimeWindowPaginator(activity_logs(filters), ACTIVITY_ORDERING, activity_read_windows(filters))
     cursor = request.GET.get("cursor")
     try:
         direction, position = paginator.decode_position(cursor) if cursor else ("n", None)

@@ -117,7 +117,8 @@ class ActivityLog(PostgresPartitionedModel):
             # An entity's history (activity_for_entity, and the entity_type + entity_id filter).
             models.Index(fields=["entity_type", "entity_id"], name="activity_entity_idx"),
             # Metadata search: metadata @> {...} (and bulk acts' metadata @> {"ids": [id]}).
-            GinIndex(fields=["metadata"], name="activity_metadata_gin"),
+            # jsonb_path_ops: one hashed entry per path and value, not key and value apart.
+            GinIndex(fields=["metadata"], name="activity_metadata_path_gin", opclasses=["jsonb_path_ops"]),
             # Tag search: tags @> [tag].
             GinIndex(fields=["tags"], name="activity_tags_gin"),
         ]

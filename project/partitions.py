@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 ARCHIVE_SCHEMA = "archive"
+# A half-open [start, end) stretch of time; None is unbounded on that side.
+ReadWindow = tuple[datetime | None, datetime | None]
 _registered: list = []
 
 
@@ -57,6 +59,34 @@ def _existing_partitions(table: str) -> list[str]:
             [table],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def monthly_read_windows(
+    now: datetime, *, months_back: int, since: datetime | None = None, until: datetime | None = None
+) -> list[ReadWindow]:
+    """Half-open [start, end) windows that tile the whole time line, newest first, for reading a
+    monthly-partitioned table one window at a time (None is unbounded).
+
+    This month and everything after it (empty future partitions, the default partition) come
+    first, then last month alone, then windows that double (2, 4, 8 ... months) so a sparse
+    filter costs a handful of windows, then everything older than the months kept. Windows
+    entirely outside [since, until) are left out. Month bounds, not partition names: the tiling
+    is complete whatever partitions exist, so a read never misses a row.
+    """
+    current = datetime(now.year, now.month, 1, tzinfo=UTC)
+    oldest_kept = current - relativedelta(months=months_back)
+    windows: list[ReadWindow] = [(current, None)]
+    end, span = current, 1
+    while end > oldest_kept:
+        start = max(end - relativedelta(months=span), oldest_kept)
+        windows.append((start, end))
+        end, span = start, span * 2
+    windows.append((None, end))
+    return [
+        (start, end)
+        for start, end in windows
+        if (since is None or end is None or end > since) and (until is None or start is None or start < until)
+    ]
 
 
 @dataclass

@@ -4,16 +4,21 @@ The activity log reader: one filtered query set, read newest first on (created_a
 keyset pagination (project.api.pagination.KeysetPaginator), never OFFSET and never COUNT. User,
 action, level, entity, metadata and tag each lead one index on ActivityLog (see the model);
 category narrows the action index's range (or, alone, the newest-first scan; there are few
-categories). A time range prunes partitions at plan time (constants in the WHERE clause).
+categories). A time range prunes partitions at plan time (constants in the WHERE clause), and
+pages are read one month window at a time (activity_read_windows), newest first, so a read
+without a time range still touches only the partitions that fill its page.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from project.models import ActivityLog
+from project.partitions import ReadWindow, monthly_read_windows
 
 ACTIVITY_ORDERING = ("-created_at", "-id")
 
@@ -32,6 +37,18 @@ class ActivityFilters:
     created_to: datetime | None = None  # exclusive
     metadata: dict[str, Any] = field(default_factory=dict)  # containment: metadata @> this
     tag: str | None = None
+
+
+def activity_read_windows(filters: ActivityFilters = ActivityFilters()) -> list[ReadWindow]:
+    """The time windows a page of `activity_logs(filters)` is read in, newest first (see
+    project.api.pagination.TimeWindowPaginator): month bounds prune partitions even when the
+    operator gave no time range, and a page stops at the first windows that fill it."""
+    return monthly_read_windows(
+        timezone.now(),
+        months_back=settings.PARTITION_MONTHS_BACK,
+        since=filters.created_from,
+        until=filters.created_to,
+    )
 
 
 def activity_logs(filters: ActivityFilters = ActivityFilters()) -> QuerySet[ActivityLog]:
@@ -54,7 +71,7 @@ def activity_logs(filters: ActivityFilters = ActivityFilters()) -> QuerySet[Acti
     if filters.created_to is not None:
         queryset = queryset.filter(created_at__lt=filters.created_to)
     if filters.metadata:
-        queryset = queryset.filter(metadata__contains=filters.metadata)  # activity_metadata_gin
+        queryset = queryset.filter(metadata__contains=filters.metadata)  # activity_metadata_path_gin
     if filters.tag:
         queryset = queryset.filter(tags__contains=[filters.tag])  # activity_tags_gin
     return queryset.select_related("user").order_by(*ACTIVITY_ORDERING)

@@ -11,8 +11,9 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
+from project.api.pagination import TimeWindowPaginator
 from project.models import ActivityLog
-from project.selectors import ACTIVITY_ORDERING, ActivityFilters, activity_logs
+from project.selectors import ACTIVITY_ORDERING, ActivityFilters, activity_logs, activity_read_windows
 
 
 class ActivityFilterSerializer(serializers.Serializer):
@@ -109,4 +110,9 @@ class ActivityLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular builds the schema
             return ActivityLog.objects.none()
-        return activity_logs(activity_filters_from(self.request.query_params))
+        self.filters = activity_filters_from(self.request.query_params)
+        return activity_logs(self.filters)
+
+    def cursor_paginator(self, queryset, ordering) -> TimeWindowPaginator:
+        """Pages read one month window at a time (CursorPagination asks the view for this)."""
+        return TimeWindowPaginator(queryset, ordering, activity_read_windows(self.filters))

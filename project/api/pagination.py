@@ -18,6 +18,7 @@ import math
 
 import orjson
 from cursor_pagination import CursorPaginator as LibraryCursorPaginator
+from cursor_pagination import reverse_ordering
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
@@ -28,6 +29,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from project.api.filters import utc_offset_in_range
 from project.db.expressions import RowComparison
+from project.partitions import ReadWindow
 
 DEFAULT_ORDERING = ("-created_at", "-id")
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
@@ -145,6 +147,60 @@ class KeysetPaginator(LibraryCursorPaginator):
         return value
 
 
+class TimeWindowPaginator(KeysetPaginator):
+    """Keyset pages of a table range-partitioned on its first ordering column (newest first),
+    read one time window at a time.
+
+    Without a time bound, PostgreSQL plans `ORDER BY created_at DESC, id DESC LIMIT n` over a
+    partitioned table as a Merge Append that starts a scan in every partition, and a filter
+    served by a bitmap (metadata @> ...) sorts every match of every partition before the first
+    row. A page is nearly always filled by the newest partition, so this asks the windows in
+    turn (from project.partitions.monthly_read_windows, whose bounds let the planner prune the
+    other partitions) and stops as soon as the page is full: one query for a typical page, at
+    most one per window when the filter matches few rows. Paging back (newer rows) walks the
+    windows oldest first from the cursor's.
+    """
+
+    def __init__(self, queryset, ordering, windows: list[ReadWindow]):
+        if not ordering[0].startswith("-"):
+            raise ValueError("TimeWindowPaginator reads newest first: the first ordering column must descend")
+        super().__init__(queryset, ordering)
+        self.column = ordering[0].lstrip("-")
+        self.windows = windows
+
+    def page(self, first=None, last=None, after=None, before=None):
+        size = first if first is not None else last
+        newer = last is not None
+        queryset = self.queryset
+        if after is not None:
+            queryset = self.apply_cursor(after, queryset, from_last=newer)
+        if before is not None:
+            queryset = self.apply_cursor(before, queryset, from_last=newer, reverse=True)
+        if newer:
+            queryset = queryset.order_by(*self._nulls_ordering(reverse_ordering(self.ordering), from_last=True))
+        rows = []
+        for start, end in self._windows_from(after or before, newer=newer):
+            window = queryset
+            if start is not None:
+                window = window.filter(**{f"{self.column}__gte": start})
+            if end is not None:
+                window = window.filter(**{f"{self.column}__lt": end})
+            rows.extend(window[: size + 1 - len(rows)])
+            if len(rows) > size:
+                break
+        items = rows[:size]
+        if newer:
+            items.reverse()
+        return self._get_cursor_page(items, len(rows) > size, first, last, after, before)
+
+    def _windows_from(self, position, *, newer: bool):
+        """The windows still to read, in reading order, from the cursor's position on."""
+        moment = position[0] if position else None
+        if newer:
+            return [(start, end) for start, end in reversed(self.windows) if not moment or end is None or end > moment]
+        return [(start, end) for start, end in self.windows if not moment or start is None or start <= moment]
+
+
 class CursorPagination(pagination.BasePagination):
     """DRF pagination class. A view may set `cursor_ordering` to another unique indexed ordering."""
 
@@ -155,7 +211,9 @@ class CursorPagination(pagination.BasePagination):
         ordering = tuple(getattr(view, "cursor_ordering", DEFAULT_ORDERING))
         self.request = request
         self.page_size = self._page_size(request)
-        self.paginator = KeysetPaginator(queryset, ordering)
+        # A view may bring its own paginator (the activity log reads one time window at a time).
+        make_paginator = getattr(view, "cursor_paginator", KeysetPaginator)
+        self.paginator = make_paginator(queryset, ordering)
         cursor = request.query_params.get(self.cursor_query_param)
         if cursor:
             direction, position = self.paginator.decode_position(cursor)

@@ -1,14 +1,18 @@
 """The activity log reader: selector, GET /api/v1/activity/ and the plans of guide 003's reads."""
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from project.models import ActivityLog
-from project.selectors import ActivityFilters, activity_logs
+from project.partitions import monthly_read_windows
+from project.selectors import ActivityFilters, activity_logs, activity_read_windows
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -156,17 +160,66 @@ def test_only_superusers_read_the_log(client_for):
 def test_the_query_count_does_not_grow_with_the_page_size(client_for, superuser, django_assert_num_queries):
     start = this_month_start()
     users = [UserFactory() for _ in range(3)]
-    for n in range(30):
+    for n in range(40):
         log(user=users[n % 3], created_at=start + timedelta(minutes=n))
     client = client_for(superuser)
     counts = []
     for page_size in (1, 10, 30):
-        with django_assert_num_queries(3) as captured:  # session, user, one page (users joined)
+        # session, user, one page (users joined): this month's window fills every page
+        with django_assert_num_queries(3) as captured:
             response = client.get(URL, {"page_size": page_size})
         assert len(response.json()["results"]) == page_size
         counts.append(len(captured.captured_queries))
     assert counts == [3, 3, 3]
     assert not any("COUNT(" in q["sql"].upper() for q in captured.captured_queries)
+
+
+def test_a_page_that_reaches_the_end_of_the_log_reads_each_window_once(client_for, superuser):
+    """Fewer rows than a page: every month window is asked once, whatever the page size."""
+    for n in range(5):
+        log(created_at=this_month_start() + timedelta(minutes=n))
+    client = client_for(superuser)
+    windows = len(activity_read_windows())
+    for page_size in (10, 100):
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(URL, {"page_size": page_size})
+        assert len(response.json()["results"]) == 5 and response.json()["next"] is None
+        assert len(captured.captured_queries) == 2 + windows  # session, user, one per window
+
+
+def test_pages_walk_back_across_months_and_forward_again(client_for, superuser):
+    start = this_month_start()
+    months = [start - relativedelta(months=back) for back in (0, 1, 2, 5)]
+    rows = [log(created_at=month + timedelta(hours=hour)) for month in months for hour in (1, 2)]
+    newest_first = [row.id for row in sorted(rows, key=lambda row: row.created_at, reverse=True)]
+    client = client_for(superuser)
+
+    seen, url, pages = [], URL + "?page_size=3", []
+    while url:
+        body = client.get(url).json()
+        pages.append(body)
+        seen += [entry["id"] for entry in body["results"]]
+        url = body["next"]
+    assert seen == newest_first
+
+    back = client.get(pages[-1]["previous"]).json()
+    assert [entry["id"] for entry in back["results"]] == newest_first[3:6]
+
+
+def test_the_read_windows_tile_the_whole_time_line_newest_first():
+    now = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    windows = monthly_read_windows(now, months_back=6)
+    assert windows[0] == (datetime(2026, 12, 1, tzinfo=UTC), None)
+    assert windows[-1][0] is None
+    for (start, _), (_, end) in itertools.pairwise(windows):
+        assert end == start  # contiguous: no row can fall between two windows
+    assert windows[1] == (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    assert windows[-1] == (None, datetime(2026, 6, 1, tzinfo=UTC))  # older than the months kept
+
+    bounded = monthly_read_windows(
+        now, months_back=6, since=datetime(2026, 11, 10, tzinfo=UTC), until=datetime(2026, 11, 20, tzinfo=UTC)
+    )
+    assert bounded == [(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))]
 
 
 # --- plans ----------------------------------------------------------------------------------
@@ -277,6 +330,17 @@ def test_a_time_bounded_read_touches_only_the_partitions_in_range(three_months_o
     assert _relations(two_months) == {f"project_activitylog_{last_month:%Y_%m}", f"project_activitylog_{start:%Y_%m}"}
 
 
+def test_a_read_without_a_time_range_plans_only_the_partitions_of_its_first_window(three_months_of_activity):
+    """What the window walk asks first: this month and later, never the months behind it."""
+    start = this_month_start()
+    first_window_start, _ = activity_read_windows()[0]
+    queryset = activity_logs(ActivityFilters(metadata={"job_id": 17})).filter(created_at__gte=first_window_start)
+    relations = _relations(_plan(queryset))
+    assert f"project_activitylog_{start:%Y_%m}" in relations
+    last_month = (start - timedelta(days=1)).replace(day=1)
+    assert f"project_activitylog_{last_month:%Y_%m}" not in relations
+
+
 @pytest.mark.parametrize(
     ("read", "index"),
     [
@@ -285,7 +349,7 @@ def test_a_time_bounded_read_touches_only_the_partitions_in_range(three_months_o
         ("action", "activity_action_created_idx"),
         ("level", "activity_level_created_idx"),
         ("entity", "activity_entity_idx"),
-        ("metadata", "activity_metadata_gin"),
+        ("metadata", "activity_metadata_path_gin"),
     ],
 )
 def test_each_read_is_served_by_the_index_named_for_it(three_months_of_activity, read, index):
