@@ -472,7 +472,7 @@ class SubscriptionSerializer(serializers.Serializer):
         min_value=1, max_value=notifications.INTERVAL_MINUTES_MAX, default=60, help_text="at most one digest per"
     )
     enabled = serializers.BooleanField(default=True)
-    last_sent_at = serializers.DateTimeField(read_only=True)
+    last_sent_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
