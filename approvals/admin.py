@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from approvals import backtest, jobs, policy, rules, selectors, services
+from approvals import admin_notifications, backtest, jobs, policy, rules, selectors, services
 from approvals.exceptions import ApprovalError
 from approvals.models import ApprovalRule, Atom, AuthorProfile, AutomationAuditLog, EntityType, Topic, Version
 from approvals.policy import PolicyRule
@@ -24,6 +24,8 @@ AUDIT_LOG_ORDERING = ("-created_at", "-id")  # served by audit_created_desc_idx
 # difflib's line matching is quadratic: past this many lines the page would take seconds.
 DIFF_MAX_LINES = 2_000
 AUDIT_PERMISSION = "approvals.view_automationauditlog"
+# Registered where they are defined: notification subscriptions and digests.
+__all__ = ["admin_notifications"]
 
 
 def _decide_action(approve: bool):

@@ -1,4 +1,5 @@
-"""Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log."""
+"""Approvals API under /api/v1/approvals/: topics, atoms, versions, rules, audit log, and the
+requesting staff member's notification subscriptions."""
 
 import django_filters
 from django.conf import settings
@@ -7,11 +8,20 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from approvals import backtest, policy, rules, selectors, services
-from approvals.models import ApprovalRule, Atom, AutomationAuditLog, EntityType, Topic, Version
+from approvals import backtest, notifications, policy, rules, selectors, services
+from approvals.models import (
+    ApprovalRule,
+    Atom,
+    AutomationAuditLog,
+    EntityType,
+    NotificationSubscription,
+    Topic,
+    Version,
+)
 from approvals.policy import PolicyRule
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.throttling import ScopedRateThrottle
@@ -440,3 +450,53 @@ class AuditLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def get_queryset(self):
         return AutomationAuditLog.objects.all()
+
+
+# --- Notification subscriptions ---------------------------------------------------------------------
+
+
+def _threshold(min_value: int, max_value: int = notifications.INTEGER_MAX, **kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=min_value, max_value=max_value, allow_null=True, required=False, **kwargs)
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    """Types and ranges here; which parameters a kind takes: notifications.subscription_validate."""
+
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=NotificationSubscription.Kind.choices)
+    pending_above = _threshold(0, help_text="backlog: fires above this many pending versions")
+    oldest_pending_minutes = _threshold(1, help_text="backlog: fires when the oldest pending is older")
+    disagreement_percent = _threshold(0, 99, help_text="rule_disagreement: fires above this % disagreement")
+    skips_above = _threshold(0, help_text="automation_skips: fires above this many guard skips in the window")
+    interval_minutes = serializers.IntegerField(
+        min_value=1, max_value=notifications.INTERVAL_MINUTES_MAX, default=60, help_text="at most one digest per"
+    )
+    enabled = serializers.BooleanField(default=True)
+    last_sent_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class NotificationSubscriptionViewSet(viewsets.ModelViewSet):
+    """Your notification subscriptions (staff only): digest emails when approvals conditions fire
+    (docs/approvals-rules.md#notifications). Nobody sees or changes another person's here."""
+
+    serializer_class = SubscriptionSerializer
+    queryset = NotificationSubscription.objects.none()
+    # Personal settings of any staff member, like the admin's: no model permission needed.
+    permission_classes = [IsAdminUser]
+    cursor_ordering = ("-id",)
+
+    def get_queryset(self):
+        return notifications.subscription_list(user=self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.instance = notifications.subscription_create(user=self.request.user, **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = notifications.subscription_update(
+            subscription=serializer.instance, data=serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        notifications.subscription_delete(subscription=instance)

@@ -5,6 +5,9 @@ from django.conf import settings
 from project.celery import app as celery_app
 
 AUTOMATION_QUEUE = "automation"
+# The job's name (approvals/jobs.py); its skipped JobRuns are what the skip notifications count.
+AUTOMATION_JOB = "approvals.run_automation"
+GUARD_SKIP_KEY = "guard_skip"  # in JobRun.result of a run the guard skipped
 
 
 def automation_queue_length() -> int:

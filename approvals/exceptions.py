@@ -46,3 +46,13 @@ class RateLimited(ApprovalError):
 
     def http_extra(self) -> dict:
         return {"remaining": self.remaining}
+
+
+class SubscriptionInvalid(ApprovalError):
+    """A notification subscription's parameters do not fit its kind (or each other)."""
+
+    http_code = "invalid"
+
+    def __init__(self, field: str, message: str):
+        self.http_field = field
+        super().__init__(message)

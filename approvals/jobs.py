@@ -7,14 +7,22 @@ from dataclasses import asdict
 from django.conf import settings
 from django.db import transaction
 
-from approvals import automation, guard, metrics, selectors
-from approvals.broker import AUTOMATION_QUEUE, automation_queue_length
+from approvals import automation, guard, metrics, notifications, selectors
+from approvals.broker import AUTOMATION_JOB, AUTOMATION_QUEUE, GUARD_SKIP_KEY, automation_queue_length
 from project.jobrunner import JobSkipped, scheduled_job
 from project.outbox import BROKER_ERRORS, outbox_enqueue
 
 logger = logging.getLogger("opsdeck.approvals")
-AUTOMATION_JOB = "approvals.run_automation"
-__all__ = ["AUTOMATION_JOB", "AUTOMATION_QUEUE", "QueueFull", "enqueue_automation_run", "run_automation"]
+NOTIFICATIONS_JOB = "approvals.send_notifications"
+__all__ = [
+    "AUTOMATION_JOB",
+    "AUTOMATION_QUEUE",
+    "NOTIFICATIONS_JOB",
+    "QueueFull",
+    "enqueue_automation_run",
+    "run_automation",
+    "send_notifications",
+]
 
 
 class QueueFull(Exception):
@@ -38,8 +46,10 @@ def _observe_batch(seconds: float, batch) -> None:
 def run_automation() -> dict:
     verdict = guard.guard_check()
     if verdict.skip:
-        metrics.automation_runs_skipped_total.labels(reason=verdict.reason.split()[0]).inc()
-        raise JobSkipped(verdict.reason)
+        signal = verdict.reason.split()[0]
+        metrics.automation_runs_skipped_total.labels(reason=signal).inc()
+        # Marked as the guard's (not a lock or duplicate skip): notifications count these.
+        raise JobSkipped(verdict.reason, details={GUARD_SKIP_KEY: signal})
     started = time.perf_counter()
     policy = selectors.active_policy_cached()
     result = automation.automation_run(
@@ -79,3 +89,10 @@ def enqueue_automation_run() -> str:
     with transaction.atomic():
         message = outbox_enqueue(AUTOMATION_JOB, queue=AUTOMATION_QUEUE)
     return str(message.idempotency_key)
+
+
+@scheduled_job(NOTIFICATIONS_JOB)
+def send_notifications() -> dict:
+    """Digest emails for approvals staff (approvals/notifications.py): every minute; each
+    subscriber gets at most one per their interval, and only while a condition of theirs fires."""
+    return notifications.notifications_send_due()

@@ -211,3 +211,102 @@ class AutomationAuditLog(PostgresPartitionedModel):
 
     def __str__(self) -> str:
         return f"rule {self.rule_id} r{self.rule_revision} {self.decision} version {self.version_id}"
+
+
+class NotificationSubscription(models.Model):
+    """A staff member's standing request for a digest email when a condition of the approvals
+    backlog or automation holds (approvals/notifications.py evaluates them every minute)."""
+
+    class Kind(models.TextChoices):
+        BACKLOG = "backlog"  # more than N pending, and/or the oldest pending older than M minutes
+        RULE_DISAGREEMENT = "rule_disagreement"  # a rule in evaluate mode disagrees with staff > X%
+        AUTOMATION_SKIPS = "automation_skips"  # the guard skipped the automation more than N times
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Each kind's parameters; the others stay NULL (notification_subscription_parameters_match_kind).
+    pending_above = models.PositiveIntegerField(null=True, blank=True, help_text="backlog: more than this many pending")
+    oldest_pending_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="backlog: the oldest pending version older than this many minutes"
+    )
+    disagreement_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="rule_disagreement: more than this % of compared decisions (0-99)"
+    )
+    skips_above = models.PositiveIntegerField(
+        null=True, blank=True, help_text="automation_skips: more than this many guard skips in the window"
+    )
+    interval_minutes = models.PositiveIntegerField(default=60, help_text="at most one digest per this many minutes")
+    enabled = models.BooleanField(default=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # One subscription per condition and person: a digest lists each condition once.
+            models.UniqueConstraint(fields=["user", "kind"], name="one_notification_subscription_per_kind"),
+            models.CheckConstraint(
+                condition=(
+                    Q(
+                        kind="backlog",
+                        disagreement_percent__isnull=True,
+                        skips_above__isnull=True,
+                    )
+                    & (Q(pending_above__isnull=False) | Q(oldest_pending_minutes__isnull=False))
+                )
+                | Q(
+                    kind="rule_disagreement",
+                    disagreement_percent__isnull=False,
+                    pending_above__isnull=True,
+                    oldest_pending_minutes__isnull=True,
+                    skips_above__isnull=True,
+                )
+                | Q(
+                    kind="automation_skips",
+                    skips_above__isnull=False,
+                    pending_above__isnull=True,
+                    oldest_pending_minutes__isnull=True,
+                    disagreement_percent__isnull=True,
+                ),
+                name="notification_subscription_parameters_match_kind",
+            ),
+            # "More than 100%" never fires.
+            models.CheckConstraint(
+                condition=Q(disagreement_percent__lte=99), name="notification_disagreement_percent_below_100"
+            ),
+            models.CheckConstraint(
+                condition=Q(oldest_pending_minutes__gte=1), name="notification_oldest_pending_minutes_positive"
+            ),
+            # At least a minute (the job's period), at most a week.
+            models.CheckConstraint(
+                condition=Q(interval_minutes__gte=1, interval_minutes__lte=10_080),
+                name="notification_interval_minutes_range",
+            ),
+        ]
+        # No index beyond the unique one: the job reads every enabled subscription (a few per
+        # staff member) once a minute, and the API lists one user's through the unique index.
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.kind}"
+
+
+class NotificationDigest(models.Model):
+    """One digest email as sent: to whom, when, and the conditions it reported with their values."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    email = models.EmailField()
+    subject = models.CharField(max_length=200)
+    sent_at = models.DateTimeField()
+    # [{"kind", "summary", "value", "threshold", ...}], one per firing condition.
+    conditions = models.JSONField()
+
+    class Meta:
+        indexes = [
+            # The admin's list, newest first.
+            models.Index(fields=["-sent_at", "-id"], name="digest_sent_idx"),
+            # One person's digests, newest first: the admin for a staff member, the user filter.
+            models.Index(fields=["user", "-sent_at"], name="digest_user_sent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} to {self.email} at {self.sent_at:%Y-%m-%d %H:%M}"

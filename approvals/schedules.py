@@ -11,4 +11,12 @@ SCHEDULES = [
         description="Decide pending versions with the active approval rule.",
         expires_s=55,
     ),
+    Schedule(
+        name="Approvals notifications",
+        job="approvals.send_notifications",
+        queue="default",
+        crontab={"minute": "*"},
+        description="Email each subscribed staff member a digest of the approvals conditions that fire.",
+        expires_s=55,
+    ),
 ]

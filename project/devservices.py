@@ -214,6 +214,8 @@ def local_production_like_settings(env: dict) -> dict:
         "SESSION_COOKIE_SECURE": "false",
         "CSRF_COOKIE_SECURE": "false",
         "SECURE_HSTS_SECONDS": "0",
+        # DEBUG off would mean SMTP: local mail (approvals digests) goes to the console instead.
+        "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
     }
     return {name: value for name, value in defaults.items() if not env.get(name)}
 

@@ -427,6 +427,25 @@ TASK_STATS_CACHE_TTL_S = 300
 # word matching more is answered from the first ones found (refine the words to reach others).
 TASK_SEARCH_CANDIDATES_MAX = env_int("TASK_SEARCH_CANDIDATES_MAX", 1000)
 
+# --- Email (django.core.mail; docs/settings.md) -----------------------------------------------
+
+# Development prints mail on the console (`make run` sets it, as it runs with DEBUG off); tests
+# use Django's locmem backend (mail.outbox); production sends through SMTP.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# Django waits forever by default; a stalled SMTP server must not hold a job's transaction.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_S", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "opsdeck@localhost")
+SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
+
 # --- Approvals (limits and thresholds from the approvals guide, 000) -----------------------------
 
 AUTOMATION_BATCH_SIZE = env_int("AUTOMATION_BATCH_SIZE", 500)
@@ -450,6 +469,15 @@ APPROVALS_PER_MINUTE = env_int("APPROVALS_PER_MINUTE", 100)
 REJECTIONS_PER_MINUTE = env_int("REJECTIONS_PER_MINUTE", 50)
 PENDING_COUNT_CACHE_TTL_S = env_int("PENDING_COUNT_CACHE_TTL_S", 10)
 FALSE_POSITIVE_WINDOW_HOURS = env_int("FALSE_POSITIVE_WINDOW_HOURS", 168)
+# Notifications for approvals staff (approvals/notifications.py, docs/approvals-rules.md).
+# Guard skips are counted over this window; "more than N skips" compares with that count.
+APPROVALS_NOTIFY_SKIPS_WINDOW_MINUTES = env_int("APPROVALS_NOTIFY_SKIPS_WINDOW_MINUTES", 60)
+# Disagreement of rules in evaluate mode: over the would-be decisions recorded in this window,
+# and only for a rule with at least this many compared with staff (1 of 1 pages nobody).
+APPROVALS_NOTIFY_DISAGREEMENT_WINDOW_HOURS = env_int("APPROVALS_NOTIFY_DISAGREEMENT_WINDOW_HOURS", 168)
+APPROVALS_NOTIFY_DISAGREEMENT_MIN_SAMPLE = env_int("APPROVALS_NOTIFY_DISAGREEMENT_MIN_SAMPLE", 20)
+# Subscriptions claimed per run (the rest are due next minute): bounds one run's transaction.
+APPROVALS_NOTIFY_MAX_SUBSCRIPTIONS_PER_RUN = env_int("APPROVALS_NOTIFY_MAX_SUBSCRIPTIONS_PER_RUN", 500)
 
 # --- Reconciliation (docs/reconciliation.md) -------------------------------------------------
 

@@ -65,6 +65,10 @@ def _rows_no_seeder_writes(user) -> None:
         audit(rule_id=rules[0].pk, rule_revision=1, version_id=vid, decision="approve", reason="test", duration_ms=1.0)
         for vid in version_ids
     )
+    # Approvals: the user's notification subscriptions (the endpoint lists one's own).
+    subscription_model = apps.get_model("approvals", "NotificationSubscription")
+    subscription_model.objects.create(user=user, kind="backlog", pending_above=100)
+    subscription_model.objects.create(user=user, kind="automation_skips", skips_above=3)
     # Reconciliation: a second tenant of the user's with a job, a second execution, webhook
     # endpoints and deliveries of the demo tenant.
     tenant_model = apps.get_model("reconciliation", "Tenant")
