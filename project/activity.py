@@ -38,8 +38,11 @@ def activity_record(
     tags: list | None = None,
     level: str = ActivityLog.Level.INFO,
     request=None,
+    tenant_id: int | None = None,
 ) -> None:
-    """Record one act on one entity, in the caller's transaction (it commits or rolls back with it)."""
+    """Record one act on one entity, in the caller's transaction (it commits or rolls back with it).
+
+    `tenant_id`: the tenant whose data was touched, for tenant-scoped categories."""
     ActivityLog.objects.create(
         user=authenticated_user_or_none(user),
         category=category,
@@ -50,6 +53,7 @@ def activity_record(
         metadata=metadata or {},
         tags=tags or [],
         ip=client_ip(request),
+        tenant_id=tenant_id,
     )
 
 
@@ -63,6 +67,7 @@ def activity_record_bulk(
     metadata: dict | None = None,
     level: str = ActivityLog.Level.INFO,
     request=None,
+    tenant_id: int | None = None,
 ) -> None:
     """Record one act on many entities as one row: metadata["ids"] lists them."""
     activity_record(
@@ -73,6 +78,7 @@ def activity_record_bulk(
         metadata={**(metadata or {}), "ids": list(entity_ids), "count": len(entity_ids)},
         level=level,
         request=request,
+        tenant_id=tenant_id,
     )
 
 

@@ -2,12 +2,12 @@
 
 ActivityLog has a composite primary key (it is partitioned), which Django 5.2's admin cannot
 register, so this is a plain view inside the admin site (staff login, admin look). It reads
-through the same selector and filters as GET /api/v1/activity/ and, like it, is superuser-only
-(rows carry no tenant to scope other staff by). No COUNT: only "older"/"newer" links.
+through the same selector, filters and visibility as GET /api/v1/activity/: superusers read
+everything, other staff their own tenants' rows of tenant-scoped categories and every other
+row. No COUNT: only "older"/"newer" links.
 """
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from rest_framework.exceptions import ValidationError
@@ -16,15 +16,13 @@ from project.admin import url_with, url_without
 from project.api.activity import ActivityFilterSerializer, activity_filters_from
 from project.api.pagination import InvalidCursor, TimeWindowPaginator
 from project.models import ActivityLog
-from project.selectors import ACTIVITY_ORDERING, activity_logs, activity_read_windows
+from project.selectors import ACTIVITY_ORDERING, activity_logs, activity_read_windows, activity_visible_to
 
 PAGE_SIZE = 100
 TEMPLATE = "admin/project/activity_log.html"
 
 
 def activity_log_view(request):
-    if not request.user.is_superuser:
-        raise PermissionDenied
     context = {
         **admin.site.each_context(request),
         "title": "Activity log",
@@ -40,7 +38,8 @@ def activity_log_view(request):
     except ValidationError as exc:
         context["errors"] = exc.detail
         return TemplateResponse(request, TEMPLATE, context, status=400)
-    paginator = TimeWindowPaginator(activity_logs(filters), ACTIVITY_ORDERING, activity_read_windows(filters))
+    queryset = activity_logs(filters, visible=activity_visible_to(request.user))
+    paginator = TimeWindowPaginator(queryset, ACTIVITY_ORDERING, activity_read_windows(filters))
     cursor = request.GET.get("cursor")
     try:
         direction, position = paginator.decode_position(cursor) if cursor else ("n", None)

@@ -95,6 +95,10 @@ class ActivityLog(PostgresPartitionedModel):
     metadata = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
+    # The tenant whose data the act touched, for apps that register their category as
+    # tenant-scoped (project.selectors.register_tenant_scoped_category): staff who are not
+    # superusers read those rows only for their tenants. No FK: project/ names no domain app.
+    tenant_id = models.BigIntegerField(null=True, blank=True)
 
     class PartitioningMeta:
         method = PostgresPartitioningMethod.RANGE

@@ -7,20 +7,46 @@ category narrows the action index's range (or, alone, the newest-first scan; the
 categories). A time range prunes partitions at plan time (constants in the WHERE clause), and
 pages are read one month window at a time (activity_read_windows), newest first, so a read
 without a time range still touches only the partitions that fill its page.
+
+Who reads what: superusers read every row; other staff read every row except those of a
+tenant-scoped category (an app registers it with register_tenant_scoped_category, e.g.
+reconciliation), of which they read only their own tenants' rows (activity_visible_to).
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from project.models import ActivityLog
 from project.partitions import ReadWindow, monthly_read_windows
 
 ACTIVITY_ORDERING = ("-created_at", "-id")
+
+# category -> the tenant ids a user may read rows of that category for.
+_tenant_scoped_categories: dict[str, Callable[[Any], Iterable[int]]] = {}
+
+
+def register_tenant_scoped_category(category: str, tenant_ids_of: Callable[[Any], Iterable[int]]) -> None:
+    """Rows of `category` belong to the tenant in their tenant_id: staff who are not superusers read
+    them only where tenant_ids_of(user) holds it (a row without one: superusers only)."""
+    _tenant_scoped_categories[category] = tenant_ids_of
+
+
+def activity_visible_to(user) -> Q:
+    """The rows of the activity log `user` may read (nothing for anyone but active staff)."""
+    if not (user and user.is_active and user.is_staff):
+        return Q(id__in=[])
+    if user.is_superuser:
+        return Q()
+    visible = ~Q(category__in=list(_tenant_scoped_categories))
+    for category, tenant_ids_of in _tenant_scoped_categories.items():
+        visible |= Q(category=category, tenant_id__in=tenant_ids_of(user))
+    return visible
 
 
 @dataclass(frozen=True)
@@ -51,9 +77,10 @@ def activity_read_windows(filters: ActivityFilters = ActivityFilters()) -> list[
     )
 
 
-def activity_logs(filters: ActivityFilters = ActivityFilters()) -> QuerySet[ActivityLog]:
-    """The activity log narrowed by `filters`, newest first; page it with KeysetPaginator."""
-    queryset = ActivityLog.objects.all()
+def activity_logs(filters: ActivityFilters = ActivityFilters(), *, visible: Q | None = None) -> QuerySet[ActivityLog]:
+    """The activity log narrowed by `filters` (and to `visible`, from activity_visible_to), newest
+    first; page it with TimeWindowPaginator."""
+    queryset = ActivityLog.objects.filter(visible) if visible is not None else ActivityLog.objects.all()
     if filters.user_id is not None:
         queryset = queryset.filter(user_id=filters.user_id)  # activity_user_created_idx
     if filters.action:

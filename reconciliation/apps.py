@@ -22,3 +22,13 @@ class ReconciliationConfig(AppConfig):
         register_seeder(
             "reconciliation", seed_reconciliation, help="demo bank-vs-ledger records (both sides), matched once"
         )
+
+        from project.selectors import register_tenant_scoped_category
+        from reconciliation.models import TenantMembership
+
+        # The activity log: staff who are not superusers read reconciliation acts of their tenants
+        # only (a subquery, not a list: no extra query per read).
+        register_tenant_scoped_category(
+            "reconciliation",
+            lambda user: TenantMembership.objects.filter(user_id=user.pk).values("tenant_id"),
+        )

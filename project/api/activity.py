@@ -1,8 +1,8 @@
-"""GET /api/v1/activity/: the activity log, newest first, keyset-paginated, superuser-only.
+"""GET /api/v1/activity/: the activity log, newest first, keyset-paginated, staff-only.
 
-Superuser-only rather than staff: ActivityLog rows carry no tenant (reconciliation acts name
-their entity, not its tenant), and project/ cannot import reconciliation to resolve one, so a
-non-superuser staff member could not be limited to their tenants' rows. See docs/operations.md.
+Superusers read every row. Other staff read every row but those of tenant-scoped categories
+(reconciliation registers its own), of which they read only their tenants' rows: a reconciliation
+act records the tenant whose data it touched (ActivityLog.tenant_id). See docs/operations.md.
 """
 
 import json
@@ -13,7 +13,13 @@ from rest_framework.exceptions import ValidationError
 
 from project.api.pagination import TimeWindowPaginator
 from project.models import ActivityLog
-from project.selectors import ACTIVITY_ORDERING, ActivityFilters, activity_logs, activity_read_windows
+from project.selectors import (
+    ACTIVITY_ORDERING,
+    ActivityFilters,
+    activity_logs,
+    activity_read_windows,
+    activity_visible_to,
+)
 
 
 class ActivityFilterSerializer(serializers.Serializer):
@@ -95,15 +101,10 @@ class ActivityLogSerializer(serializers.ModelSerializer):
         ]
 
 
-class IsSuperuser(permissions.BasePermission):
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
-
-
 @extend_schema_view(list=extend_schema(parameters=[ActivityFilterSerializer]))
 class ActivityLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ActivityLogSerializer
-    permission_classes = [IsSuperuser]
+    permission_classes = [permissions.IsAdminUser]
     filter_backends: list = []  # filters are parsed and validated by ActivityFilterSerializer
     cursor_ordering = ACTIVITY_ORDERING
 
@@ -111,7 +112,7 @@ class ActivityLogViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular builds the schema
             return ActivityLog.objects.none()
         self.filters = activity_filters_from(self.request.query_params)
-        return activity_logs(self.filters)
+        return activity_logs(self.filters, visible=activity_visible_to(self.request.user))
 
     def cursor_paginator(self, queryset, ordering) -> TimeWindowPaginator:
         """Pages read one month window at a time (CursorPagination asks the view for this)."""

@@ -56,6 +56,7 @@ class TenantAdmin(admin.ModelAdmin):
             entity_id=obj.pk,
             metadata={"fields": sorted(form.changed_data)},
             request=request,
+            tenant_id=obj.pk,
         )
 
     def save_formset(self, request, form, formset, change):
@@ -74,4 +75,5 @@ class TenantAdmin(admin.ModelAdmin):
                 entity_id=form.instance.pk,
                 metadata=changed,
                 request=request,
+                tenant_id=form.instance.pk,
             )

@@ -54,10 +54,10 @@ def next_run_after(expression: str, moment: datetime) -> datetime:
     return (last + delta).astimezone(UTC).replace(second=0, microsecond=0)
 
 
-def _audit(action: str, job_id: int, user, **metadata) -> None:
+def _audit(action: str, job: ReconciliationJob, user, **metadata) -> None:
     activity_record(
-        category=CATEGORY, action=action, user=user, entity_type="reconciliation.job", entity_id=job_id,
-        metadata=metadata,
+        category=CATEGORY, action=action, user=user, entity_type="reconciliation.job", entity_id=job.pk,
+        metadata=metadata, tenant_id=job.tenant_id,
     )  # fmt: skip
 
 
@@ -71,13 +71,13 @@ def schedule_set(*, job: ReconciliationJob, crontab: str, is_enabled: bool = Tru
     )
     schedule.crontab, schedule.is_enabled, schedule.next_run_at = crontab, is_enabled, next_run_at
     schedule.save()
-    _audit("schedule_create" if created else "schedule_update", job.pk, user, crontab=crontab, is_enabled=is_enabled)
+    _audit("schedule_create" if created else "schedule_update", job, user, crontab=crontab, is_enabled=is_enabled)
     return schedule
 
 
 @transaction.atomic
 def schedule_delete(*, schedule: JobSchedule, user=None) -> None:
-    _audit("schedule_delete", schedule.job_id, user, crontab=schedule.crontab)
+    _audit("schedule_delete", schedule.job, user, crontab=schedule.crontab)
     schedule.delete()
 
 

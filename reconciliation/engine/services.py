@@ -35,6 +35,7 @@ def job_create(*, tenant: Tenant, name: str, rules: dict | None = None, is_activ
         entity_type="reconciliation.job",
         entity_id=job.pk,
         metadata={"name": name},
+        tenant_id=job.tenant_id,
     )
     return job
 
@@ -54,6 +55,7 @@ def job_update(*, job: ReconciliationJob, user=None, **changes) -> Reconciliatio
         entity_type="reconciliation.job",
         entity_id=job.pk,
         metadata={"fields": sorted(changes)},
+        tenant_id=job.tenant_id,
     )
     return job
 
@@ -87,6 +89,7 @@ def execution_start(*, job: ReconciliationJob, dry_run: bool = False, user=None)
         entity_type="reconciliation.execution",
         entity_id=execution.pk,
         metadata={"job_id": job.pk, "dry_run": dry_run},
+        tenant_id=job.tenant_id,
     )
     outbox_enqueue(RUN_EXECUTION_JOB, kwargs={"execution_id": execution.pk})
     return execution
@@ -107,6 +110,7 @@ def execution_cancel(*, execution: Execution, user=None) -> Execution:
         user=user,
         entity_type="reconciliation.execution",
         entity_id=execution.pk,
+        tenant_id=execution.tenant_id,
     )
     execution.refresh_from_db()
     return execution

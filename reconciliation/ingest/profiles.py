@@ -153,6 +153,7 @@ def _audit(action: str, profile: SourceProfile, user, metadata: dict) -> None:
         entity_type="reconciliation.source_profile",
         entity_id=profile.pk,
         metadata=metadata | {"tenant_id": profile.tenant_id},
+        tenant_id=profile.tenant_id,
     )
 
 

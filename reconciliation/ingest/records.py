@@ -379,6 +379,7 @@ def check_and_insert(cursor, *, job, statements, on_error: str, user, result: In
         entity_type="reconciliation.job",
         entity_id=job.pk,
         metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
+        tenant_id=job.tenant_id,
     )
 
 

@@ -58,6 +58,7 @@ def _decide(match_id: int, tenant_ids, *, user, note: str, action: str, allowed:
         entity_type="reconciliation.match",
         entity_id=match_id,
         metadata={"job_id": match.job_id, "was": match.status},
+        tenant_id=match.tenant_id,
     )
     return Match.objects.get(id=match_id)
 
@@ -156,6 +157,7 @@ def match_manual(*, left_ids: list[int], right_ids: list[int], tenant_ids, user=
         entity_type="reconciliation.match",
         entity_id=match.id,
         metadata={"job_id": first.job_id, "left_ids": left_ids, "right_ids": right_ids},
+        tenant_id=match.tenant_id,
     )
     return match
 
@@ -185,5 +187,6 @@ def exception_resolve(*, exception_id: int, tenant_ids, note: str, user=None) ->
         entity_type="reconciliation.unmatched",
         entity_id=exception_id,
         metadata={"record_id": exception.record_id, "note": note.strip()[:500]},
+        tenant_id=exception.tenant_id,
     )
     return ReconciliationException.objects.get(id=exception_id)

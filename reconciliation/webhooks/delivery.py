@@ -97,6 +97,7 @@ def webhook_endpoint_create(
         entity_id=endpoint.pk,
         metadata={"tenant_id": tenant.pk, "url": url, "events": endpoint.events, "is_active": is_active},
         request=request,
+        tenant_id=tenant.pk,
     )
     return endpoint
 
@@ -132,6 +133,7 @@ def webhook_endpoint_update(
         # Never the secret itself: the audit log is readable by more people than the endpoint.
         metadata={**changed, "secret_rotated": rotate_secret},
         request=request,
+        tenant_id=endpoint.tenant_id,
     )
     return endpoint
 
@@ -242,6 +244,7 @@ def webhook_redeliver(*, delivery_id: int, user, request=None) -> WebhookDeliver
             "endpoint_id": delivery.endpoint_id,
         },
         request=request,
+        tenant_id=delivery.tenant_id,
     )
     sender.enqueue_on_commit([delivery.pk])
     delivery.refresh_from_db(fields=["next_attempt_at"])

@@ -53,17 +53,26 @@ def _explain_refusal(ids: list[int], tenant_ids: list[int], done: set[int], assi
     raise WorkflowConflict(f"Exceptions changed meanwhile: {[i for i in ids if i not in done]}; try again.")
 
 
-def _update_open(ids: list[int], tenant_ids: list[int], set_sql: str, params: list, extra_where: str = "") -> set[int]:
+def _one_tenant(tenants: set[int]) -> int | None:
+    """The tenant a bulk act touched, for its activity row; None (read by superusers only) when
+    one act spans tenants."""
+    return next(iter(tenants)) if len(tenants) == 1 else None
+
+
+def _update_open(
+    ids: list[int], tenant_ids: list[int], set_sql: str, params: list, extra_where: str = ""
+) -> dict[int, int]:
+    """{exception id: tenant id} of the open exceptions updated."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             UPDATE reconciliation_unmatched u SET {set_sql}
             WHERE u.id = ANY(%s) AND u.tenant_id = ANY(%s) AND u.resolved_at IS NULL {extra_where}
-            RETURNING u.id
+            RETURNING u.id, u.tenant_id
             """,
             [*params, ids, list(tenant_ids)],
         )
-        return {row[0] for row in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 @transaction.atomic
@@ -82,13 +91,13 @@ def exceptions_assign(*, ids: list[int], tenant_ids: list[int], assignee_id: int
             f"""
             UPDATE reconciliation_unmatched u SET assigned_to_id = %s, assigned_at = now()
             WHERE u.id = ANY(%s) AND u.tenant_id = ANY(%s) AND u.resolved_at IS NULL {member_check}
-            RETURNING u.id
+            RETURNING u.id, u.tenant_id
             """,
             [assignee_id, ids, list(tenant_ids), *member_params],
         )
-        done = {row[0] for row in cursor.fetchall()}
-    if done != set(ids):
-        _explain_refusal(ids, tenant_ids, done, assignee_id)
+        done = dict(cursor.fetchall())
+    if set(done) != set(ids):
+        _explain_refusal(ids, tenant_ids, set(done), assignee_id)
     activity_record_bulk(
         category=CATEGORY,
         action="exception_assign" if assignee_id is not None else "exception_unassign",
@@ -96,6 +105,7 @@ def exceptions_assign(*, ids: list[int], tenant_ids: list[int], assignee_id: int
         entity_type=ENTITY,
         entity_ids=ids,
         metadata={"assignee_id": assignee_id},
+        tenant_id=_one_tenant(set(done.values())),
     )
     return ids
 
@@ -124,8 +134,8 @@ def exceptions_resolve(
         "resolved_at = now(), resolved_by_id = %s, resolution = %s, resolution_code = %s, adjusting_amount = %s",
         [getattr(user, "pk", None), resolution, code, adjusting_amount],
     )
-    if done != set(ids):
-        _explain_refusal(ids, tenant_ids, done, None)
+    if set(done) != set(ids):
+        _explain_refusal(ids, tenant_ids, set(done), None)
     activity_record_bulk(
         category=CATEGORY,
         action="exception_resolve",
@@ -137,5 +147,6 @@ def exceptions_resolve(
             "note": note.strip()[:500],
             "adjusting_amount": None if adjusting_amount is None else str(adjusting_amount),
         },
+        tenant_id=_one_tenant(set(done.values())),
     )
     return ids

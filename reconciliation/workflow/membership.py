@@ -24,6 +24,7 @@ def _audit(action: str, membership: TenantMembership, user, **metadata) -> None:
         entity_type=ENTITY,
         entity_id=membership.pk,
         metadata={"tenant_id": membership.tenant_id, "user_id": membership.user_id, **metadata},
+        tenant_id=membership.tenant_id,
     )
 
 

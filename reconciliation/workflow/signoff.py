@@ -46,6 +46,7 @@ def _audit(action: str, period: Period, user, **metadata) -> None:
         entity_id=period.pk,
         metadata={"job_id": period.job_id, "starts_on": str(period.starts_on), "ends_on": str(period.ends_on),
                   **metadata},
+        tenant_id=period.tenant_id,
     )  # fmt: skip
 
 
