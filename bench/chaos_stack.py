@@ -100,6 +100,9 @@ class Stack:
             "REDIS_URL": redis_url,
             "SECRET_KEY": secrets.token_urlsafe(50),
             "TASK_NOTIFY_WEBHOOK_URLS": self.webhook_url,
+            # The receiver listens on 127.0.0.1, which the webhook sender's SSRF guard refuses
+            # unless told otherwise (task webhooks use the shared sender since issue 12).
+            "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
         started = time.monotonic()
