@@ -5,7 +5,6 @@ each subscriber whose digest interval has elapsed one digest of their firing con
 condition fires above its threshold and is quiet at it. Mail goes to Django's locmem outbox.
 """
 
-import threading
 from datetime import timedelta
 from smtplib import SMTPException, SMTPRecipientsRefused
 
@@ -13,7 +12,7 @@ import pytest
 from django.contrib import admin
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -27,6 +26,7 @@ from project.models import JobRun
 from project.schedules import all_schedules
 from tests.approvals.factories import RuleFactory, VersionFactory
 from tests.factories import UserFactory
+from tests.row_locks import row_locked_elsewhere
 
 pytestmark = pytest.mark.django_db
 Kind = NotificationSubscription.Kind
@@ -361,25 +361,8 @@ def test_one_refused_recipient_does_not_stop_the_others(settings, mailoutbox):
 def test_a_concurrent_run_skips_the_subscriptions_another_run_holds(mailoutbox):
     subscription = subscribe(staff_member(), Kind.BACKLOG, pending_above=0)
     pending_versions(1)
-    held, release = threading.Event(), threading.Event()
-
-    def other_run_holding_the_row():
-        try:
-            with transaction.atomic():
-                NotificationSubscription.objects.select_for_update().get(pk=subscription.pk)
-                held.set()
-                release.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    other = threading.Thread(target=other_run_holding_the_row)
-    other.start()
-    try:
-        assert held.wait(timeout=30)
+    with row_locked_elsewhere(NotificationSubscription, subscription.pk):
         assert run()["claimed"] == 0
-    finally:
-        release.set()
-        other.join(timeout=30)
     assert mailoutbox == []
     assert run()["digests_sent"] == 1
 

@@ -22,6 +22,7 @@ from project.retention import (
     effective_policy,
     registered_policies,
 )
+from tests.row_locks import row_locked_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -269,25 +270,8 @@ def test_retention_is_a_beat_job_recorded_like_every_job():
 @pytest.mark.django_db(transaction=True)
 def test_rows_another_transaction_holds_are_skipped_not_waited_for():
     held, others = _job_run(31), [_job_run(32), _job_run(33)]
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_row():
-        try:
-            with transaction.atomic():
-                JobRun.objects.select_for_update().get(pk=held.pk)
-                locked.set()
-                release.wait(timeout=60)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_row)
-    holder.start()
-    try:
-        assert locked.wait(timeout=60)
+    with row_locked_elsewhere(JobRun, held.pk):
         moved = apply_retention()["tables"]["project.JobRun"]["rows"]
-    finally:
-        release.set()
-        holder.join()
     assert moved == 2
     assert JobRun.objects.filter(pk=held.pk).exists()
     assert set(_archived_job_runs([held.pk, *(row.pk for row in others)])) == {row.pk for row in others}
