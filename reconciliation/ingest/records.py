@@ -371,6 +371,11 @@ def check_and_insert(cursor, *, job, statements: IngestStatements, on_error: str
     the rest is inserted."""
     cursor.execute("SELECT count(*) FROM recon_staging")
     result.received = cursor.fetchone()[0]
+    # What the job foreign key checked per row (models.Record.job), once: the job is there, and
+    # stays until this upload commits. A KEY SHARE lock: the other side's upload takes it too.
+    cursor.execute("SELECT 1 FROM reconciliation_reconciliationjob WHERE id = %s FOR KEY SHARE", [job.pk])
+    if cursor.fetchone() is None:
+        raise InvalidUpload(f"job {job.pk} does not exist")
     guard = upload_guard_start(job_id=job.pk)
     try:
         with transaction.atomic():
