@@ -346,12 +346,19 @@ def _assign_greedy(cursor) -> None:
         )
         if cursor.rowcount == 0:
             break
-        # Both records of every pair just taken leave the candidate graph.
-        for column, position in (("left_id", "left_ids"), ("right_id", "right_ids")):
-            cursor.execute(
-                f"DELETE FROM candidate_pairs c USING chosen t WHERE t.round = %s AND c.{column} = t.{position}[1]",
-                [round_number],
-            )
+        # Both records of every pair just taken leave the candidate graph: the rest is copied
+        # (the first round takes most pairs: deleting 700,000 of 700,000 at 1M x 1M cost ~1.7 s).
+        cursor.execute(
+            """
+            CREATE TEMP TABLE candidate_rest ON COMMIT DROP AS
+            SELECT c.* FROM candidate_pairs c
+            WHERE NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.left_ids[1] = c.left_id)
+              AND NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.right_ids[1] = c.right_id)
+            """,
+            {"round": round_number},
+        )
+        cursor.execute("DROP TABLE candidate_pairs")
+        cursor.execute("ALTER TABLE candidate_rest RENAME TO candidate_pairs")
     else:
         raise ReconciliationError(f"greedy assignment did not settle in {MAX_GREEDY_ROUNDS} rounds")
     cursor.execute(
@@ -389,7 +396,7 @@ def run_pass(ctx: MatchingContext, name: str) -> PassResult:
     pass_name = {"exact": Match.Pass.EXACT, "tolerance": Match.Pass.TOLERANCE}.get(name, Match.Pass.GROUP)
     with connection.cursor() as cursor:
         set_match_work_mem(cursor)
-        cursor.execute("DROP TABLE IF EXISTS candidate_pairs, chosen")
+        cursor.execute("DROP TABLE IF EXISTS candidate_pairs, candidate_rest, chosen")
         if name in ("exact", "tolerance"):
             if name == "tolerance":
                 index_working_set_windows(ctx)
