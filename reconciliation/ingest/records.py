@@ -269,8 +269,9 @@ def check_and_insert_statements(
         "date_written": sql.Literal(date_written),
     }
 
-    def insert(rows: sql.Composable) -> sql.Composed:
-        """The INSERT of the staging rows that satisfy `rows`."""
+    def insert(rows: sql.Composable, order: sql.Composable) -> sql.Composed:
+        """The INSERT of the staging rows that satisfy `rows`, in the upload's order (ids, and
+        created_at's BRIN, follow the file)."""
         return sql.SQL(
             """
             INSERT INTO reconciliation_record
@@ -281,7 +282,7 @@ def check_and_insert_statements(
                    jsonb_strip_nulls({raw}), now()
             FROM recon_staging s
             WHERE {rows}
-            ORDER BY s._row_no
+            {order}
             """
         ).format(
             tenant_id=sql.Literal(job.tenant_id),
@@ -292,6 +293,7 @@ def check_and_insert_statements(
             description=_optional(columns, "description"),
             raw=raw or _raw(columns),
             rows=rows,
+            order=order,
         )
 
     # The full check writes down only the rows not to insert (bad ones, and those already there:
@@ -314,9 +316,14 @@ def check_and_insert_statements(
         """
     ).format(side=side, problems=sql.SQL(_ROW_PROBLEMS).format(**checks), job_id=sql.Literal(job.pk))
     return IngestStatements(
-        insert_if_clean=insert(sql.SQL(_ROW_OK).format(**checks)),
+        # A filter on the one scan of a temp table (no index, never parallel): rows come in the
+        # order COPY wrote them, without a sort of the whole upload (1M rows: ~1.3 s, on disk).
+        insert_if_clean=insert(sql.SQL(_ROW_OK).format(**checks), sql.SQL("")),
         find_rows_to_skip=find_rows_to_skip,
-        insert_good_rows=insert(sql.SQL("NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s._row_no)")),
+        insert_good_rows=insert(
+            sql.SQL("NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s._row_no)"),
+            sql.SQL("ORDER BY s._row_no"),  # an anti-join, which may hash: the order is asked for
+        ),
     )
 
 

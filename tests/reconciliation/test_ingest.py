@@ -285,3 +285,13 @@ def test_an_upload_to_a_job_deleted_meanwhile_imports_nothing():
     with pytest.raises(InvalidUpload, match="does not exist"):
         ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\n", side="left")
     assert not Record.objects.filter(job_id=job.pk).exists()
+
+
+def test_records_are_numbered_in_the_order_of_the_file():
+    job = JobFactory()
+    external_ids = [f"X{(n * 7919) % 1000:04d}" for n in range(300)]  # not sorted, all distinct
+    rows = "".join(f"{external_id},{n}.5,EUR,2026-01-31,R{n},,\n" for n, external_id in enumerate(external_ids))
+
+    ingest_csv(job, f"{HEADER}\n{rows}", side="left")
+
+    assert list(Record.objects.filter(job=job).order_by("id").values_list("external_id", flat=True)) == external_ids
