@@ -491,6 +491,9 @@ RECONCILIATION_JOB_LIST_CACHE_S = env_int("RECONCILIATION_JOB_LIST_CACHE_S", 300
 # work_mem of the matcher's own transactions (SET LOCAL: per pass, also behind PgBouncer) for its
 # hash joins and sorts; the server's default stays small for every other query.
 RECONCILIATION_MATCH_WORK_MEM = env_str("RECONCILIATION_MATCH_WORK_MEM", "64MB")
+# One statement of a pass only: the sort of its matches before they are numbered (~100 MB for the
+# exact pass at 1M x 1M, which spilled to disk at 64MB).
+RECONCILIATION_MATCH_SORT_WORK_MEM = env_str("RECONCILIATION_MATCH_SORT_WORK_MEM", "192MB")
 RECONCILIATION_INGEST_WORK_MEM = env_str("RECONCILIATION_INGEST_WORK_MEM", "64MB")  # an upload's sorts, SET LOCAL
 # Bank statements are read whole (a day or a month of one account); larger ones are a 400.
 RECONCILIATION_STATEMENT_MAX_BYTES = env_int("RECONCILIATION_STATEMENT_MAX_BYTES", 20 * 1024 * 1024)

@@ -5,6 +5,8 @@ Every open record of the working set gets the reason its best candidate on the o
 them for a dry run.
 """
 
+from contextlib import contextmanager
+
 from django.db import connection
 
 from reconciliation.engine.passes import (
@@ -87,6 +89,18 @@ def _open_records_with_reason_sql(ctx: MatchingContext, *, without_open_exceptio
     """
 
 
+@contextmanager
+def _without_merge_joins(cursor):
+    """For one statement (SET LOCAL, then back): the same-reference join hashes the open records
+    and probes them with one scan of the job's records. Left to itself the planner (no statistics
+    on a CTE) sorted every record of the job to merge-join them: 4.9 s of the 6.3 s this
+    statement took at 1M x 1M."""
+    cursor.execute("SELECT current_setting('enable_mergejoin'), set_config('enable_mergejoin', 'off', true)")
+    before = cursor.fetchone()[0]
+    yield
+    cursor.execute("SELECT set_config('enable_mergejoin', %s, true)", [before])
+
+
 def record_exceptions(ctx: MatchingContext) -> None:
     """Close the exceptions of records matched now; open one, with its reason, for every record
     still open that has none."""
@@ -104,27 +118,30 @@ def record_exceptions(ctx: MatchingContext) -> None:
             """,
             {"execution": execution.pk, "tenant": execution.tenant_id, "job": execution.job_id},
         )
-        cursor.execute(
-            f"""
+        with _without_merge_joins(cursor):
+            cursor.execute(
+                f"""
             INSERT INTO reconciliation_unmatched
                 (created_at, tenant_id, job_id, execution_id, record_id, side, amount, reason, resolution)
             SELECT now(), %(tenant)s, %(job)s, %(execution)s, id, side, amount, reason, ''
             FROM ({_open_records_with_reason_sql(ctx, without_open_exception=True)}) open_with_reason
             """,
-            {"execution": execution.pk, "job": execution.job_id, "tenant": execution.tenant_id},
-        )
+                {"execution": execution.pk, "job": execution.job_id, "tenant": execution.tenant_id},
+            )
 
 
 def open_reasons_preview(ctx: MatchingContext) -> dict[str, int]:
     """Open records by the reason record_exceptions would file (dry runs)."""
     index_working_set_windows(ctx)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
+        with _without_merge_joins(cursor):
+            cursor.execute(
+                f"""
             SELECT reason, count(*)
             FROM ({_open_records_with_reason_sql(ctx, without_open_exception=False)}) open_with_reason
             GROUP BY reason ORDER BY reason
             """,
-            {"job": ctx.execution.job_id},
-        )
-        return dict(cursor.fetchall())
+                {"job": ctx.execution.job_id},
+            )
+            reasons = dict(cursor.fetchall())
+        return reasons

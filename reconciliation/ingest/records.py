@@ -159,9 +159,10 @@ _DATE_OK = """
     END
 """
 
-# Each CASE yields one problem or NULL; array_remove keeps the problems.
-_ROW_PROBLEMS = """
-    array_remove(ARRAY[
+# Each CASE yields one problem or NULL. The checks of a row alone (the fast path's WHERE) and,
+# for the full check, the two that compare it with other rows: a duplicate in the upload, a record
+# already imported with other values.
+_ROW_CHECKS = """
         CASE WHEN s.external_id IS NULL OR btrim(s.external_id) = '' THEN 'external_id: required'
              WHEN length(btrim(s.external_id)) > 128 THEN 'external_id: longer than 128 characters' END,
         CASE WHEN s.amount IS NULL OR btrim(s.amount) = '' THEN 'amount: required'
@@ -173,7 +174,9 @@ _ROW_PROBLEMS = """
         CASE WHEN {side} IS NULL OR {side} NOT IN ('left', 'right')
              THEN 'side: must be left or right (a side column, or ?side=)' END,
         CASE WHEN length({reference}) > 128 THEN 'reference: longer than 128 characters' END,
-        CASE WHEN length({counterparty}) > 255 THEN 'counterparty: longer than 255 characters' END,
+        CASE WHEN length({counterparty}) > 255 THEN 'counterparty: longer than 255 characters' END
+"""
+_CROSS_ROW_CHECKS = """
         CASE WHEN s._row_no <> s._first_row_no
              THEN 'external_id: also on row ' || s._first_row_no || ' of this upload' END,
         CASE WHEN existing.id IS NOT NULL AND (
@@ -183,8 +186,10 @@ _ROW_PROBLEMS = """
                   OR existing.booked_on::text IS DISTINCT FROM btrim(s.booked_on)
                   OR existing.reference IS DISTINCT FROM {reference})
              THEN 'external_id: already imported with different values (record ' || existing.id || ')' END
-    ], NULL)
 """
+# array_remove keeps the problems.
+_ROW_PROBLEMS = "array_remove(ARRAY[" + _ROW_CHECKS + "," + _CROSS_ROW_CHECKS + "], NULL)"
+_ROW_OK = "array_remove(ARRAY[" + _ROW_CHECKS + "], NULL) = '{{}}'"
 
 
 def _optional(columns: list[str], name: str) -> sql.Composable:
@@ -232,6 +237,15 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
     return check_and_insert_statements(job=job, columns=columns, default_side=default_side)
 
 
+@dataclass(frozen=True)
+class IngestStatements:
+    """The SQL of one upload over `recon_staging`: see check_and_insert."""
+
+    insert_if_clean: sql.Composable  # every row, when none has a problem of its own
+    find_rows_to_skip: sql.Composable  # the full check: bad rows, duplicates, records already there
+    insert_good_rows: sql.Composable  # the rows the full check let through
+
+
 def check_and_insert_statements(
     *,
     job: ReconciliationJob,
@@ -239,27 +253,52 @@ def check_and_insert_statements(
     default_side: str | None,
     raw: sql.Composable | None = None,
     date_written: str = "YYYY-MM-DD",
-):
-    """The statements that find the bad rows of `recon_staging` (the upload's own columns, or a
+) -> IngestStatements:
+    """The statements that check the rows of `recon_staging` (the upload's own columns, or a
     source profile's mapping of them) and insert the good ones. `raw` overrides the jsonb of the
     extra columns; `date_written` is the date format booked_on's error names."""
     side = _side(columns, default_side)
     reference = _optional(columns, "reference")
-    counterparty = _optional(columns, "counterparty")
-    description = _optional(columns, "description")
-    raw = raw or _raw(columns)
-    problems = sql.SQL(_ROW_PROBLEMS).format(
-        side=side,
-        reference=reference,
-        counterparty=counterparty,
-        amount_re=sql.Literal(AMOUNT_PATTERN),
-        currency_re=sql.Literal(CURRENCY_PATTERN),
-        date_ok=sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
-        date_written=sql.Literal(date_written),
-    )
-    # Only the rows not to insert are written down (bad ones, and those already there: usually
-    # none): checking costs one pass over the staging table, and the good rows go from staging
-    # to the records table once, without ON CONFLICT's second probe of the unique index.
+    checks = {
+        "side": side,
+        "reference": reference,
+        "counterparty": _optional(columns, "counterparty"),
+        "amount_re": sql.Literal(AMOUNT_PATTERN),
+        "currency_re": sql.Literal(CURRENCY_PATTERN),
+        "date_ok": sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+        "date_written": sql.Literal(date_written),
+    }
+
+    def insert(rows: sql.Composable, order: sql.Composable) -> sql.Composed:
+        """The INSERT of the staging rows that satisfy `rows`, in the upload's order (ids, and
+        created_at's BRIN, follow the file)."""
+        return sql.SQL(
+            """
+            INSERT INTO reconciliation_record
+                (tenant_id, job_id, side, external_id, amount, currency, booked_on,
+                 reference, counterparty, description, raw, created_at)
+            SELECT {tenant_id}, {job_id}, {side}, btrim(s.external_id), btrim(s.amount)::numeric,
+                   upper(btrim(s.currency)), btrim(s.booked_on)::date, {reference}, {counterparty}, {description},
+                   jsonb_strip_nulls({raw}), now()
+            FROM recon_staging s
+            WHERE {rows}
+            {order}
+            """
+        ).format(
+            tenant_id=sql.Literal(job.tenant_id),
+            job_id=sql.Literal(job.pk),
+            side=side,
+            reference=reference,
+            counterparty=checks["counterparty"],
+            description=_optional(columns, "description"),
+            raw=raw or _raw(columns),
+            rows=rows,
+            order=order,
+        )
+
+    # The full check writes down only the rows not to insert (bad ones, and those already there:
+    # usually none), so the good rows go from staging to the records table once, without ON
+    # CONFLICT's second probe of the unique index.
     find_rows_to_skip = sql.SQL(
         """
         CREATE TEMP TABLE recon_skip ON COMMIT DROP AS
@@ -275,29 +314,17 @@ def check_and_insert_statements(
         ) checked
         WHERE cardinality(problems) > 0 OR existing_id IS NOT NULL
         """
-    ).format(side=side, problems=problems, job_id=sql.Literal(job.pk))
-    insert_good_rows = sql.SQL(
-        """
-        INSERT INTO reconciliation_record
-            (tenant_id, job_id, side, external_id, amount, currency, booked_on,
-             reference, counterparty, description, raw, created_at)
-        SELECT {tenant_id}, {job_id}, {side}, btrim(s.external_id), btrim(s.amount)::numeric,
-               upper(btrim(s.currency)), btrim(s.booked_on)::date, {reference}, {counterparty}, {description},
-               jsonb_strip_nulls({raw}), now()
-        FROM recon_staging s
-        WHERE NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s._row_no)
-        ORDER BY s._row_no
-        """
-    ).format(
-        tenant_id=sql.Literal(job.tenant_id),
-        job_id=sql.Literal(job.pk),
-        side=side,
-        reference=reference,
-        counterparty=counterparty,
-        description=description,
-        raw=raw,
+    ).format(side=side, problems=sql.SQL(_ROW_PROBLEMS).format(**checks), job_id=sql.Literal(job.pk))
+    return IngestStatements(
+        # A filter on the one scan of a temp table (no index, never parallel): rows come in the
+        # order COPY wrote them, without a sort of the whole upload (1M rows: ~1.3 s, on disk).
+        insert_if_clean=insert(sql.SQL(_ROW_OK).format(**checks), sql.SQL("")),
+        find_rows_to_skip=find_rows_to_skip,
+        insert_good_rows=insert(
+            sql.SQL("NOT EXISTS (SELECT 1 FROM recon_skip b WHERE b.row_no = s._row_no)"),
+            sql.SQL("ORDER BY s._row_no"),  # an anti-join, which may hash: the order is asked for
+        ),
     )
-    return find_rows_to_skip, insert_good_rows
 
 
 def records_ingest(
@@ -340,16 +367,54 @@ def records_ingest(
     return result
 
 
-def check_and_insert(cursor, *, job, statements, on_error: str, user, result: IngestResult) -> None:
+class _NotClean(Exception):
+    """The fast path met a row it cannot insert as it is: the full check decides."""
+
+
+def check_and_insert(cursor, *, job, statements: IngestStatements, on_error: str, user, result: IngestResult) -> None:
+    """Insert the upload: first every row at once, if none has a problem of its own and none is
+    there already (the usual upload of new records: one pass over the staging table); else, the
+    first attempt undone, the full check finds the rows to refuse (on_error=reject) or skip, and
+    the rest is inserted."""
+    cursor.execute("SELECT count(*) FROM recon_staging")
+    result.received = cursor.fetchone()[0]
+    # What the job foreign key checked per row (models.Record.job), once: the job is there, and
+    # stays until this upload commits. A KEY SHARE lock: the other side's upload takes it too.
+    cursor.execute("SELECT 1 FROM reconciliation_reconciliationjob WHERE id = %s FOR KEY SHARE", [job.pk])
+    if cursor.fetchone() is None:
+        raise InvalidUpload(f"job {job.pk} does not exist")
+    guard = upload_guard_start(job_id=job.pk)
+    try:
+        with transaction.atomic():
+            cursor.execute(statements.insert_if_clean)
+            if cursor.rowcount != result.received:
+                raise _NotClean  # a row with a problem: undone (the savepoint), the full check reports it
+    except (_NotClean, IntegrityError, psycopg.errors.UniqueViolation):
+        # A duplicate external_id (in the upload, or already imported, perhaps unchanged) or a
+        # bad row: the unique index or the count found it, the full check says which.
+        _check_then_insert(cursor, statements=statements, on_error=on_error, result=result)
+    else:
+        result.inserted = cursor.rowcount
+    upload_guard_finish(job_id=job.pk, before_id=guard)  # signed-off periods are read-only (workflow)
+    activity_record(
+        category="reconciliation",
+        action="records_ingest",
+        user=user,
+        entity_type="reconciliation.job",
+        entity_id=job.pk,
+        metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
+        tenant_id=job.tenant_id,
+    )
+
+
+def _check_then_insert(cursor, *, statements: IngestStatements, on_error: str, result: IngestResult) -> None:
     """Find the rows to skip, refuse the upload (on_error=reject) or skip them, insert the rest."""
-    find_rows_to_skip, insert_good_rows = statements
-    cursor.execute(find_rows_to_skip)
+    cursor.execute(statements.find_rows_to_skip)
     cursor.execute(
-        """SELECT (SELECT count(*) FROM recon_staging),
-                  (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
+        """SELECT (SELECT count(*) FILTER (WHERE cardinality(problems) > 0) FROM recon_skip),
                   (SELECT count(*) FILTER (WHERE cardinality(problems) = 0) FROM recon_skip)"""
     )
-    result.received, result.rejected, result.unchanged = cursor.fetchone()
+    result.rejected, result.unchanged = cursor.fetchone()
     if result.rejected:
         cursor.execute(
             "SELECT row_no, problems FROM recon_skip WHERE cardinality(problems) > 0 ORDER BY row_no LIMIT %s",
@@ -362,25 +427,14 @@ def check_and_insert(cursor, *, job, statements, on_error: str, user, result: In
                 row_errors=result.errors,
                 bad_rows=result.rejected,
             )
-    guard = upload_guard_start(job_id=job.pk)
     try:
         with transaction.atomic():
-            cursor.execute(insert_good_rows)
+            cursor.execute(statements.insert_good_rows)
     except (IntegrityError, psycopg.errors.UniqueViolation):
         # Another upload inserted some of these records after our check: retrying finds
         # them there (unchanged), so the client is told to retry.
         raise ConcurrentUpload() from None
     result.inserted = cursor.rowcount
-    upload_guard_finish(job_id=job.pk, before_id=guard)  # signed-off periods are read-only (workflow)
-    activity_record(
-        category="reconciliation",
-        action="records_ingest",
-        user=user,
-        entity_type="reconciliation.job",
-        entity_id=job.pk,
-        metadata={k: v for k, v in result.as_dict().items() if k != "errors"} | {"on_error": on_error},
-        tenant_id=job.tenant_id,
-    )
 
 
 def _copy_into_staging(cursor, columns: list[str], *, chunks: Iterator[bytes] | None, rows: Iterable | None) -> None:

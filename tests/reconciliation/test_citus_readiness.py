@@ -66,7 +66,6 @@ KNOWN_GAPS = {
     ("reconciliation_report", "unique reconciliation_report_execution_id_key"): "one report per "
     "execution (OneToOneField)",
     # Foreign keys between distributed tables, on id alone.
-    ("reconciliation_record", "fk job_id"): "ForeignKey to ReconciliationJob",
     ("reconciliation_execution", "fk job_id"): "ForeignKey to ReconciliationJob",
     ("reconciliation_report", "fk execution_id"): "OneToOneField to Execution",
     ("reconciliation_webhookdelivery", "fk endpoint_id"): "ForeignKey to WebhookEndpoint",

@@ -1,5 +1,7 @@
 """Loading records: CSV and JSON through COPY, checked in SQL, all or nothing unless told to skip."""
 
+from decimal import Decimal
+
 import pytest
 
 from reconciliation.errors import InvalidUpload
@@ -158,23 +160,29 @@ def test_json_that_is_not_an_array_of_objects_is_refused(rows, message):
 
 
 def test_an_upload_that_loses_a_race_to_another_upload_of_the_same_records_asks_for_a_retry(monkeypatch):
+    import dataclasses
+
     from psycopg import sql
 
     from reconciliation.errors import ConcurrentUpload
     from reconciliation.ingest import records as ingest
 
     job = JobFactory()
+    # L1 is there already: the one-statement insert meets it, and the full check runs.
+    ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\n", side="left")
     text = f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\nL2,20,EUR,2026-01-31,B,,\n"
     check_then_insert = ingest._stage_and_check
 
     def another_upload_commits_after_our_check(cursor, **kwargs):
-        find_rows_to_skip, insert_good_rows = check_then_insert(cursor, **kwargs)
+        statements = check_then_insert(cursor, **kwargs)
         meanwhile = sql.SQL(
             "; INSERT INTO reconciliation_record (tenant_id, job_id, side, external_id, amount, currency, booked_on,"
             " reference, counterparty, description, raw, created_at)"
             " VALUES ({tenant}, {job}, 'left', 'L2', 20, 'EUR', '2026-01-31', 'B', '', '', '{{}}', now())"
         ).format(tenant=sql.Literal(job.tenant_id), job=sql.Literal(job.pk))
-        return sql.Composed([find_rows_to_skip, meanwhile]), insert_good_rows
+        return dataclasses.replace(
+            statements, find_rows_to_skip=sql.Composed([statements.find_rows_to_skip, meanwhile])
+        )
 
     monkeypatch.setattr(ingest, "_stage_and_check", another_upload_commits_after_our_check)
     with pytest.raises(ConcurrentUpload):
@@ -183,7 +191,41 @@ def test_an_upload_that_loses_a_race_to_another_upload_of_the_same_records_asks_
 
     # The simulated other upload rolled back with ours here; the retry goes through whole.
     retried = ingest_csv(job, text, side="left")
-    assert (retried.inserted, retried.unchanged) == (2, 0)
+    assert (retried.inserted, retried.unchanged) == (1, 1)
+
+
+def test_an_upload_of_new_good_rows_is_one_insert_without_the_full_check(monkeypatch):
+    from reconciliation.ingest import records as ingest
+
+    def full_check(*args, **kwargs):
+        raise AssertionError("the full check ran")
+
+    monkeypatch.setattr(ingest, "_check_then_insert", full_check)
+    job = JobFactory()
+    result = ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\nL2,20.5,EUR,2026-02-01,B,,\n", side="left")
+
+    assert (result.received, result.inserted, result.unchanged, result.rejected) == (2, 2, 0, 0)
+    assert sorted(Record.objects.filter(job=job).values_list("external_id", "amount")) == [
+        ("L1", Decimal("10")),
+        ("L2", Decimal("20.5")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "second_row",
+    [
+        "L1,10,EUR,2026-01-31,A,,",  # the same record twice in one upload
+        "L2,abc,EUR,2026-01-31,B,,",  # a bad amount
+        "L2,20,EUR,2026-02-30,B,,",  # no such day
+    ],
+)
+def test_an_upload_the_one_insert_cannot_take_whole_is_refused_with_nothing_imported(second_row):
+    job = JobFactory()
+    with pytest.raises(InvalidUpload) as refused:
+        ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\n{second_row}\n", side="left")
+
+    assert refused.value.bad_rows == 1
+    assert not Record.objects.filter(job=job).exists()
 
 
 class _TerminatedMidCopy:
@@ -230,3 +272,26 @@ def test_a_connection_terminated_mid_upload_is_a_database_error_not_an_invalid_u
     finally:
         connection.close()  # the terminated connection; the next query opens a fresh one
     assert not Record.objects.filter(job=job).exists()
+
+
+def test_an_upload_to_a_job_deleted_meanwhile_imports_nothing():
+    # Records have no database foreign key to their job (its per-row check cost ~1.5 s per
+    # million rows at COMMIT): the upload checks, and locks, the job row once instead.
+    from reconciliation.models import ReconciliationJob
+
+    job = JobFactory()
+    ReconciliationJob.objects.filter(pk=job.pk).delete()
+
+    with pytest.raises(InvalidUpload, match="does not exist"):
+        ingest_csv(job, f"{HEADER}\nL1,10,EUR,2026-01-31,A,,\n", side="left")
+    assert not Record.objects.filter(job_id=job.pk).exists()
+
+
+def test_records_are_numbered_in_the_order_of_the_file():
+    job = JobFactory()
+    external_ids = [f"X{(n * 7919) % 1000:04d}" for n in range(300)]  # not sorted, all distinct
+    rows = "".join(f"{external_id},{n}.5,EUR,2026-01-31,R{n},,\n" for n, external_id in enumerate(external_ids))
+
+    ingest_csv(job, f"{HEADER}\n{rows}", side="left")
+
+    assert list(Record.objects.filter(job=job).order_by("id").values_list("external_id", flat=True)) == external_ids
