@@ -79,3 +79,10 @@ def test_staff_read_it_and_nobody_else():
     client.force_login(UserFactory(is_staff=True))
     assert client.get(URL).status_code == 200
     assert Client().get(URL).status_code == 302  # to the admin login
+
+
+def test_every_admin_page_links_staff_to_it():
+    client = Client()
+    client.force_login(UserFactory(is_staff=True))
+    page = client.get("/admin/").content.decode()
+    assert f'href="{URL}"' in page
