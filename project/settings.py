@@ -385,6 +385,11 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+# A token seen in the last API_TOKEN_CACHE_TTL_S seconds authenticates without a query, in each web
+# process (project/api/authentication.py). A token deleted in the admin keeps working in the
+# other processes for at most this long; 0 reads the database on every request.
+API_TOKEN_CACHE_TTL_S = env_int("API_TOKEN_CACHE_TTL_S", 10)
+API_TOKEN_CACHE_SIZE = env_int("API_TOKEN_CACHE_SIZE", 10_000)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Opsdeck API",
