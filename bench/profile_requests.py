@@ -108,6 +108,11 @@ def summary(label: str, plain_ms: float, per_request_ms: float, stats: pstats.St
     stats.sort_stats("tottime").print_stats(18)
     out.write("top by own time:\n")
     out.write("\n".join(line for line in buffer.getvalue().splitlines() if line.strip() and "/" in line))
+    buffer = io.StringIO()
+    stats.stream = buffer
+    stats.sort_stats("cumulative").print_stats(45)
+    out.write("\ntop by cumulative time:\n")
+    out.write("\n".join(line for line in buffer.getvalue().splitlines() if line.strip() and "/" in line))
     out.write("\n")
     return out.getvalue()
 

@@ -339,7 +339,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["project.api.permissions.ModelPermissions"],
     "DEFAULT_PAGINATION_CLASS": "project.api.pagination.CursorPagination",
     "PAGE_SIZE": API_PAGE_SIZE_DEFAULT,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["project.api.filters.FilterBackend"],  # django-filter's, skipped when unused
     "DEFAULT_RENDERER_CLASSES": [
         "project.api.renderers.ORJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
