@@ -53,6 +53,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)" || exit 1
 
-# Shell form so ${PORT} and ${WEB_CONCURRENCY} are read when the container starts; exec makes
-# gunicorn PID 1 so it receives SIGTERM and shuts down gracefully.
-CMD ["sh", "-c", "exec gunicorn project.wsgi:application --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-3} --timeout 60 --access-logfile -"]
+# Shell form so ${PORT}, ${WEB_CONCURRENCY} and ${WEB_THREADS} are read when the container starts;
+# exec makes gunicorn PID 1 so it receives SIGTERM and shuts down gracefully. WEB_THREADS > 1 runs
+# gthread workers (docs/operations.md, Sizing).
+CMD ["sh", "-c", "exec gunicorn project.wsgi:application --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-3} --threads ${WEB_THREADS:-1} --timeout 60 --access-logfile -"]

@@ -9,6 +9,7 @@ class ProjectConfig(AppConfig):
         from django.db.models.signals import post_migrate
         from django.utils.module_loading import autodiscover_modules
 
+        from project.api.authentication import connect_token_cache_signals
         from project.db.attribution import install_sql_attribution
         from project.db.pool import install_quick_pool_reconnect
         from project.db.slow_queries import install_slow_query_logger
@@ -21,6 +22,7 @@ class ProjectConfig(AppConfig):
         from project.schedules import sync_schedules_after_migrate
 
         install_slow_query_logger()
+        connect_token_cache_signals()
         install_quick_pool_reconnect()
         install_sql_attribution()
         register_metrics_collector(PoolStatsCollector())

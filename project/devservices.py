@@ -242,6 +242,8 @@ def run_stack() -> int:
                 f"{host}:{port}",
                 "--workers",
                 os.environ.get("WEB_CONCURRENCY", "2"),
+                "--threads",  # more than 1: gthread workers (docs/operations.md, Sizing)
+                os.environ.get("WEB_THREADS", "1"),
                 "--timeout",
                 "60",
                 "--access-logfile",

@@ -339,7 +339,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["project.api.permissions.ModelPermissions"],
     "DEFAULT_PAGINATION_CLASS": "project.api.pagination.CursorPagination",
     "PAGE_SIZE": API_PAGE_SIZE_DEFAULT,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["project.api.filters.FilterBackend"],  # django-filter's, skipped when unused
     "DEFAULT_RENDERER_CLASSES": [
         "project.api.renderers.ORJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -385,6 +385,11 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+# A token seen in the last API_TOKEN_CACHE_TTL_S seconds authenticates without a query, in each web
+# process (project/api/authentication.py). A token deleted in the admin keeps working in the
+# other processes for at most this long; 0 reads the database on every request.
+API_TOKEN_CACHE_TTL_S = env_int("API_TOKEN_CACHE_TTL_S", 10)
+API_TOKEN_CACHE_SIZE = env_int("API_TOKEN_CACHE_SIZE", 10_000)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Opsdeck API",

@@ -63,24 +63,30 @@ class TaskSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "created_at", "updated_at", "completed_at"]
 
-    def to_representation(self, instance: Task) -> dict:
+    def to_representation(self, instance: Task | dict) -> dict:
         # What DRF's per-field machinery renders, written out: it was most of a 50-row page's CPU
         # (bench/results/profile-*.txt). tests/tasks/test_serializers.py holds it equal to DRF's.
-        zone = timezone.get_current_timezone()
-        return {
-            "id": instance.pk,
-            "project": instance.project_id,
-            "title": str(instance.title),
-            "description": str(instance.description),
-            "assignee": instance.assignee_id,
-            "status": str(instance.status),
-            "priority": str(instance.priority),
-            "deadline": _drf_datetime(instance.deadline, zone),
-            "tags": [str(tag) for tag in instance.tags],
-            "created_at": _drf_datetime(instance.created_at, zone),
-            "updated_at": _drf_datetime(instance.updated_at, zone),
-            "completed_at": _drf_datetime(instance.completed_at, zone),
-        }
+        # The API's reads pass rows (selectors.task_rows), its writes model instances.
+        if not isinstance(instance, dict):
+            instance = {name: getattr(instance, name) for name in selectors.TASK_ROW_FIELDS}
+        return task_row_representation(instance, timezone.get_current_timezone())
+
+
+def task_row_representation(row: dict, zone) -> dict:
+    return {
+        "id": row["id"],
+        "project": row["project_id"],
+        "title": str(row["title"]),
+        "description": str(row["description"]),
+        "assignee": row["assignee_id"],
+        "status": str(row["status"]),
+        "priority": str(row["priority"]),
+        "deadline": _drf_datetime(row["deadline"], zone),
+        "tags": [str(tag) for tag in row["tags"]],
+        "created_at": _drf_datetime(row["created_at"], zone),
+        "updated_at": _drf_datetime(row["updated_at"], zone),
+        "completed_at": _drf_datetime(row["completed_at"], zone),
+    }
 
 
 def _drf_datetime(value, zone) -> str | None:
@@ -185,6 +191,9 @@ class TaskViewSet(viewsets.ModelViewSet):
         return DEFAULT_ORDERING
 
     def get_queryset(self):
+        # Reads render rows, never model instances; writes need the instances (services).
+        if self.action in ("list", "retrieve"):
+            return selectors.task_rows()
         return selectors.task_list()
 
     def list(self, request, *args, **kwargs):

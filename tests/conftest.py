@@ -37,18 +37,21 @@ def webhook_receivers_on_loopback_allowed(settings):
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    """Every test starts with an empty cache (stats, throttle histories).
+    """Every test starts with an empty cache (stats, throttle histories, remembered API tokens).
 
     Only the cache's own keys: FLUSHDB would also drop the Celery broker's queues when both
     share one Redis database, as they do under `make run`.
     """
+    from project.api.authentication import forget_all_tokens
     from project.cachebreaker import reset_breaker
 
     reset_breaker()  # a test that stalled Redis must not leave the next one without a cache
     cache.delete_pattern("*")
+    forget_all_tokens()  # the API tokens each process remembers (project/api/authentication.py)
     yield
     reset_breaker()
     cache.delete_pattern("*")
+    forget_all_tokens()
 
 
 def grant(user, *codenames: str):

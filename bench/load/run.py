@@ -347,6 +347,15 @@ class Server:
             return []
         return [round(child.memory_info().rss / 2**20, 1) for child in children]
 
+    def worker_cpu_s(self) -> float:
+        """CPU seconds (user + system) the workers have used so far: per point, divided by the
+        requests served, the cost of a request, which other jobs on the machine barely change."""
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return float("nan")
+        return sum(child.cpu_times().user + child.cpu_times().system for child in children)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -528,13 +537,13 @@ def main() -> int:
                 warm_stats_caches(config)
                 load_before = load_average()
                 buckets_before = latency_buckets(opsdeck)
-                mine = run_locust(opsdeck.url, scenario, users, LOAD_SECONDS, config_path)
+                mine = measured(opsdeck, scenario, users, config_path)
                 mine["prometheus_view"], mine["prometheus_p95_ms"] = prometheus_p95_ms(
                     buckets_before, latency_buckets(opsdeck)
                 )
                 base = None
                 if scenario in FLOOR_SCENARIOS:
-                    base = run_locust(floor.url, scenario, users, LOAD_SECONDS, config_path)
+                    base = measured(floor, scenario, users, config_path)
                 row = {
                     "scenario": scenario,
                     "users": users,
@@ -575,6 +584,16 @@ def main() -> int:
     return 0 if throttle_ok else 1
 
 
+def measured(server: Server, scenario: str, users: int, config_path: Path) -> dict:
+    """One locust point against `server`, with the workers' CPU ms per request it served."""
+    cpu_before = server.worker_cpu_s()
+    point = run_locust(server.url, scenario, users, LOAD_SECONDS, config_path)
+    # The /metrics scrape after Opsdeck's point is outside this window; locust's count is close
+    # to what the workers served (requests in flight at the end are in neither or both).
+    point["cpu_ms_per_request"] = (server.worker_cpu_s() - cpu_before) * 1000 / max(point["requests"], 1)
+    return point
+
+
 def format_row(row: dict) -> str:
     mine, base = row["opsdeck"], row["floor"]
     errors = ", ".join(f"{status}: {count}" for status, count in sorted(mine["errors"].items())) or "0"
@@ -582,12 +601,14 @@ def format_row(row: dict) -> str:
         f"{row['scenario']:<17}{row['users']:>4}{mine['rps']:>9.1f}{mine['p50_ms']:>7.0f}{mine['p95_ms']:>7.0f}"
         f"{mine['p99_ms']:>7.0f}{mine.get('prometheus_p95_ms', float('nan')):>7.0f}  {errors:<12}"
     )
+    cpu = mine.get("cpu_ms_per_request", float("nan"))
     if base:
         rps_ratio = mine["rps"] / base["rps"] if base["rps"] else float("nan")
         p95_ratio = mine["p95_ms"] / base["p95_ms"] if base["p95_ms"] else float("nan")
         text += f"{base['rps']:>9.1f}{base['p95_ms']:>7.0f}{rps_ratio:>8.2f}{p95_ratio:>8.2f}"
+        text += f"{cpu:>8.2f}{base.get('cpu_ms_per_request', float('nan')):>7.2f}"
     else:
-        text += f"{'-':>9}{'-':>7}{'-':>8}{'-':>8}"
+        text += f"{'-':>9}{'-':>7}{'-':>8}{'-':>8}{cpu:>8.2f}{'-':>7}"
     return text + f"   {row['load_average'].split()[0]:>6}"
 
 
@@ -601,7 +622,7 @@ def render(started_at, config, results, rss, throttled, throttle_ok) -> str:
         "(the load generator runs on the same machine; compare ratios, not absolute figures)",
         "",
         f"{'scenario':<17}{'users':>4}{'rps':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'prom95':>7}  {'errors':<12}"
-        f"{'floor rps':>9}{'p95':>7}{'rps ÷':>8}{'p95 ÷':>8}   {'load1':>6}",
+        f"{'floor rps':>9}{'p95':>7}{'rps ÷':>8}{'p95 ÷':>8}{'cpu/req':>8}{'floor':>7}   {'load1':>6}",
     ]
     lines += [format_row(row) for row in results]
     fivexx = {status: count for status, count in throttled["errors"].items() if status.startswith("5")}
@@ -609,6 +630,8 @@ def render(started_at, config, results, rss, throttled, throttle_ok) -> str:
         "",
         "ms for p50/p95/p99 (locust, client side); prom95 is the p95 Prometheus computes for the point's view from "
         "django-prometheus' histogram (server side, bucket-interpolated); 'rps ÷' and 'p95 ÷' are Opsdeck ÷ floor; "
+        "cpu/req is the web workers' CPU ms (user + system) per request served in the point, Opsdeck's then the "
+        "floor's: the cost of a request, which a busy machine changes far less than rps and p95; "
         "load1 is the 1-minute load average before the point.",
         f"web worker RSS (MB): start {rss.get('opsdeck_start')}, end {rss.get('opsdeck_end')}; "
         f"floor workers at the end {rss.get('floor_end')}",

@@ -93,7 +93,8 @@ class KeysetPaginator(LibraryCursorPaginator):
 
     @staticmethod
     def _position_value(field: models.Field, instance) -> str:
-        value = getattr(instance, field.attname)
+        # A page holds model instances or, for reads that skip them, dicts of the row's values.
+        value = instance[field.attname] if isinstance(instance, dict) else getattr(instance, field.attname)
         # isoformat keeps microseconds and the offset; repr(float) round-trips exactly.
         return (
             value.isoformat()

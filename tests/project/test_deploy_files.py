@@ -9,7 +9,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 OPSDECK_SERVICES = ("migrate", "web", "worker", "beat")
 # Read outside project/settings.py: by gunicorn's command line, Celery's worker signal and
 # prometheus_client itself.
-READ_ELSEWHERE = {"WEB_CONCURRENCY", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"}
+READ_ELSEWHERE = {"WEB_CONCURRENCY", "WEB_THREADS", "WORKER_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def opsdeck_environment() -> dict[str, set[str]]:

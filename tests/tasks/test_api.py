@@ -105,7 +105,7 @@ def test_an_unexpected_error_is_an_enveloped_500_without_a_traceback(staff_clien
     def explode():
         raise RuntimeError("boom: secret internals")
 
-    monkeypatch.setattr("tasks.selectors.task_list", explode)
+    monkeypatch.setattr("tasks.selectors.task_rows", explode)
     response = staff_client.get(TASKS)
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "server_error", "message": "Internal server error."}}

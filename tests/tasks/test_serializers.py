@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework import serializers
 
+from tasks import selectors
 from tasks.api import TaskSerializer
 from tasks.models import Task
+from tests.factories import TaskFactory, UserFactory
 
 aware_datetimes = st.datetimes(
     min_value=dt.datetime(1900, 1, 1),
@@ -43,3 +45,21 @@ def test_task_output_equals_drf_field_by_field_rendering(zone, task):
         reference = serializers.ModelSerializer.to_representation(TaskSerializer(), task)
 
     assert dict(written_out) == dict(reference)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_rows_the_api_reads_render_as_their_model_instances_do(zone):
+    now = timezone.now()
+    TaskFactory(assignee=UserFactory(), deadline=now, tags=["a", "b"], completed_at=now, status=Task.Status.DONE)
+    TaskFactory(assignee=None, deadline=None, tags=[])
+
+    with timezone.override(zone):
+        from_rows = TaskSerializer(list(selectors.task_rows().order_by("id")), many=True).data
+        reference = [
+            serializers.ModelSerializer.to_representation(TaskSerializer(), task)
+            for task in selectors.task_list().order_by("id")
+        ]
+
+    assert [dict(row) for row in from_rows] == [dict(row) for row in reference]
+    assert len(reference) == 2
