@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 export DJANGO_SETTINGS_MODULE := project.settings
+# Benchmarks run against the embedded services after migrating: a fresh checkout's database is empty.
+BENCH := $(PY) -m project.devservices exec -- sh -c '$(PY) manage.py migrate --no-input -v0 && exec "$$@"' bench
 
 .PHONY: run test ci lint hooks check alerts install-promtool install-hypopg bench bench-search load bench-approvals bench-reconciliation bench-recon-files chaos fuzz clean-venv
 
@@ -73,10 +75,10 @@ install-hypopg: $(VENV)/.installed
 ci: install-hypopg test lint check alerts
 
 bench: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/pagination.py
+	$(BENCH) $(PY) bench/pagination.py
 
 bench-search: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/search.py
+	$(BENCH) $(PY) bench/search.py
 
 # Closed-loop load test beside a raw floor (bench/load/run.py; LOAD_SECONDS, LOAD_USERS,
 # LOAD_SCENARIOS, LOAD_TASKS, WEB_CONCURRENCY, WEB_THREADS configure it). Seeds 1M tasks once under var/.
@@ -84,15 +86,15 @@ load: $(VENV)/.installed-dev
 	$(PY) -m project.devservices exec -- $(PY) bench/load/run.py
 
 bench-approvals: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/approvals.py
+	$(BENCH) $(PY) bench/approvals.py
 
 bench-reconciliation: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/reconciliation.py
+	$(BENCH) $(PY) bench/reconciliation.py
 
 # Source-profile CSV vs plain CSV ingest rate, and the streamed export's time and web RSS
 # (bench/recon_files.py). RECON_FILES_ARGS="--records 1000000" for the issue's size.
 bench-recon-files: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/recon_files.py $(RECON_FILES_ARGS)
+	$(BENCH) $(PY) bench/recon_files.py $(RECON_FILES_ARGS)
 
 # Faults against a stack of its own (embedded PostgreSQL + Redis under var/chaos, gunicorn on
 # 127.0.0.1:$(CHAOS_PORT), a worker, beat) under a steady load; ~10 minutes, Linux only (pg_ctl,
@@ -138,7 +140,7 @@ test-replica: $(VENV)/.installed-dev
 	$(PY) -m project.replica_rig $(PYTEST_ARGS)
 
 bench-locks: $(VENV)/.installed-dev
-	$(PY) -m project.devservices exec -- $(PY) bench/locks.py
+	$(BENCH) $(PY) bench/locks.py
 
 clean-venv:
 	rm -rf $(VENV)
