@@ -4,7 +4,8 @@
 
 Runs as production does (DEBUG off, token auth, the real middleware), through Django's test
 client against the seeded database: the task list's first page (50 rows), a task's detail, a
-cache hit (tasks/stats) and the admin's task changelist (logged in; --only picks some). Prints
+cache hit (tasks/stats), the admin's task changelist (logged in) and a search for a common word
+(--only picks some). Prints
 per-request wall time (without, then with the profiler), the top functions by own time and by cumulative
 time, and the cumulative share of each middleware and of DRF's phases; writes the same text to
 bench/results/profile-<time>.txt.
@@ -143,6 +144,7 @@ def main() -> int:
         ("task detail", client, f"/api/v1/tasks/{task_id}/", {}),
         ("tasks/stats cache hit", client, "/api/v1/tasks/stats/", {"assignee": assignee.pk if assignee else user.pk}),
         ("admin task changelist (session)", admin_client, "/admin/tasks/task/", {}),
+        ("task search, common word", client, "/api/v1/tasks/", {"search": "invoice"}),
     ]
     for label, case_client, path, params in cases:
         if args.only and not any(word in label for word in args.only.split(",")):

@@ -279,9 +279,23 @@ def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int, con
     finally:
         drop_job(job)
 
-    baseline = baseline_match(data.left_csv, data.right_csv, sample_left=min(baseline_sample, n_left))
-    sample_ids = baseline.sample_left_ids or []
-    baseline_quality = score(data.truth_csv, baseline.pairs, within_left=sample_ids)
+    if baseline_sample:
+        baseline = baseline_match(data.left_csv, data.right_csv, sample_left=min(baseline_sample, n_left))
+        baseline_quality = score(data.truth_csv, baseline.pairs, within_left=baseline.sample_left_ids or [])
+        baseline_figures = {
+            "sample_left": baseline.sample_size,
+            "measured_s": round(baseline.seconds_measured, 2),
+            "load_s": round(baseline.load_seconds, 2),
+            "extrapolated_full_s": round(baseline.extrapolated_seconds_full, 1),
+            "extrapolated_full_cpu_s": round(baseline.extrapolated_cpu_seconds_full, 1),
+            "precision_on_sample": round(baseline_quality.precision, 5),
+            "recall_on_sample": round(baseline_quality.recall, 5),
+            "peak_rss_mb": round(baseline.peak_rss_mb, 1),
+        }
+    else:  # --baseline-sample 0: at 10M the in-memory script needs ~14 GB
+        baseline_figures = dict.fromkeys(
+            ("sample_left", "measured_s", "load_s", "extrapolated_full_s", "extrapolated_full_cpu_s"), 0
+        ) | {"precision_on_sample": "-", "recall_on_sample": "-", "peak_rss_mb": "-"}
     return {
         "n_left": data.n_left,
         "n_right": data.n_right,
@@ -294,7 +308,9 @@ def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int, con
         "end_to_end_s": round(ingest_s + match_s, 2),
         "copy_floor_s": round(floor_s, 2),
         "copy_floor_records_per_s": round(records / floor_s),
-        "end_to_end_over_baseline": round((ingest_s + match_s) / baseline.extrapolated_seconds_full, 3),
+        "end_to_end_over_baseline": round((ingest_s + match_s) / baseline_figures["extrapolated_full_s"], 3)
+        if baseline_sample
+        else "no baseline run: -",
         "calibration": [bucket.as_dict() for bucket in buckets],
         "calibration_lines": calibration_lines(buckets),
         "traps": traps,
@@ -312,16 +328,7 @@ def bench_size(n_left: int, *, seed: int, baseline_sample: int, repeat: int, con
         "open_by_reason": execution.summary["open_by_reason"],
         "worker_peak_rss_mb": round(worker_rss_mb, 1),
         "summary_endpoint": latency,
-        "baseline": {
-            "sample_left": baseline.sample_size,
-            "measured_s": round(baseline.seconds_measured, 2),
-            "load_s": round(baseline.load_seconds, 2),
-            "extrapolated_full_s": round(baseline.extrapolated_seconds_full, 1),
-            "extrapolated_full_cpu_s": round(baseline.extrapolated_cpu_seconds_full, 1),
-            "precision_on_sample": round(baseline_quality.precision, 5),
-            "recall_on_sample": round(baseline_quality.recall, 5),
-            "peak_rss_mb": round(baseline.peak_rss_mb, 1),
-        },
+        "baseline": baseline_figures,
     }
 
 
@@ -377,6 +384,8 @@ def print_table(result: dict) -> None:
     for name, ours, theirs in rows:
         print(f"  {name:<30} {ours:<42} {theirs}")
     print(f"  passes: {json.dumps({k: v['matches'] for k, v in result['passes'].items()})}")
+    # Each pass's own time: compared across sizes, how each step of the plan grows with n.
+    print(f"  pass seconds: {json.dumps({k: v.get('duration_ms', 0) / 1000 for k, v in result['passes'].items()})}")
     print(f"  open by reason: {json.dumps(result['open_by_reason'])}")
     print(f"  traps: {json.dumps(result['traps'])}")
     print("  calibration of proposed matches (auto and suggested) against the truth:")
@@ -390,7 +399,9 @@ def main() -> int:
     parser.add_argument("--sequential-uploads", action="store_true", help="left, then right (default: both at once)")
     parser.add_argument("--records", dest="sizes", help="the same as --sizes (e.g. --records 1000000)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--baseline-sample", type=int, default=10_000)
+    parser.add_argument(
+        "--baseline-sample", type=int, default=10_000, help="left records the Python baseline matches; 0: no baseline"
+    )
     parser.add_argument("--repeat", type=int, default=200, help="summary endpoint requests per variant")
     args = parser.parse_args()
     results = []
