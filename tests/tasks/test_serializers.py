@@ -14,7 +14,6 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
 from project.api.renderers import ORJSONRenderer
-
 from tasks import selectors
 from tasks.api import TaskSerializer
 from tasks.models import Task
