@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,6 +357,30 @@ def schema_operation_labels(schema: dict) -> list[str]:
     ]
 
 
+def misrouted_request(operation: str, phase: str, interaction: dict) -> RunError:
+    uri = re.sub(r"^https?://[^/]+", "", interaction["request"]["uri"])
+    return RunError(
+        label=operation,
+        phase=phase,
+        kind="MisroutedRequest",
+        message=_clip(f"the client sent it to {uri}, another route; its checks do not apply", 300),
+        fatal=False,
+    )
+
+
+def reached_its_route(path_template: str, interaction: dict | None) -> bool:
+    """Whether the request went to the operation's own path: a path parameter of "." or ".." is a
+    dot segment the HTTP client removes (RFC 3986), so `GET /atoms/{id}/` with id "." is sent as
+    `GET /atoms/` and checked against the detail schema. That is the tool's artifact, not the API's."""
+    if interaction is None:
+        return True
+    path = urllib.parse.urlsplit(interaction["request"]["uri"]).path
+    pattern = "".join(
+        "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", path_template)
+    )
+    return re.fullmatch(pattern, path) is not None
+
+
 def read_events(ndjson_path: Path, tracebacks: dict[str, str], schema_operations: list[str]):
     operations: dict[str, OperationStats] = {label: OperationStats() for label in schema_operations}
     operations[UNDOCUMENTED_METHODS] = OperationStats()
@@ -398,6 +423,9 @@ def read_events(ndjson_path: Path, tracebacks: dict[str, str], schema_operations
                     status = response.get("status_code")
                     if check["name"] == "status_code_conformance" and status and status >= 500:
                         continue  # counted once, as a server error
+                    if check["name"] != "not_a_server_error" and not reached_its_route(case["path"], interaction):
+                        errors.append(misrouted_request(operation, event["phase"], interaction))
+                        continue
                     stats.failures[check["name"]] += 1
                     message = (check.get("failure_info") or {}).get("failure", {}).get("message", "")
                     # One line per kind of failure: a schema violation is told apart by its message.

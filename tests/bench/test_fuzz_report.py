@@ -93,3 +93,38 @@ def test_a_request_that_timed_out_counts_against_the_api():
     error = fuzz.RunError(label="GET /api/v1/tasks/", phase="fuzzing", kind="ReadTimeout", message="", fatal=False)
 
     assert error.api_fault
+
+
+def test_a_dot_segment_id_that_the_client_sends_to_the_list_is_the_tools_artifact_not_a_violation(tmp_path):
+    detail_checked_against_a_list_body = [
+        ("not_a_server_error", "success"),
+        ("response_schema_conformance", "failure"),
+    ]
+    misrouted = scenario(
+        "fuzzing", [("GET", "/api/v1/approvals/atoms/{id}/", 200, detail_checked_against_a_list_body, "r1")]
+    )
+    # requests removes the dot segment of id ".": GET /atoms/./ goes out as GET /atoms/.
+    misrouted["ScenarioFinished"]["recorder"]["interactions"]["case0"]["request"]["uri"] = (
+        "http://127.0.0.1:8931/api/v1/approvals/atoms/"
+    )
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text(json.dumps(misrouted) + "\n")
+
+    operations, failures, _, errors = fuzz.read_events(ndjson, {}, ["GET /api/v1/approvals/atoms/{id}/"])
+
+    assert failures == {}
+    assert operations["GET /api/v1/approvals/atoms/{id}/"].failures == {}
+    assert [(error.kind, error.api_fault) for error in errors] == [("MisroutedRequest", False)]
+
+
+def test_a_request_that_reached_its_route_keeps_its_schema_violation(tmp_path):
+    violation = [("not_a_server_error", "success"), ("response_schema_conformance", "failure")]
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text(
+        json.dumps(scenario("fuzzing", [("GET", "/api/v1/approvals/atoms/{id}/", 200, violation, "r1")])) + "\n"
+    )
+
+    _, failures, _, errors = fuzz.read_events(ndjson, {}, ["GET /api/v1/approvals/atoms/{id}/"])
+
+    assert [failure.check for failure in failures.values()] == ["response_schema_conformance"]
+    assert errors == []
