@@ -1,3 +1,4 @@
+import json
 from datetime import UTC
 
 from django.contrib import admin
@@ -39,26 +40,44 @@ admin.site.login_form = ThrottledAdminLoginForm
 
 
 class EstimatedCountPaginator(Paginator):
-    """Admin paginator that never COUNT(*)s a whole big table.
+    """Admin paginator that never COUNT(*)s a big table, filtered or not.
 
     Unfiltered, it reads PostgreSQL's row estimate (pg_class.reltuples, kept by ANALYZE and
-    autovacuum); filtered lists are counted exactly, since filters keep them small.
+    autovacuum). Filtered, it counts exactly up to EXACT_COUNT_LIMIT rows; past that it reads
+    the planner's estimate for the filtered query. A filter can keep most of a table (versions
+    with status=pending at 1M rows: an exact count took 120 ms of each 180 ms page view), and
+    beyond ten thousand rows nobody pages to the end to check the total.
     """
+
+    EXACT_COUNT_LIMIT = 10_000
 
     @cached_property
     def count(self) -> int:
-        query = self.object_list.query
-        if not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
-                    [self.object_list.model._meta.db_table],
-                )
-                row = cursor.fetchone()
+        queryset = self.object_list.order_by()
+        if not queryset.query.where:
+            estimate = self._table_estimate()
             # A never-analyzed table reports -1/0: then its real count is cheap.
-            if row and row[0] > 10_000:
-                return row[0]
-        return super().count
+            if estimate > self.EXACT_COUNT_LIMIT:
+                return estimate
+        # Django counts a sliced queryset as SELECT COUNT(*) FROM (... LIMIT n): it stops early.
+        bounded = queryset[: self.EXACT_COUNT_LIMIT + 1].count()
+        if bounded <= self.EXACT_COUNT_LIMIT:
+            return bounded
+        return max(bounded, self._planner_estimate(queryset))
+
+    def _table_estimate(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+                [self.object_list.model._meta.db_table],
+            )
+            row = cursor.fetchone()
+        return row[0] if row else 0
+
+    @staticmethod
+    def _planner_estimate(queryset) -> int:
+        plan = json.loads(queryset.explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"])
 
 
 class SkipScanDatesMixin:

@@ -1,5 +1,7 @@
 """The task admin: constant query count, full-text search, the bulk status actions, big-table paging."""
 
+import json
+
 import pytest
 from django.contrib.admin.views.main import ChangeList
 from django.core.cache import cache
@@ -114,6 +116,20 @@ def test_estimated_count_paginator_reads_the_estimate_only_for_big_unfiltered_li
 
     assert EstimatedCountPaginator(Task.objects.order_by("pk"), per_page=10).count == 50_000
     assert EstimatedCountPaginator(Task.objects.filter(status=Task.Status.TODO).order_by("pk"), per_page=10).count == 9
+
+
+def test_estimated_count_paginator_stops_counting_a_filtered_list_past_its_exact_limit(monkeypatch):
+    TaskFactory.create_batch(9, status=Task.Status.TODO)
+    monkeypatch.setattr(EstimatedCountPaginator, "EXACT_COUNT_LIMIT", 5)
+    todo = Task.objects.filter(status=Task.Status.TODO).order_by("pk")
+    planner_estimate = json.loads(todo.order_by().explain(format="json"))[0]["Plan"]["Plan Rows"]
+
+    with CaptureQueriesContext(connection) as queries:
+        count = EstimatedCountPaginator(todo, per_page=10).count
+
+    # The exact count stopped at 6 rows; past the limit the total is the planner's estimate.
+    assert "LIMIT 6" in queries.captured_queries[0]["sql"]
+    assert count == max(6, planner_estimate)
 
 
 @pytest.mark.parametrize("title", ["Plain", "Quotes \" and ' and <b>tags</b> & ampersands", "Ünïcödé ✓"])
