@@ -87,6 +87,11 @@ class VersionAdmin(ReadOnlyAdminMixin, BigTableAdmin):
     # decision would pay for it), and newest first is the primary key's order.
     list_filter = ["status", "entity_type", "created_at"]
     list_select_related = ["author", "decided_by", "decided_by_rule"]
+    # As the task changelist: rendering is the cost, linear in rows (41 ms of CPU for 100 rows
+    # at 1M versions, bench/profile_requests.py); a reviewer works the queue 50 at a time.
+    list_per_page = 50
+    # A version's content can be 100,000 characters: the list shows titles.
+    changelist_defer = ("content", "replaced_content")
     search_fields = ["=id", "=entity_id"]
     search_help_text = "Version id or entity id."
     ordering = ["-id"]

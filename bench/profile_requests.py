@@ -4,7 +4,8 @@
 
 Runs as production does (DEBUG off, token auth, the real middleware), through Django's test
 client against the seeded database: the task list's first page (50 rows), a task's detail, a
-cache hit (tasks/stats), the admin's task changelist (logged in) and a search for a common word
+cache hit (tasks/stats), the admin's task and pending-versions changelists (logged in) and a search
+for a common word
 (--only picks some). Prints
 per-request wall time (without, then with the profiler), the top functions by own time and by cumulative
 time, and the cumulative share of each middleware and of DRF's phases; writes the same text to
@@ -145,6 +146,12 @@ def main() -> int:
         ("tasks/stats cache hit", client, "/api/v1/tasks/stats/", {"assignee": assignee.pk if assignee else user.pk}),
         ("admin task changelist (session)", admin_client, "/admin/tasks/task/", {}),
         ("task search, common word", client, "/api/v1/tasks/", {"search": "invoice"}),
+        (
+            "admin versions changelist, pending (session)",
+            admin_client,
+            "/admin/approvals/version/",
+            {"status__exact": "pending"},
+        ),
     ]
     for label, case_client, path, params in cases:
         if args.only and not any(word in label for word in args.only.split(",")):

@@ -218,6 +218,18 @@ def test_version_changelist_runs_the_same_number_of_queries_for_5_and_25_version
     assert twenty_five_queries == five_queries
 
 
+def test_version_changelist_does_not_fetch_the_content_it_does_not_show(reviewer, logged_in):
+    VersionFactory(content="x" * 50_000)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in(reviewer).get(VERSION_CHANGELIST)
+
+    assert response.status_code == 200
+    page_query = next(query["sql"] for query in queries if '"approvals_version"."title"' in query["sql"])
+    assert '"approvals_version"."content"' not in page_query
+    assert '"approvals_version"."replaced_content"' not in page_query
+
+
 # --- The version page's diff -------------------------------------------------------------------------
 
 
