@@ -74,6 +74,9 @@ SPLIT_MIN_AMOUNT = 100.00  # parts are >= 10% of the total: >= 10.00 each
 
 _REFERENCE_PADDING = re.compile(r"(^|[A-Z])0+(?=[0-9])")
 _REF_PREFIXES = ("INV", "PO", "CN", "SO")
+# Four more prefixes only for sets whose groups would fill more than half of the first four's
+# space (10M x 10M): smaller sets keep the references, and so the data, they always had.
+_REF_PREFIXES_LARGE = (*_REF_PREFIXES, "DN", "RC", "BL", "CR")
 _REF_YEARS = (2025, 2026)
 _REF_SPACE = len(_REF_PREFIXES) * len(_REF_YEARS) * 1_000_000
 
@@ -436,9 +439,11 @@ def _format_fixed(units: int) -> str:
 
 
 class _Generator:
-    def __init__(self, rng: random.Random, noise: NoiseProfile):
+    def __init__(self, rng: random.Random, noise: NoiseProfile, n_left: int = 0):
         self.rng = rng
         self.noise = noise
+        self.ref_prefixes = _REF_PREFIXES_LARGE if n_left > _REF_SPACE // 3 else _REF_PREFIXES
+        self.ref_space = len(self.ref_prefixes) * len(_REF_YEARS) * 1_000_000
         # Drawn at random and kept unique with a set: a cheap arithmetic permutation made the references
         # of neighbouring groups (close in date) look alike, which a similarity pass would notice.
         self.references_used: set[int] = set()
@@ -477,17 +482,17 @@ class _Generator:
 
     def reference(self) -> str:
         used = self.references_used
-        if len(used) > _REF_SPACE // 2:
+        if len(used) > self.ref_space // 2:
             raise ValueError("more groups than the reference space holds comfortably")
-        n = int(self.rng.random() * _REF_SPACE)
+        n = int(self.rng.random() * self.ref_space)
         while n in used:
-            n = int(self.rng.random() * _REF_SPACE)
+            n = int(self.rng.random() * self.ref_space)
         used.add(n)
         n, base = divmod(n, 1_000_000)
         prefix_index, year_index = divmod(n, len(_REF_YEARS))
         high, low = divmod(base, 1000)
         check = (10 - (self.luhn_years[year_index] + _LUHN_HIGH[high] + _LUHN_LOW[low]) % 10) % 10
-        return f"{_REF_PREFIXES[prefix_index]}-{_REF_YEARS[year_index]}-{base:06d}{check}"
+        return f"{self.ref_prefixes[prefix_index]}-{_REF_YEARS[year_index]}-{base:06d}{check}"
 
     def right_reference_format(self, reference: str) -> str:
         """The same reference as a ledger might write it: equal after normalize_reference."""
@@ -684,7 +689,7 @@ def generate(
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    gen = _Generator(rng, noise)
+    gen = _Generator(rng, noise, n_left)
     codes, _ = _plan(n_left, noise, rng)
     counts = dict.fromkeys(KINDS, 0)
 
