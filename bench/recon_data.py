@@ -74,9 +74,9 @@ SPLIT_MIN_AMOUNT = 100.00  # parts are >= 10% of the total: >= 10.00 each
 
 _REFERENCE_PADDING = re.compile(r"(^|[A-Z])0+(?=[0-9])")
 _REF_PREFIXES = ("INV", "PO", "CN", "SO")
-# Four more prefixes only for sets whose groups would fill more than half of the first four's
+# Eight more prefixes only for sets whose groups would fill more than half of the first four's
 # space (10M x 10M): smaller sets keep the references, and so the data, they always had.
-_REF_PREFIXES_LARGE = (*_REF_PREFIXES, "DN", "RC", "BL", "CR")
+_REF_PREFIXES_LARGE = (*_REF_PREFIXES, "DN", "RC", "BL", "CR", "DB", "PY", "RF", "ST")
 _REF_YEARS = (2025, 2026)
 _REF_SPACE = len(_REF_PREFIXES) * len(_REF_YEARS) * 1_000_000
 
