@@ -428,9 +428,11 @@ TASK_NOTIFY_WEBHOOK_URLS = env_list("TASK_NOTIFY_WEBHOOK_URLS", "")
 # HMAC key of the X-Opsdeck-Signature on task webhooks (docs/webhooks.md); empty sends them unsigned.
 TASK_NOTIFY_WEBHOOK_SECRET = env_str("TASK_NOTIFY_WEBHOOK_SECRET", "")
 TASK_STATS_CACHE_TTL_S = 300
-# Ranked search (`search=`) ranks at most this many matching tasks, found by the GIN index; a
-# word matching more is answered from the first ones found (refine the words to reach others).
+# Ranked search (`search=`) ranks at most this many matching tasks: the newest matches when the
+# newest TASK_SEARCH_RECENT_WINDOW tasks hold that many (a common word), else those plus the first
+# the GIN index finds. A word matching more is answered from those (refine the words for others).
 TASK_SEARCH_CANDIDATES_MAX = env_int("TASK_SEARCH_CANDIDATES_MAX", 1000)
+TASK_SEARCH_RECENT_WINDOW = env_int("TASK_SEARCH_RECENT_WINDOW", 20_000)
 
 # --- Email (django.core.mail; docs/settings.md) -----------------------------------------------
 

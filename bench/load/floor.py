@@ -27,6 +27,7 @@ COLUMNS = (
 )
 PAGE_SIZE = 50
 SEARCH_CANDIDATES = int(os.environ.get("TASK_SEARCH_CANDIDATES_MAX", "1000"))
+SEARCH_RECENT_WINDOW = int(os.environ.get("TASK_SEARCH_RECENT_WINDOW", "20000"))
 
 pool = ConnectionPool(
     os.environ["FLOOR_DATABASE_URL"],
@@ -66,16 +67,26 @@ def _task_list(query: dict) -> dict:
         text = query["search"][0]
         # A trailing * is a prefix, as in Opsdeck (tasks.selectors.task_search_query).
         tsquery, text = ("to_tsquery", f"{text[:-1]}:*") if text.endswith("*") else ("websearch_to_tsquery", text)
-        candidates = (
-            f"SELECT id FROM tasks_task WHERE search_vector @@ {tsquery}('english', %s) LIMIT {SEARCH_CANDIDATES}"
+        # As tasks.selectors.task_search: the newest matches within the recent window (primary key
+        # walked backwards), and the GIN index's first matches only when the window holds too few.
+        recent = (
+            f"SELECT id FROM tasks_task WHERE id > (SELECT max(id) FROM tasks_task) - {SEARCH_RECENT_WINDOW}"
+            f" AND search_vector @@ {tsquery}('english', %s) ORDER BY id DESC LIMIT {SEARCH_CANDIDATES}"
         )
-        sql = (
+        indexed = f"SELECT id FROM tasks_task WHERE search_vector @@ {tsquery}('english', %s) LIMIT {SEARCH_CANDIDATES}"
+        ranked = (
             f"SELECT {COLUMNS}, ts_rank(search_vector, {tsquery}('english', %s))::float8 AS rank"
-            f" FROM tasks_task WHERE id IN ({candidates}) ORDER BY rank DESC, id DESC LIMIT {PAGE_SIZE + 1}"
+            " FROM tasks_task WHERE id = ANY(%s){or_indexed} ORDER BY rank DESC, id DESC LIMIT " + str(PAGE_SIZE + 1)
         )
         with pool.connection() as conn, conn.transaction():
-            conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
-            rows = conn.execute(sql, [text, text]).fetchall()
+            conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            newest = [row["id"] for row in conn.execute(recent, [text]).fetchall()]
+            conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = on")
+            if len(newest) < SEARCH_CANDIDATES:
+                sql, params = ranked.format(or_indexed=f" OR id IN ({indexed})"), [text, newest, text]
+            else:
+                sql, params = ranked.format(or_indexed=""), [text, newest]
+            rows = conn.execute(sql, params).fetchall()
         for row in rows:
             row.pop("rank")
     else:

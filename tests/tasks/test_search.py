@@ -1,9 +1,9 @@
-"""Ranked full-text search: bounded candidates from the GIN index, relevance within them, a cursor.
+"""Ranked full-text search: bounded candidates, relevance within them, a cursor.
 
 At 1M tasks a common word matches 100,000+ rows; ranking all of them before the page was cut cost
 seconds (bench/search.py measures old and new side by side). These tests pin the properties that
-keep it in milliseconds: the plan reads the GIN index and cuts the candidates with a Limit below
-the ranking sort, whatever the words.
+keep it in milliseconds: candidates come from a bounded walk over the newest tasks or from the GIN
+index, cut by a Limit below the ranking sort, whatever the words.
 """
 
 import json
@@ -75,6 +75,43 @@ def test_search_ranks_only_the_bounded_candidates(staff_client):
 
     assert len(bounded) == 3
     assert len(ids(staff_client.get(TASKS, {"search": "zeppelin"}))) == 5
+
+
+@override_settings(TASK_SEARCH_CANDIDATES_MAX=3, TASK_SEARCH_RECENT_WINDOW=1000)
+def test_a_word_common_among_the_newest_tasks_ranks_its_newest_matches(staff_client):
+    TaskFactory.create_batch(3, description="zeppelin zeppelin zeppelin")  # older, rank higher
+    newest = TaskFactory.create_batch(3, description="zeppelin")
+
+    found = ids(staff_client.get(TASKS, {"search": "zeppelin"}))
+
+    assert sorted(found) == sorted(task.pk for task in newest)
+
+
+@override_settings(TASK_SEARCH_CANDIDATES_MAX=3, TASK_SEARCH_RECENT_WINDOW=2)
+def test_a_word_rare_among_the_newest_tasks_is_found_through_the_index_beside_its_newest_match(staff_client):
+    older = TaskFactory.create_batch(2, description="zeppelin")
+    TaskFactory.create_batch(4, description="unrelated")
+    newest_match = TaskFactory(description="zeppelin")  # alone in the window of the 2 newest ids
+
+    found = ids(staff_client.get(TASKS, {"search": "zeppelin"}))
+
+    assert sorted(found) == sorted([newest_match.pk, *(task.pk for task in older)])
+
+
+@pytest.mark.parametrize("text", ["invoice", "renewal contract", "invoi*"])
+def test_recent_window_walks_the_primary_key_backwards_within_the_window_and_never_the_gin_index(text):
+    TaskFactory.create_batch(3, description="Send the invoice for the renewal.")
+    queryset = selectors.task_search_recent_matches(selectors.task_list(), selectors.task_search_query(text))
+
+    with selectors.task_search_recent_plan():
+        (plan,) = json.loads(queryset[:1000].explain(format="json"))
+
+    nodes = [node for node, _ in _walk(plan["Plan"])]
+    assert not [node for node in nodes if node.get("Index Name") == "task_search_gin"]
+    assert not [node for node in nodes if "Bitmap" in node["Node Type"]]
+    walk = next(node for node in nodes if node.get("Index Name") == "tasks_task_pkey" and node.get("Index Cond"))
+    assert walk["Node Type"] == "Index Scan" and walk["Scan Direction"] == "Backward"
+    assert "id >" in walk["Index Cond"]  # bounded by the window, not the whole table
 
 
 def test_other_filters_choose_the_candidates_so_a_bound_never_hides_filtered_matches(staff_client):
