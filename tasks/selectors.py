@@ -11,6 +11,7 @@ from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, Float
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from project.db.expressions import InArray
 from tasks.models import Project, Task
 
 BATCH_MAX_IDS = 500
@@ -86,7 +87,7 @@ def task_search(queryset: QuerySet[Task], text: str) -> QuerySet[Task]:
     query = task_search_query(text)
     limit = settings.TASK_SEARCH_CANDIDATES_MAX
     newest = _newest_matches(queryset, query, limit)
-    candidates = Q(pk__in=newest)
+    candidates = Q(InArray("pk", newest))
     if len(newest) < limit:
         candidates |= Q(pk__in=queryset.filter(search_vector=query).order_by().values("pk")[:limit])
     # ts_rank is a float4, whose text form ("0.0607927") does not round-trip through a Python

@@ -1,5 +1,7 @@
 """SQL expressions Django's ORM does not spell by itself."""
 
+from collections.abc import Iterable
+
 from django.db.models import BooleanField, Expression, F
 
 
@@ -44,3 +46,38 @@ class RowComparison(Expression):
         placeholders = ", ".join(["%s"] * len(self.values))
         params.extend(self.values)
         return f"({', '.join(column_sql)}) {self.operator} ({placeholders})", params
+
+
+class InArray(Expression):
+    """`column = ANY(%s::<type>[])`: membership in a list of integers passed as one parameter.
+
+    `pk__in=[...]` with 1,000 ids cost ~4 ms of Python per query: Django resolves, copies and
+    preps every value and psycopg splits a query with 1,000 placeholders. Here the ids travel as
+    one array literal, built once (psycopg's own list dumper spends ~1 ms on 1,000 ints), and
+    PostgreSQL plans `= ANY(array)` like `IN (...)`. The cast to the column's type keeps its index.
+    """
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, column: str, values: Iterable[int]):
+        super().__init__()
+        self.column = F(column)
+        # int() rejects anything that is not an integer, so the literal cannot carry other syntax.
+        self.array_literal = "{" + ",".join(str(int(value)) for value in values) + "}"
+
+    def get_source_expressions(self):
+        return [self.column]
+
+    def set_source_expressions(self, exprs):
+        (self.column,) = exprs
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        clone = self.copy()
+        clone.column = self.column.resolve_expression(query, allow_joins, reuse, summarize)
+        return clone
+
+    def as_sql(self, compiler, connection):
+        column_sql, params = compiler.compile(self.column)
+        db_type = self.column.output_field.cast_db_type(connection)
+        return f"{column_sql} = ANY(%s::{db_type}[])", [*params, self.array_literal]

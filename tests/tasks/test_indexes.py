@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from project.db.expressions import RowComparison
+from project.db.expressions import InArray, RowComparison
 from tasks import selectors
 from tasks.models import Task
 from tests.factories import TaskFactory, UserFactory
@@ -63,6 +63,26 @@ def test_cursor_page_seeks_with_a_row_comparison_index_condition(assignee):
     # The seek is an index condition (a range start), not a filter applied to every row read:
     # the expanded `a < x OR (a = x AND b < y)` form would not appear as one ROW() condition.
     assert scan.index_cond.startswith("(ROW(created_at, id) < ROW(")
+
+
+def test_id_list_is_one_array_parameter_served_by_the_primary_key(assignee):
+    # Search hands its candidate ids (up to 1,000) to the ranking query as one array, not one
+    # placeholder per id; the cast to bigint keeps the primary key usable.
+    ids = list(Task.objects.values_list("pk", flat=True))
+    page = Task.objects.filter(InArray("pk", [ids[0], ids[-1]]))
+
+    sql, params = page.query.sql_with_params()
+    scan = scan_on(index_scans(page, only="tasks_task_pkey"), "tasks_task_pkey")
+
+    assert params == (f"{{{ids[0]},{ids[-1]}}}",)
+    assert "= ANY(%s::bigint[])" in sql
+    assert "ANY" in scan.index_cond
+    assert sorted(page.values_list("pk", flat=True)) == sorted([ids[0], ids[-1]])
+
+
+def test_id_list_rejects_what_is_not_an_integer():
+    with pytest.raises(ValueError):
+        InArray("pk", ["1}, {2"])
 
 
 def test_status_filter_is_served_by_the_status_priority_index_prefix(assignee):
