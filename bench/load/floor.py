@@ -76,16 +76,17 @@ def _task_list(query: dict) -> dict:
         indexed = f"SELECT id FROM tasks_task WHERE search_vector @@ {tsquery}('english', %s) LIMIT {SEARCH_CANDIDATES}"
         ranked = (
             f"SELECT {COLUMNS}, ts_rank(search_vector, {tsquery}('english', %s))::float8 AS rank"
-            " FROM tasks_task WHERE id = ANY(%s){or_indexed} ORDER BY rank DESC, id DESC LIMIT " + str(PAGE_SIZE + 1)
+            " FROM tasks_task WHERE {candidates} ORDER BY rank DESC, id DESC LIMIT " + str(PAGE_SIZE + 1)
         )
         with pool.connection() as conn, conn.transaction():
             conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
             newest = [row["id"] for row in conn.execute(recent, [text]).fetchall()]
             conn.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = on")
             if len(newest) < SEARCH_CANDIDATES:
-                sql, params = ranked.format(or_indexed=f" OR id IN ({indexed})"), [text, newest, text]
+                candidates = f"id IN (SELECT unnest(%s::bigint[]) UNION ({indexed}))"
+                sql, params = ranked.format(candidates=candidates), [text, newest, text]
             else:
-                sql, params = ranked.format(or_indexed=""), [text, newest]
+                sql, params = ranked.format(candidates="id = ANY(%s::bigint[])"), [text, newest]
             rows = conn.execute(sql, params).fetchall()
         for row in rows:
             row.pop("rank")
