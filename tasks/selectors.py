@@ -87,12 +87,12 @@ def task_search(queryset: QuerySet[Task], text: str) -> QuerySet[Task]:
     query = task_search_query(text)
     limit = settings.TASK_SEARCH_CANDIDATES_MAX
     newest = _newest_matches(queryset, query, limit)
-    candidates = Q(InArray("pk", newest))
+    candidates = InArray("pk", newest)
     if len(newest) < limit:
         # One IN over a UNION, not `id = ANY(...) OR id IN (...)`: PostgreSQL cannot serve an OR
         # of two subplans from an index and filtered all 1M rows (160 ms for a rare word).
         indexed = queryset.filter(search_vector=query).order_by().values("pk")[:limit]
-        candidates = Q(pk__in=queryset.filter(InArray("pk", newest)).order_by().values("pk").union(indexed))
+        candidates = Q(pk__in=queryset.filter(candidates).order_by().values("pk").union(indexed))
     # ts_rank is a float4, whose text form ("0.0607927") does not round-trip through a Python
     # float: a cursor on a tied rank then skipped rows. As float8 the cursor's value is exact.
     rank = Cast(SearchRank(F("search_vector"), query), output_field=FloatField())

@@ -32,11 +32,6 @@ class RowComparison(Expression):
     def set_source_expressions(self, exprs):
         self.columns = list(exprs)
 
-    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
-        clone = self.copy()
-        clone.columns = [col.resolve_expression(query, allow_joins, reuse, summarize) for col in self.columns]
-        return clone
-
     def as_sql(self, compiler, connection):
         column_sql, params = [], []
         for column in self.columns:
@@ -71,11 +66,6 @@ class InArray(Expression):
 
     def set_source_expressions(self, exprs):
         (self.column,) = exprs
-
-    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
-        clone = self.copy()
-        clone.column = self.column.resolve_expression(query, allow_joins, reuse, summarize)
-        return clone
 
     def as_sql(self, compiler, connection):
         column_sql, params = compiler.compile(self.column)
