@@ -3,11 +3,12 @@
     python -m project.devservices exec -- python bench/recon_density.py [--sizes 1000000,10000000]
 
 The tolerance pass probes, for every open left record, the right records of its currency within
-the default drift (max(1.00, 0.5%)) and date window (±3 days), and scores each before the
-evidence filter. bench/recon_data.py keeps the date span and the amount range fixed, so a larger
-set is a denser one: this prints the box's population (average, median, max) over a sample of
-20,000 left records of the data bench/reconciliation.py generated under var/bench/ (run it
-first for each size). It reads the CSVs into scratch tables, not the records table.
+the default rules' drift (max(1.00, 0.5%)) and date window (±3 days), in the same SQL as the
+pass (passes.tolerance_sql), and scores each before the evidence filter. bench/recon_data.py
+keeps the date span and the amount range fixed, so a larger set is a denser one: this prints
+the box's population (average, median, max) over a sample of 20,000 left records of the data
+bench/reconciliation.py generated under var/bench/ (run it first for each size). It reads the
+CSVs into scratch tables, not the records table.
 """
 
 import argparse
@@ -25,15 +26,20 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
+from reconciliation.engine.passes import tolerance_sql  # noqa: E402
+from reconciliation.engine.rules import MatchingRules  # noqa: E402
+
 SAMPLE = 20_000
-BOX_POPULATION = """
+_DEFAULT_RULES = MatchingRules()
+_DRIFT = tolerance_sql(_DEFAULT_RULES, "l.amount")
+_WINDOW = int(_DEFAULT_RULES.date_window_days)
+BOX_POPULATION = f"""
     SELECT count(*), avg(cnt), percentile_cont(0.5) WITHIN GROUP (ORDER BY cnt), max(cnt)
     FROM density_left l CROSS JOIN LATERAL (
         SELECT count(*) AS cnt FROM density_right r
         WHERE r.currency = l.currency
-          AND r.amount BETWEEN l.amount - greatest(1.00, abs(l.amount) * 0.005)
-                           AND l.amount + greatest(1.00, abs(l.amount) * 0.005)
-          AND r.booked_on BETWEEN l.booked_on - 3 AND l.booked_on + 3
+          AND r.amount BETWEEN l.amount - {_DRIFT} AND l.amount + {_DRIFT}
+          AND r.booked_on BETWEEN l.booked_on - {_WINDOW} AND l.booked_on + {_WINDOW}
     ) n
 """
 
