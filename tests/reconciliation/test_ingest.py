@@ -228,6 +228,71 @@ def test_an_upload_the_one_insert_cannot_take_whole_is_refused_with_nothing_impo
     assert not Record.objects.filter(job=job).exists()
 
 
+# Values at the edge of each rule. The one INSERT tests a row with cheaper SQL than the full
+# check (records._ROW_FAST_OK): the two must agree on every value, or a bad row would slip in, or a
+# good upload would pay for the full check.
+AMOUNT_EDGES = [
+    ("12345678901234.1234", True),  # 14 digits before the point, 4 after
+    (" +7.5 ", True),
+    ("-0", True),
+    ("123456789012345", False),  # 15 digits before the point
+    ("00000000000000001", False),  # 17 digits, even if the value fits
+    ("1.12345", False),
+    (".5", False),
+    ("5.", False),
+    ("--5", False),
+    ("1.2.3", False),
+    ("1e5", False),
+    ("NaN", False),
+    ("", False),
+]
+DATE_EDGES = [
+    ("2024-02-29", True),
+    (" 2026-12-31 ", True),
+    ("0001-01-01", True),
+    ("2026-02-29", False),  # not a leap year
+    ("2026-04-31", False),
+    ("2026-13-01", False),
+    ("2026-00-10", False),
+    ("0000-01-01", False),
+    ("2026-1-01", False),
+    ("20260-01-01", False),
+    ("31/01/2026", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("amount", "booked_on", "accepted"),
+    [(amount, "2026-01-31", accepted) for amount, accepted in AMOUNT_EDGES]
+    + [("10.00", booked_on, accepted) for booked_on, accepted in DATE_EDGES],
+)
+def test_the_one_insert_and_the_full_check_agree_on_every_edge_value(monkeypatch, amount, booked_on, accepted):
+    from reconciliation.ingest import records as ingest
+
+    full_check_ran = []
+    real_full_check = ingest._check_then_insert
+
+    def spied_full_check(*args, **kwargs):
+        full_check_ran.append(True)
+        return real_full_check(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_check_then_insert", spied_full_check)
+    job = JobFactory()
+    text = f'{HEADER}\nL1,"{amount}",EUR,"{booked_on}",A,,\n'
+
+    if accepted:
+        assert ingest_csv(job, text, side="left").inserted == 1
+        assert not full_check_ran
+    else:
+        with pytest.raises(InvalidUpload) as refused:
+            ingest_csv(job, text, side="left")
+        assert full_check_ran
+        assert [problem.split(":")[0] for problem in refused.value.row_errors[0]["errors"]] == [
+            "amount" if booked_on == "2026-01-31" else "booked_on"
+        ]
+        assert not Record.objects.filter(job=job).exists()
+
+
 class _TerminatedMidCopy:
     """A CSV stream whose second read terminates the backend doing the COPY (a database restart)."""
 
