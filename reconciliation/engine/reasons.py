@@ -90,15 +90,25 @@ def _open_records_with_reason_sql(ctx: MatchingContext, *, without_open_exceptio
 
 
 @contextmanager
-def _without_merge_joins(cursor):
-    """For one statement (SET LOCAL, then back): the same-reference join hashes the open records
-    and probes them with one scan of the job's records. Left to itself the planner (no statistics
-    on a CTE) sorted every record of the job to merge-join them: 4.9 s of the 6.3 s this
-    statement took at 1M x 1M."""
-    cursor.execute("SELECT current_setting('enable_mergejoin'), set_config('enable_mergejoin', 'off', true)")
-    before = cursor.fetchone()[0]
+def hash_joins_only(cursor):
+    """For one statement (SET LOCAL, then back): every join of the reasons statement hashes.
+
+    Merge joins: left to itself the planner (no statistics on a CTE) sorted every record of the
+    job to merge-join them, 4.9 s of the 6.3 s this statement took at 1M x 1M. Nested loops: a job
+    whose records and exceptions the statistics have not seen yet (a fresh upload, before
+    autovacuum's ANALYZE) looks like a job with one open record, and the planner walked the job's
+    records once per open record: a 100k x 100k demo job beside an analyzed 1M x 1M one passed the
+    30 s statement timeout; with hash joins it took 0.3 s."""
+    cursor.execute(
+        "SELECT current_setting('enable_mergejoin'), current_setting('enable_nestloop'),"
+        " set_config('enable_mergejoin', 'off', true), set_config('enable_nestloop', 'off', true)"
+    )
+    mergejoin, nestloop = cursor.fetchone()[:2]
     yield
-    cursor.execute("SELECT set_config('enable_mergejoin', %s, true)", [before])
+    cursor.execute(
+        "SELECT set_config('enable_mergejoin', %s, true), set_config('enable_nestloop', %s, true)",
+        [mergejoin, nestloop],
+    )
 
 
 def record_exceptions(ctx: MatchingContext) -> None:
@@ -118,7 +128,7 @@ def record_exceptions(ctx: MatchingContext) -> None:
             """,
             {"execution": execution.pk, "tenant": execution.tenant_id, "job": execution.job_id},
         )
-        with _without_merge_joins(cursor):
+        with hash_joins_only(cursor):
             cursor.execute(
                 f"""
             INSERT INTO reconciliation_unmatched
@@ -134,7 +144,7 @@ def open_reasons_preview(ctx: MatchingContext) -> dict[str, int]:
     """Open records by the reason record_exceptions would file (dry runs)."""
     index_working_set_windows(ctx)
     with connection.cursor() as cursor:
-        with _without_merge_joins(cursor):
+        with hash_joins_only(cursor):
             cursor.execute(
                 f"""
             SELECT reason, count(*)
