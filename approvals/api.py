@@ -4,6 +4,7 @@ requesting staff member's notification subscriptions."""
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -24,6 +25,7 @@ from approvals.models import (
 )
 from approvals.policy import PolicyRule
 from project.api.filters import IdFilter, IsoDateTimeFilter
+from project.api.representation import datetime_renderer
 from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
@@ -106,6 +108,35 @@ class VersionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance: Version | dict) -> dict:
+        # What DRF's per-field machinery renders, written out (as tasks.api.TaskSerializer):
+        # tests/approvals/test_serializers.py holds it equal to DRF's. The list passes rows
+        # (selectors.version_rows), everything else model instances.
+        if not isinstance(instance, dict):
+            instance = {name: getattr(instance, name) for name in selectors.VERSION_ROW_FIELDS}
+        return version_row_representation(instance, timezone.get_current_timezone())
+
+
+def version_row_representation(row: dict, zone) -> dict:
+    datetime_text = datetime_renderer(zone)
+    return {
+        "id": row["id"],
+        "entity_type": str(row["entity_type"]),
+        "entity_id": int(row["entity_id"]),
+        "title": str(row["title"]),
+        "content": str(row["content"]),
+        "tags": row["tags"],
+        "author": row["author_id"],
+        "status": str(row["status"]),
+        "decided_by": row["decided_by_id"],
+        "decided_by_rule": row["decided_by_rule_id"],
+        "decision_reason": str(row["decision_reason"]),
+        "decided_at": datetime_text(row["decided_at"], zone),
+        "reverted_by": row["reverted_by_id"],
+        "reverted_at": datetime_text(row["reverted_at"], zone),
+        "created_at": datetime_text(row["created_at"], zone),
+    }
+
 
 class VersionProposeSerializer(serializers.Serializer):
     entity_type = serializers.ChoiceField(choices=EntityType.choices)
@@ -160,7 +191,8 @@ class VersionViewSet(
     action_permissions = dict.fromkeys(("approve", "reject", "revert", "bulk_approve", "bulk_reject"), DECIDE)
 
     def get_queryset(self):
-        return selectors.version_list()
+        # The list renders rows; the other actions read model instances.
+        return selectors.version_rows() if self.action == "list" else selectors.version_list()
 
     def get_serializer_class(self):
         return VersionProposeSerializer if self.action == "create" else VersionSerializer

@@ -20,6 +20,33 @@ def version_list() -> QuerySet[Version]:
     return Version.objects.select_related("author")
 
 
+# What the API renders of a version (api.VersionSerializer): ids for the users and the rule.
+VERSION_ROW_FIELDS = (
+    "id",
+    "entity_type",
+    "entity_id",
+    "title",
+    "content",
+    "tags",
+    "author_id",
+    "status",
+    "decided_by_id",
+    "decided_by_rule_id",
+    "decision_reason",
+    "decided_at",
+    "reverted_by_id",
+    "reverted_at",
+    "created_at",
+)
+
+
+def version_rows() -> QuerySet:
+    """Versions as dicts of VERSION_ROW_FIELDS, for the API's list: no model instance per row and
+    no join of the author (the API renders its id only); a 50-row page cost 11.2 ms in process with
+    instances and DRF's fields (bench/results/profile-*.txt)."""
+    return Version.objects.values(*VERSION_ROW_FIELDS)
+
+
 def rule_list() -> QuerySet[ApprovalRule]:
     return ApprovalRule.objects.all()
 

@@ -146,6 +146,7 @@ def main() -> int:
         ("tasks/stats cache hit", client, "/api/v1/tasks/stats/", {"assignee": assignee.pk if assignee else user.pk}),
         ("admin task changelist (session)", admin_client, "/admin/tasks/task/", {}),
         ("task search, common word", client, "/api/v1/tasks/", {"search": "invoice"}),
+        ("approvals versions list, pending", client, "/api/v1/approvals/versions/", {"status": "pending"}),
         (
             "admin versions changelist, pending (session)",
             admin_client,

@@ -1,7 +1,5 @@
 """Tasks API: /api/v1/projects/ and /api/v1/tasks/ (with batch, bulk-update and stats)."""
 
-import datetime
-
 import django_filters
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,6 +12,7 @@ from rest_framework.response import Response
 
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.pagination import DEFAULT_ORDERING
+from project.api.representation import datetime_renderer
 from tasks import selectors, services
 from tasks.models import Project, Task
 
@@ -75,7 +74,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 def task_row_representation(row: dict, zone) -> dict:
-    datetime_text = _utc_datetime if getattr(zone, "key", None) == "UTC" else _drf_datetime
+    datetime_text = datetime_renderer(zone)
     return {
         "id": row["id"],
         "project": row["project_id"],
@@ -90,24 +89,6 @@ def task_row_representation(row: dict, zone) -> dict:
         "updated_at": datetime_text(row["updated_at"], zone),
         "completed_at": datetime_text(row["completed_at"], zone),
     }
-
-
-def _utc_datetime(value, zone) -> datetime.datetime | str | None:
-    """_drf_datetime when the current zone is UTC (the default): PostgreSQL's datetimes arrive in
-    UTC, and both renderers (orjson with OPT_UTC_Z, DRF's encoder) write a UTC datetime exactly as
-    DRF's field does, so it passes through unformatted. Formatting it here was ~6% of a list
-    request's CPU under load (bench/results/profile-spy-*.txt)."""
-    if value is None or value.tzinfo is datetime.UTC:
-        return value
-    return _drf_datetime(value, zone)
-
-
-def _drf_datetime(value, zone) -> str | None:
-    """serializers.DateTimeField().to_representation: ISO 8601 in the current zone, UTC as Z."""
-    if not value:
-        return None
-    text = (value.astimezone(zone) if timezone.is_aware(value) else timezone.make_aware(value, zone)).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class TaskIdsSerializer(serializers.Serializer):
