@@ -89,23 +89,7 @@ class AtomViewSet(EntityViewSet):
 class VersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Version
-        fields = [
-            "id",
-            "entity_type",
-            "entity_id",
-            "title",
-            "content",
-            "tags",
-            "author",
-            "status",
-            "decided_by",
-            "decided_by_rule",
-            "decision_reason",
-            "decided_at",
-            "reverted_by",
-            "reverted_at",
-            "created_at",
-        ]
+        fields = list(selectors.VERSION_API_FIELDS)
         read_only_fields = fields
 
     def to_representation(self, instance: Version | dict) -> dict:

@@ -20,24 +20,26 @@ def version_list() -> QuerySet[Version]:
     return Version.objects.select_related("author")
 
 
-# What the API renders of a version (api.VersionSerializer): ids for the users and the rule.
-VERSION_ROW_FIELDS = (
+# What the API renders of a version (api.VersionSerializer's fields), and the columns that hold
+# it: the users and the rule are rendered as their ids (author -> author_id).
+VERSION_API_FIELDS = (
     "id",
     "entity_type",
     "entity_id",
     "title",
     "content",
     "tags",
-    "author_id",
+    "author",
     "status",
-    "decided_by_id",
-    "decided_by_rule_id",
+    "decided_by",
+    "decided_by_rule",
     "decision_reason",
     "decided_at",
-    "reverted_by_id",
+    "reverted_by",
     "reverted_at",
     "created_at",
 )
+VERSION_ROW_FIELDS = tuple(Version._meta.get_field(name).attname for name in VERSION_API_FIELDS)
 
 
 def version_rows() -> QuerySet:

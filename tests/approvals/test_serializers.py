@@ -3,9 +3,6 @@
 Compared as the bytes each renderer sends (orjson for the API, DRF's encoder for the browsable
 API), as tests/tasks/test_serializers.py does for tasks."""
 
-import datetime as dt
-import zoneinfo
-
 import pytest
 from django.utils import timezone
 from hypothesis import given, settings
@@ -16,13 +13,8 @@ from approvals import selectors
 from approvals.api import VersionSerializer
 from approvals.models import EntityType, Version
 from tests.approvals.factories import VersionFactory
-from tests.tasks.test_serializers import assert_renders_alike
+from tests.tasks.test_serializers import assert_renders_alike, aware_datetimes
 
-aware_datetimes = st.datetimes(
-    min_value=dt.datetime(1900, 1, 1),
-    max_value=dt.datetime(2200, 1, 1),
-    timezones=st.sampled_from([dt.UTC, zoneinfo.ZoneInfo("Europe/Paris"), zoneinfo.ZoneInfo("America/New_York")]),
-)
 ids = st.integers(min_value=1, max_value=2**63 - 1)
 versions = st.builds(
     Version,
