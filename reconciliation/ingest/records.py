@@ -260,6 +260,19 @@ def _stage_and_check(cursor, *, job: ReconciliationJob, columns: list[str], defa
     return check_and_insert_statements(job=job, columns=columns, default_side=default_side)
 
 
+# The checks of a value's shape, the same for every upload.
+_VALUE_CHECKS = {
+    "amount_ok": sql.SQL(_AMOUNT_OK).format(
+        amount_shape_re=sql.Literal(AMOUNT_SHAPE_PATTERN),
+        amount_integer_digits=sql.Literal(AMOUNT_INTEGER_DIGITS),
+        amount_decimals=sql.Literal(AMOUNT_DECIMALS),
+    ),
+    "currency_re": sql.Literal(CURRENCY_PATTERN),
+    "date_re": sql.Literal(DATE_PATTERN),
+    "date_ok": sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+}
+
+
 @dataclass(frozen=True)
 class IngestStatements:
     """The SQL of one upload over `recon_staging`: see check_and_insert."""
@@ -286,14 +299,7 @@ def check_and_insert_statements(
         "side": side,
         "reference": reference,
         "counterparty": _optional(columns, "counterparty"),
-        "amount_ok": sql.SQL(_AMOUNT_OK).format(
-            amount_shape_re=sql.Literal(AMOUNT_SHAPE_PATTERN),
-            amount_integer_digits=sql.Literal(AMOUNT_INTEGER_DIGITS),
-            amount_decimals=sql.Literal(AMOUNT_DECIMALS),
-        ),
-        "currency_re": sql.Literal(CURRENCY_PATTERN),
-        "date_re": sql.Literal(DATE_PATTERN),
-        "date_ok": sql.SQL(_DATE_OK).format(date_re=sql.Literal(DATE_PATTERN)),
+        **_VALUE_CHECKS,
         "date_written": sql.Literal(date_written),
     }
 
