@@ -25,7 +25,7 @@ from approvals.models import (
 )
 from approvals.policy import PolicyRule
 from project.api.filters import IdFilter, IsoDateTimeFilter
-from project.api.representation import datetime_renderer
+from project.api.representation import as_row, datetime_renderer
 from project.api.throttling import ScopedRateThrottle
 
 BULK_MAX_IDS = 500
@@ -96,9 +96,9 @@ class VersionSerializer(serializers.ModelSerializer):
         # What DRF's per-field machinery renders, written out (as tasks.api.TaskSerializer):
         # tests/approvals/test_serializers.py holds it equal to DRF's. The list passes rows
         # (selectors.version_rows), everything else model instances.
-        if not isinstance(instance, dict):
-            instance = {name: getattr(instance, name) for name in selectors.VERSION_ROW_FIELDS}
-        return version_row_representation(instance, timezone.get_current_timezone())
+        return version_row_representation(
+            as_row(instance, selectors.VERSION_ROW_FIELDS), timezone.get_current_timezone()
+        )
 
 
 def version_row_representation(row: dict, zone) -> dict:

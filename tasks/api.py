@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from project.api.filters import IdFilter, IsoDateTimeFilter
 from project.api.pagination import DEFAULT_ORDERING
-from project.api.representation import datetime_renderer
+from project.api.representation import as_row, datetime_renderer
 from tasks import selectors, services
 from tasks.models import Project, Task
 
@@ -48,29 +48,14 @@ class TaskSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = [
-            "id",
-            "project",
-            "title",
-            "description",
-            "assignee",
-            "status",
-            "priority",
-            "deadline",
-            "tags",
-            "created_at",
-            "updated_at",
-            "completed_at",
-        ]
+        fields = list(selectors.TASK_API_FIELDS)
         read_only_fields = ["id", "created_at", "updated_at", "completed_at"]
 
     def to_representation(self, instance: Task | dict) -> dict:
         # What DRF's per-field machinery renders, written out: it was most of a 50-row page's CPU
         # (bench/results/profile-*.txt). tests/tasks/test_serializers.py holds it equal to DRF's.
         # The API's reads pass rows (selectors.task_rows), its writes model instances.
-        if not isinstance(instance, dict):
-            instance = {name: getattr(instance, name) for name in selectors.TASK_ROW_FIELDS}
-        return task_row_representation(instance, timezone.get_current_timezone())
+        return task_row_representation(as_row(instance, selectors.TASK_ROW_FIELDS), timezone.get_current_timezone())
 
 
 def task_row_representation(row: dict, zone) -> dict:

@@ -28,13 +28,14 @@ def task_list() -> QuerySet[Task]:
     return Task.objects.defer("search_vector")
 
 
-# What the API renders of a task, in TaskSerializer's order (project and assignee as ids).
-TASK_ROW_FIELDS = (
+# What the API renders of a task (api.TaskSerializer's fields), and the columns that hold it:
+# project and assignee are rendered as their ids (project -> project_id).
+TASK_API_FIELDS = (
     "id",
-    "project_id",
+    "project",
     "title",
     "description",
-    "assignee_id",
+    "assignee",
     "status",
     "priority",
     "deadline",
@@ -43,6 +44,7 @@ TASK_ROW_FIELDS = (
     "updated_at",
     "completed_at",
 )
+TASK_ROW_FIELDS = tuple(Task._meta.get_field(name).attname for name in TASK_API_FIELDS)
 
 
 def task_rows() -> QuerySet[Task]:

@@ -11,6 +11,14 @@ import datetime
 from django.utils import timezone
 
 
+def as_row(instance, fields: tuple[str, ...]) -> dict:
+    """A row as the written-out serializers take it: a `.values()` dict as it is, a model instance
+    (a write's result, a detail) read into one."""
+    if isinstance(instance, dict):
+        return instance
+    return {name: getattr(instance, name) for name in fields}
+
+
 def drf_datetime(value, zone) -> str | None:
     """serializers.DateTimeField().to_representation: ISO 8601 in the current zone, UTC as Z."""
     if not value:
