@@ -7,6 +7,8 @@ never analyzed, which is the same situation: the plan the planner picks for them
 fresh job gets.
 """
 
+from contextlib import nullcontext
+
 import pytest
 from django.db import connection
 
@@ -25,11 +27,7 @@ def reasons_plan(job, *, hash_joins: bool) -> str:
     load_working_set(ctx)
     index_working_set_windows(ctx)
     sql = reasons._open_records_with_reason_sql(ctx, without_open_exception=True)
-    with connection.cursor() as cursor:
-        if hash_joins:
-            with reasons.hash_joins_only(cursor):
-                cursor.execute(f"EXPLAIN {sql}", {"job": job.pk})
-                return "\n".join(row[0] for row in cursor.fetchall())
+    with connection.cursor() as cursor, reasons.hash_joins_only(cursor) if hash_joins else nullcontext():
         cursor.execute(f"EXPLAIN {sql}", {"job": job.pk})
         return "\n".join(row[0] for row in cursor.fetchall())
 
