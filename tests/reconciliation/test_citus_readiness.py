@@ -91,7 +91,7 @@ KNOWN_GAPS = {
     ("reconciliation_scheduledrun", "unique recon_schedrun_job_slot_uniq"): "one run per job and slot",
     # Joins between distributed tables in the matcher's SQL (function: aliases without tenant_id).
     ("matching.load_working_set", "join m,r"): "open records: NOT EXISTS on matchedrecord, which has no tenant_id",
-    ("matching.record_exceptions", "join m"): "closes exceptions of matched records: matchedrecord has "
+    ("matching.CLOSE_MATCHED_EXCEPTIONS_SQL", "join m"): "closes exceptions of matched records: matchedrecord has "
     "no tenant_id (unmatched u is pinned to the tenant)",
     ("matching.job_totals", "join m,r"): "summary counts: record LEFT JOIN matchedrecord",
 }
@@ -170,8 +170,21 @@ def _catalog_gaps(distributed: set[str]) -> set[tuple[str, str]]:
 TABLE_ALIAS = re.compile(r"\breconciliation_(\w+)\s+(?:AS\s+)?(?!WHERE\b|SET\b|ON\b|USING\b|JOIN\b)([a-z]\w*)\b")
 
 
-def _sql_texts(function: ast.FunctionDef):
-    """The SQL statements written in a function: string literals and f-strings (their {…} parts
+def _named_units(sources: list[str]):
+    """(name, node) of every function and every module-level constant of the sources (a
+    statement can be kept in a constant, for a test to EXPLAIN it)."""
+    for source in sources:
+        module = ast.parse(source)
+        for node in module.body:
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                yield node.targets[0].id, node
+        for node in ast.walk(module):
+            if isinstance(node, ast.FunctionDef):
+                yield node.name, node
+
+
+def _sql_texts(function: ast.AST):
+    """The SQL statements written in a function or constant: string literals and f-strings (their {…} parts
     read as `{}`) that contain a SELECT or an UPDATE."""
     for node in ast.walk(function):
         if isinstance(node, ast.JoinedStr):
@@ -198,16 +211,14 @@ def _matcher_joins(distributed: set[str]) -> set[tuple[str, str]]:
         Path(module.__file__).read_text() for module in (reconciliation.engine.passes, reconciliation.engine.reasons)
     ]
     gaps = set()
-    for function in (node for source in sources for node in ast.walk(ast.parse(source))):
-        if not isinstance(function, ast.FunctionDef):
-            continue
-        for text in _sql_texts(function):
+    for name, node in _named_units(sources):
+        for text in _sql_texts(node):
             aliases = {alias for table, alias in TABLE_ALIAS.findall(text) if f"reconciliation_{table}" in distributed}
             if len(aliases) < 2:
                 continue
             unpinned = sorted(alias for alias in aliases if f"{alias}.tenant_id" not in text)
             if unpinned:
-                gaps.add((f"matching.{function.name}", "join " + ",".join(unpinned)))
+                gaps.add((f"matching.{name}", "join " + ",".join(unpinned)))
     return gaps
 
 

@@ -1,4 +1,6 @@
-"""The statement that files the exceptions' reasons hashes every join, whatever the statistics say.
+"""After the passes, the exceptions' statements keep their plans whatever the statistics say: the
+one that files the reasons hashes every join, the one that closes matched records' exceptions
+probes MatchedRecord once per open exception.
 
 A fresh upload is matched before autovacuum has analyzed it: its open records can look like one
 row to the planner, which then walks the job's records once per open record (a 100k x 100k job
@@ -75,3 +77,27 @@ def test_the_join_settings_are_back_after_the_statement():
             assert cursor.fetchone()[0] == "off"
         cursor.execute("SELECT current_setting('enable_nestloop'), current_setting('enable_mergejoin')")
         assert cursor.fetchone() == (before, "on")
+
+
+def close_matched_exceptions_plan(job) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN {reasons.CLOSE_MATCHED_EXCEPTIONS_SQL}", {"execution": 0, "tenant": job.tenant_id, "job": job.pk}
+        )
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_closing_the_exceptions_of_matched_records_probes_matched_records_once_per_open_exception():
+    # 20,000 MatchedRecord rows the statistics have not seen, as after a first big run: as a join
+    # the planner walked all of them and probed every exceptions partition for each.
+    job = a_job_with_open_records()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO reconciliation_matchedrecord (record_id, match_id)"
+            " SELECT n, n FROM generate_series(100000001, 100020000) n"
+        )
+
+    plan = close_matched_exceptions_plan(job)
+
+    assert "SubPlan" in plan and "reconciliation_matchedrecord_pkey" in plan, plan
+    assert "Seq Scan on reconciliation_matchedrecord" not in plan, plan
