@@ -318,6 +318,34 @@ def _assign_greedy(cursor) -> None:
         ) ON COMMIT DROP
         """
     )
+    # Round 0, the pairs that are each of their records' only candidate: the greedy's first round
+    # takes them all, and neither record has a rival. They are most pairs of the exact pass (all
+    # but ~2,000 of 700,000 at 1M x 1M): taken here in two window sorts, they leave the rivals'
+    # and the rounds' sorts to the contested rest (greedy 3.1 -> 1.4 s; hash aggregates of the
+    # degrees were slower than sorts, 2.1 s).
+    cursor.execute(
+        """
+        CREATE TEMP TABLE candidate_degrees ON COMMIT DROP AS
+        SELECT left_id, right_id, confidence, days, left_amount, right_amount,
+               count(*) OVER (PARTITION BY left_id) = 1 AND right_degree = 1 AS lonely
+        FROM (SELECT c.*, count(*) OVER (PARTITION BY right_id) AS right_degree FROM candidate_pairs c) c
+        """
+    )
+    cursor.execute(
+        """
+        INSERT INTO chosen (left_ids, right_ids, left_amount, right_amount, confidence, ambiguous, round)
+        SELECT ARRAY[left_id], ARRAY[right_id], left_amount, right_amount, confidence, false, 0
+        FROM candidate_degrees WHERE lonely
+        """
+    )
+    cursor.execute("DROP TABLE candidate_pairs")
+    cursor.execute(
+        """
+        CREATE TEMP TABLE candidate_pairs ON COMMIT DROP AS
+        SELECT left_id, right_id, confidence, days, left_amount, right_amount FROM candidate_degrees WHERE NOT lonely
+        """
+    )
+    cursor.execute("DROP TABLE candidate_degrees")
     # Records with a rival: two or more candidates within AMBIGUITY_MARGIN of their best.
     cursor.execute(
         f"""
@@ -346,19 +374,7 @@ def _assign_greedy(cursor) -> None:
         )
         if cursor.rowcount == 0:
             break
-        # Both records of every pair just taken leave the candidate graph: the rest is copied
-        # (the first round takes most pairs: deleting 700,000 of 700,000 at 1M x 1M cost ~1.7 s).
-        cursor.execute(
-            """
-            CREATE TEMP TABLE candidate_rest ON COMMIT DROP AS
-            SELECT c.* FROM candidate_pairs c
-            WHERE NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.left_ids[1] = c.left_id)
-              AND NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.right_ids[1] = c.right_id)
-            """,
-            {"round": round_number},
-        )
-        cursor.execute("DROP TABLE candidate_pairs")
-        cursor.execute("ALTER TABLE candidate_rest RENAME TO candidate_pairs")
+        _drop_taken_candidates(cursor, round_number)
     else:
         raise ReconciliationError(f"greedy assignment did not settle in {MAX_GREEDY_ROUNDS} rounds")
     cursor.execute(
@@ -369,6 +385,22 @@ def _assign_greedy(cursor) -> None:
         """
     )
     cursor.execute("DROP TABLE rivals")
+
+
+def _drop_taken_candidates(cursor, round_number: int) -> None:
+    """Both records of every pair taken in this round leave the candidate graph: the rest is
+    copied (deleting most of a big table costs more than copying what is left)."""
+    cursor.execute(
+        """
+        CREATE TEMP TABLE candidate_rest ON COMMIT DROP AS
+        SELECT c.* FROM candidate_pairs c
+        WHERE NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.left_ids[1] = c.left_id)
+          AND NOT EXISTS (SELECT 1 FROM chosen t WHERE t.round = %(round)s AND t.right_ids[1] = c.right_id)
+        """,
+        {"round": round_number},
+    )
+    cursor.execute("DROP TABLE candidate_pairs")
+    cursor.execute("ALTER TABLE candidate_rest RENAME TO candidate_pairs")
 
 
 # --- Running a pass ------------------------------------------------------------------------------
