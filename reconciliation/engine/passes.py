@@ -507,7 +507,13 @@ def _remove_taken(cursor, table: str, column: str, review_threshold: float) -> N
     table rebuilt from the rest when most went (the exact pass takes ~70%: deleting 700,000 rows
     of a temp table cost 3.3 s, copying the other 300,000 under a second)."""
     taken = f"SELECT unnest({column}) AS id FROM chosen WHERE confidence >= {float(review_threshold)}"
-    cursor.execute(f"SELECT (SELECT count(*) FROM ({taken}) t), (SELECT count(*) FROM {table})")
+    # The table's size as its last ANALYZE counted it (it is analyzed after every change): counting
+    # a million rows and unnesting the taken ids to count them cost 0.2 s a side at 1M.
+    cursor.execute(
+        f"""SELECT (SELECT coalesce(sum(cardinality({column})), 0) FROM chosen
+                    WHERE confidence >= {float(review_threshold)}),
+                   (SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass)"""
+    )
     taken_count, total = cursor.fetchone()
     if not taken_count:
         return
